@@ -1,0 +1,207 @@
+/** Stable error codes: the `code` property of every error this library throws. */
+export declare const ErrorCode: {
+  /** An option has the wrong type or value; the message names the field. */
+  readonly INVALID_ARGUMENT: 'INVALID_ARGUMENT'
+  /** No model with that id is loaded (or it is not ready). */
+  readonly MODEL_NOT_FOUND: 'MODEL_NOT_FOUND'
+  /** The model file is missing, unreadable, corrupt or unsupported; the message says why. */
+  readonly MODEL_LOAD_FAILED: 'MODEL_LOAD_FAILED'
+  /** The call's `timeoutMs` (or the engine's `defaultTimeoutMs`) passed. Error name: 'TimeoutError'. */
+  readonly TIMEOUT: 'TIMEOUT'
+  /** The call's AbortSignal fired, or the stream was closed. Error name: 'AbortError'. */
+  readonly ABORTED: 'ABORTED'
+  /** More than `maxQueued` requests are waiting for the model. */
+  readonly QUEUE_FULL: 'QUEUE_FULL'
+  /** The engine or the model is shutting down. */
+  readonly SHUTTING_DOWN: 'SHUTTING_DOWN'
+  /** The prompt (plus `maxTokens`, when given) does not fit the model's context. */
+  readonly CONTEXT_OVERFLOW: 'CONTEXT_OVERFLOW'
+  /** The worker serving the request panicked; it was replaced, retry. */
+  readonly WORKER_CRASHED: 'WORKER_CRASHED'
+  /** The worker serving the request stopped making progress; it was replaced, retry. */
+  readonly WORKER_HUNG: 'WORKER_HUNG'
+  /** A bug in mlx-serving; please report it. */
+  readonly INTERNAL: 'INTERNAL'
+}
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+/** Every error this library throws. `name` is 'TimeoutError', 'AbortError' or 'MlxServingError'. */
+export declare class MlxServingError extends Error {
+  readonly code: ErrorCode
+  name: 'TimeoutError' | 'AbortError' | 'MlxServingError'
+}
+
+export interface EngineOptions {
+  /** Sequences decoded together per step (continuous batching). Default 8. */
+  maxBatchSize?: number
+  /** Requests that may wait per model; past it, generate throws QUEUE_FULL. Default 256. */
+  maxQueued?: number
+  /** Deadline for calls without `timeoutMs`. Default: none. */
+  defaultTimeoutMs?: number
+  /** A worker holding work that finishes no step for this long is replaced (WORKER_HUNG). Default 30000. */
+  hangTimeoutMs?: number
+}
+
+export interface ModelSpec {
+  /** Your name for the model, used in `generate({ model })`. */
+  id: string
+  /** Path to a GGUF file (llama family; F32, F16, Q4_0, Q4_1, Q8_0 tensors). */
+  path: string
+}
+
+export interface ModelInfo {
+  id: string
+  path: string
+  architecture: string
+  parameters: number
+  contextLength: number
+  vocabSize: number
+  layers: number
+  hiddenSize: number
+  heads: number
+  kvHeads: number
+  tensorTypes: string[]
+  /** 'dense' (dequantized at load; Linux CPU) or 'quantized' (Metal). */
+  weightFormat: 'dense' | 'quantized'
+  hasChatTemplate: boolean
+  loadMs: number
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | (string & {})
+  content: string
+}
+
+export interface GenerateRequest {
+  /** The id given to `loadModel`. */
+  model: string
+  /** Raw text, tokenized as is (special tokens such as `<|im_start|>` are recognised). */
+  prompt?: string
+  /** Chat messages, rendered with the model's own chat template. Give `prompt` or `messages`. */
+  messages?: ChatMessage[]
+  /** Most tokens to generate. Default: until an end token or the context is full. */
+  maxTokens?: number
+  /** 0 (default) is greedy. */
+  temperature?: number
+  /** 0 (default) disables. */
+  topK?: number
+  /** In (0, 1]; 1 (default) disables. */
+  topP?: number
+  /** In [0, 1]; 0 (default) disables. */
+  minP?: number
+  /** Over the last 64 tokens; 1 (default) disables. */
+  repetitionPenalty?: number
+  /** Same seed, same output. */
+  seed?: number
+  /** Generation ends before the first occurrence of any of these; the text never contains it. */
+  stop?: string | string[]
+}
+
+export interface CallOptions {
+  signal?: AbortSignal
+  /** Per-call deadline; the iterator rejects with TimeoutError (code TIMEOUT) when it passes. */
+  timeoutMs?: number
+}
+
+export interface TokenChunk {
+  text: string
+  tokenIds: number[]
+  done: false
+}
+
+export interface Usage {
+  promptTokens: number
+  completionTokens: number
+}
+
+export interface Timings {
+  /** From the call to the first token. */
+  ttftMs: number
+  /** Decode speed of this request (tokens after the first, per second). */
+  tokensPerSecond: number
+  totalMs: number
+  /** Time spent waiting for a batch slot or for the model to load. */
+  queuedMs: number
+}
+
+export interface FinalChunk {
+  text: ''
+  tokenIds: []
+  done: true
+  finishReason: 'stop' | 'length'
+  usage: Usage
+  timings: Timings
+}
+
+export type Chunk = TokenChunk | FinalChunk
+
+export interface Completion {
+  text: string
+  tokenIds: number[]
+  finishReason: 'stop' | 'length'
+  usage: Usage
+  timings: Timings
+}
+
+/**
+ * A running generation. Yields token chunks, then one final chunk with
+ * `done: true`; or rejects with an MlxServingError after delivering every
+ * token produced before the failure. `break`, `return()` and `throw()` stop
+ * the generation in the worker.
+ */
+export interface Generation extends AsyncIterableIterator<Chunk> {
+  next(): Promise<IteratorResult<Chunk, undefined>>
+  return(value?: unknown): Promise<IteratorResult<Chunk, undefined>>
+  throw(err?: unknown): Promise<never>
+  /** Reads the whole generation into one result. */
+  collect(): Promise<Completion>
+}
+
+export interface ModelStats {
+  id: string
+  state: 'loading' | 'ready' | 'draining' | 'unloaded' | 'failed'
+  activeRequests: number
+  queuedRequests: number
+  /** Workers replaced after a crash or hang. */
+  restarts: number
+  /** Hung worker threads left behind (never reused). */
+  abandonedWorkers: number
+  tokensGenerated: number
+  /** Over the last 5 seconds. */
+  tokensPerSecond: number
+  lastHeartbeatMsAgo: number
+}
+
+export interface EngineStats {
+  models: ModelStats[]
+  /** MLX allocator figures. */
+  memory: { activeBytes: number; peakBytes: number; cacheBytes: number }
+}
+
+export declare class Engine {
+  constructor(options?: EngineOptions)
+  static create(options?: EngineOptions): Promise<Engine>
+  /** Resolves with the model's info once it is ready; concurrent loads of one id share one load. */
+  loadModel(spec: ModelSpec): Promise<ModelInfo>
+  /** Drains the model's requests (up to `drainTimeoutMs`, default 30000), unloads it, frees its memory. */
+  unloadModel(id: string, options?: { drainTimeoutMs?: number }): Promise<void>
+  /** Streams a completion. Throws synchronously (INVALID_ARGUMENT, MODEL_NOT_FOUND, QUEUE_FULL, SHUTTING_DOWN) before any work. */
+  generate(request: GenerateRequest, options?: CallOptions): Generation
+  tokenize(model: string, text: string): number[]
+  detokenize(model: string, ids: number[]): string
+  /** The prompt text `messages` become with the model's chat template. */
+  applyChatTemplate(model: string, messages: ChatMessage[]): string
+  stats(): EngineStats
+  /**
+   * Refuses new work, lets in-flight requests finish for up to
+   * `drainTimeoutMs` (default 30000), ends the rest with SHUTTING_DOWN,
+   * unloads the models and joins the worker threads. Safe to call twice.
+   */
+  shutdown(options?: { drainTimeoutMs?: number }): Promise<void>
+}
+
+/** Opt-in: shut `engine` down on SIGTERM/SIGINT, then let the signal proceed. Returns a remover. */
+export declare function shutdownOnSignals(
+  engine: Engine,
+  options?: { drainTimeoutMs?: number; signals?: NodeJS.Signals[] },
+): () => void

@@ -1,0 +1,317 @@
+'use strict'
+// The public API: a thin layer over the native addon (../index.js) that adds
+// what belongs on the JS side: type checks for untyped callers, AbortSignal
+// wiring, the async iterator protocol, and Error objects with stable codes.
+
+const native = require('../index.js')
+
+/** Every error code this library uses, as `ErrorCode.NAME === 'NAME'`. */
+const ErrorCode = Object.freeze(Object.fromEntries(native.errorCodes().map((c) => [c, c])))
+
+/** The error class of this library; `code` is one of `ErrorCode`. */
+class MlxServingError extends Error {
+  constructor(code, message, options) {
+    super(message, options)
+    this.code = code
+    this.name = code === 'TIMEOUT' ? 'TimeoutError' : code === 'ABORTED' ? 'AbortError' : 'MlxServingError'
+  }
+}
+
+function invalid(field, why) {
+  return new MlxServingError('INVALID_ARGUMENT', `${field}: ${why}`)
+}
+
+function describe(value) {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'number' && Number.isNaN(value)) return 'NaN'
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value).slice(0, 40)}`
+}
+
+/** Errors thrown by the native side carry `code`; anything else is a bug. */
+function fromNative(err) {
+  if (err instanceof MlxServingError) return err
+  const code = err && typeof err.code === 'string' && ErrorCode[err.code] ? err.code : 'INTERNAL'
+  return new MlxServingError(code, err && err.message ? err.message : String(err), { cause: err })
+}
+
+function callNative(fn) {
+  try {
+    return fn()
+  } catch (err) {
+    throw fromNative(err)
+  }
+}
+
+function check(outcome) {
+  if (outcome.error) throw new MlxServingError(outcome.error.code, outcome.error.message)
+  return outcome
+}
+
+// --- type checks for callers without TypeScript --------------------------
+
+function plainObject(value, field, optional = false) {
+  if (value === undefined && optional) return {}
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalid(field, `expected an object, got ${describe(value)}`)
+  }
+  return value
+}
+
+function onlyKeys(obj, field, allowed) {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) throw invalid(`${field}.${key}`, `unknown option (known: ${allowed.join(', ')})`)
+  }
+}
+
+function optNumber(obj, key, field = key) {
+  const v = obj[key]
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || Number.isNaN(v)) throw invalid(field, `expected a number, got ${describe(v)}`)
+  return v
+}
+
+function str(v, field) {
+  if (typeof v !== 'string') throw invalid(field, `expected a string, got ${describe(v)}`)
+  return v
+}
+
+const REQUEST_KEYS = ['model', 'prompt', 'messages', 'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'stop']
+
+function generateInput(request, options) {
+  plainObject(request, 'request')
+  onlyKeys(request, 'request', REQUEST_KEYS)
+  const input = { model: str(request.model, 'model') }
+  if (request.prompt !== undefined) input.prompt = str(request.prompt, 'prompt')
+  if (request.messages !== undefined) {
+    if (!Array.isArray(request.messages)) throw invalid('messages', `expected an array, got ${describe(request.messages)}`)
+    input.messages = request.messages.map((m, i) => {
+      plainObject(m, `messages[${i}]`)
+      return { role: str(m.role, `messages[${i}].role`), content: str(m.content, `messages[${i}].content`) }
+    })
+  }
+  for (const key of ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed']) {
+    const v = optNumber(request, key)
+    if (v !== undefined) input[key] = v
+  }
+  if (request.stop !== undefined) {
+    const stop = typeof request.stop === 'string' ? [request.stop] : request.stop
+    if (!Array.isArray(stop)) throw invalid('stop', `expected a string or an array of strings, got ${describe(request.stop)}`)
+    input.stop = stop.map((s, i) => str(s, `stop[${i}]`))
+  }
+  const timeoutMs = optNumber(options, 'timeoutMs')
+  if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
+  return input
+}
+
+function abortSignal(options) {
+  const signal = options.signal
+  if (signal === undefined || signal === null) return undefined
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw invalid('signal', `expected an AbortSignal, got ${describe(signal)}`)
+  }
+  return signal
+}
+
+function abortError(signal) {
+  const reason = signal.reason
+  const message = reason instanceof Error ? reason.message : reason !== undefined ? String(reason) : 'the operation was aborted'
+  return new MlxServingError('ABORTED', message, { cause: reason })
+}
+
+// --- the stream ----------------------------------------------------------
+
+/**
+ * The async iterator `generate()` returns. Chunks are `{ text, tokenIds }`;
+ * the last chunk has `done: true` with `finishReason`, `usage` and `timings`.
+ * Errors (timeout, abort, worker failure, ...) reject `next()` after every
+ * token produced before them was delivered.
+ */
+class Generation {
+  #native
+  #signal
+  #onAbort
+  #pending
+  #finished = false
+
+  constructor(core, input, signal) {
+    this.#signal = signal
+    if (signal && signal.aborted) {
+      this.#pending = abortError(signal) // rejects on first next(), no work started
+      return
+    }
+    this.#native = callNative(() => core.generate(input))
+    if (signal) {
+      this.#onAbort = () => {
+        this.#pending = abortError(signal)
+        this.#native.cancel('abort')
+      }
+      signal.addEventListener('abort', this.#onAbort, { once: true })
+    }
+  }
+
+  [Symbol.asyncIterator]() {
+    return this
+  }
+
+  async next() {
+    if (this.#finished) return { done: true, value: undefined }
+    if (!this.#native) {
+      this.#finish()
+      throw this.#pending
+    }
+    const event = await this.#native.next()
+    switch (event.kind) {
+      case 'token':
+        return { done: false, value: { text: event.text, tokenIds: event.tokenIds, done: false } }
+      case 'end':
+        this.#finish()
+        return {
+          done: false,
+          value: { text: '', tokenIds: [], done: true, finishReason: event.finishReason, usage: event.usage, timings: event.timings },
+        }
+      default: {
+        this.#finish()
+        const { code, message } = event.error
+        if (code === 'ABORTED' && this.#pending) throw this.#pending
+        throw new MlxServingError(code, message)
+      }
+    }
+  }
+
+  /** Stops the generation (also what `break` in `for await` calls). */
+  async return(value) {
+    this.#native?.cancel('close')
+    this.#finish()
+    return { done: true, value }
+  }
+
+  /** Stops the generation and rethrows `err`. */
+  async throw(err) {
+    this.#native?.cancel('close')
+    this.#finish()
+    throw err
+  }
+
+  /** Reads the whole generation: `{ text, tokenIds, finishReason, usage, timings }`. */
+  async collect() {
+    let text = ''
+    const tokenIds = []
+    for await (const chunk of this) {
+      text += chunk.text
+      tokenIds.push(...chunk.tokenIds)
+      if (chunk.done) return { text, tokenIds, finishReason: chunk.finishReason, usage: chunk.usage, timings: chunk.timings }
+    }
+    throw new MlxServingError('INTERNAL', 'the stream ended without an end chunk')
+  }
+
+  #finish() {
+    this.#finished = true
+    if (this.#onAbort) {
+      this.#signal.removeEventListener('abort', this.#onAbort)
+      this.#onAbort = undefined
+    }
+  }
+}
+
+// --- the engine ----------------------------------------------------------
+
+const ENGINE_KEYS = ['maxBatchSize', 'maxQueued', 'defaultTimeoutMs', 'hangTimeoutMs']
+
+/** Local LLM inference on MLX. See README.md for the full contract. */
+class Engine {
+  #core
+
+  constructor(options) {
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ENGINE_KEYS)
+    const input = {}
+    for (const key of ENGINE_KEYS) {
+      const v = optNumber(o, key)
+      if (v !== undefined) input[key] = v
+    }
+    this.#core = callNative(() => new native.EngineCore(input))
+  }
+
+  /** Same as `new Engine(options)`, for symmetry with the async API. */
+  static async create(options) {
+    return new Engine(options)
+  }
+
+  /** Loads a GGUF model; resolves with its info once it is ready. */
+  async loadModel(spec) {
+    plainObject(spec, 'model')
+    onlyKeys(spec, 'model', ['id', 'path'])
+    const id = str(spec.id, 'id')
+    const path = str(spec.path, 'path')
+    return check(await this.#core.loadModel(id, path)).info
+  }
+
+  /** Drains a model's requests (up to `drainTimeoutMs`), unloads it and frees its memory. */
+  async unloadModel(id, options) {
+    str(id, 'id')
+    const o = plainObject(options, 'options', true)
+    check(await this.#core.unloadModel(id, optNumber(o, 'drainTimeoutMs')))
+  }
+
+  /** Streams a completion. See README.md for the end-of-stream contract. */
+  generate(request, options) {
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['signal', 'timeoutMs'])
+    const signal = abortSignal(o)
+    return new Generation(this.#core, generateInput(request, o), signal)
+  }
+
+  tokenize(model, text) {
+    str(model, 'model')
+    str(text, 'text')
+    return callNative(() => this.#core.tokenize(model, text))
+  }
+
+  detokenize(model, ids) {
+    str(model, 'model')
+    if (!Array.isArray(ids) || !ids.every((id) => Number.isInteger(id) && id >= 0 && id < 2 ** 32)) {
+      throw invalid('ids', 'expected an array of token ids (non-negative integers)')
+    }
+    return callNative(() => this.#core.detokenize(model, ids))
+  }
+
+  applyChatTemplate(model, messages) {
+    str(model, 'model')
+    const input = generateInput({ model, messages }, {})
+    return callNative(() => this.#core.applyChatTemplate(model, input.messages))
+  }
+
+  /** Model and memory figures; see README.md. */
+  stats() {
+    return this.#core.stats()
+  }
+
+  /**
+   * Refuses new work (SHUTTING_DOWN), lets in-flight requests finish for up
+   * to `drainTimeoutMs` (default 30000), ends the rest with SHUTTING_DOWN,
+   * unloads the models and joins the worker threads. Safe to call twice.
+   */
+  async shutdown(options) {
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['drainTimeoutMs'])
+    check(await this.#core.shutdown(optNumber(o, 'drainTimeoutMs')))
+  }
+}
+
+/**
+ * Opt-in: on SIGTERM or SIGINT, shut `engine` down gracefully, then let the
+ * signal take its default course. Returns a function that removes the handlers.
+ */
+function shutdownOnSignals(engine, options = {}) {
+  const signals = options.signals ?? ['SIGTERM', 'SIGINT']
+  const handler = (signal) => {
+    remove()
+    engine.shutdown({ drainTimeoutMs: options.drainTimeoutMs }).finally(() => process.kill(process.pid, signal))
+  }
+  const remove = () => signals.forEach((s) => process.removeListener(s, handler))
+  signals.forEach((s) => process.once(s, handler))
+  return remove
+}
+
+module.exports = { Engine, ErrorCode, MlxServingError, shutdownOnSignals }

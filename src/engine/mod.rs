@@ -1,0 +1,277 @@
+//! The engine: a registry of model slots, request submission, lifecycle
+//! (load, unload, shutdown), a watchdog and statistics. Pure Rust; the napi
+//! layer in `crate::js` is one client, the bench binary another.
+
+mod fault;
+mod heartbeat;
+mod request;
+mod sequence;
+mod slot;
+mod stats;
+mod watchdog;
+mod worker;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+pub use request::{Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
+pub use slot::ModelState;
+pub use stats::{EngineStats, MemoryStats, ModelStats};
+use slot::{ModelSlot, SlotOptions};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::{
+    error::{Error, ErrorCode, Result},
+    model::{ModelInfo, WeightFormat},
+    tokenizer::ChatMessage,
+};
+
+/// Engine settings. `Default` gives values that work for one local model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Sequences decoded together in one step (continuous batching). Default 8.
+    pub max_batch_size: usize,
+    /// Requests that may wait for a batch slot per model. Default 256.
+    pub max_queued: usize,
+    /// Deadline for calls that give no `timeoutMs`. Default: none.
+    pub default_timeout: Option<Duration>,
+    /// A worker with work that finishes no step for this long is declared
+    /// hung and replaced. Default 30 s.
+    pub hang_timeout: Duration,
+    /// Dense or quantized weights; default per platform (see `WeightFormat`).
+    pub weight_format: WeightFormat,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_batch_size: 8,
+            max_queued: 256,
+            default_timeout: None,
+            hang_timeout: Duration::from_secs(30),
+            weight_format: WeightFormat::for_platform(),
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    options: EngineOptions,
+    models: Mutex<HashMap<String, Arc<ModelSlot>>>,
+    shutting_down: AtomicBool,
+    next_id: AtomicU64,
+}
+
+/// The inference engine. Cheap to share behind an `Arc`; every method may be
+/// called from any thread. MLX work happens only on the per-model workers.
+pub struct Engine {
+    shared: Arc<Shared>,
+    watchdog: Mutex<Option<watchdog::Watchdog>>,
+    shutdown_done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Engine {
+    pub fn new(options: EngineOptions) -> Result<Self> {
+        if options.max_batch_size == 0 {
+            return Err(Error::invalid("maxBatchSize", "must be at least 1"));
+        }
+        let shared = Arc::new(Shared {
+            options,
+            models: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        });
+        let watchdog = watchdog::Watchdog::start(shared.clone());
+        Ok(Engine { shared, watchdog: Mutex::new(Some(watchdog)), shutdown_done: tokio::sync::watch::Sender::new(false) })
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.shared.options
+    }
+
+    fn check_running(&self) -> Result<()> {
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            Err(Error::new(ErrorCode::ShuttingDown, "the engine is shutting down"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn slot(&self, id: &str) -> Result<Arc<ModelSlot>> {
+        self.shared
+            .models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("no model '{id}' is loaded")))
+    }
+
+    /// Loads a model under `id` and resolves once it is ready. Concurrent
+    /// loads of one id share one load; loading an id again from the same
+    /// path returns the loaded model.
+    pub async fn load_model(&self, id: &str, path: &Path) -> Result<ModelInfo> {
+        self.check_running()?;
+        let slot = {
+            let mut models = self.shared.models.lock().unwrap_or_else(|e| e.into_inner());
+            match models.get(id) {
+                Some(slot) if !matches!(slot.state(), ModelState::Failed(_) | ModelState::Unloaded) => {
+                    if slot.path != path {
+                        return Err(Error::invalid(
+                            "id",
+                            format!("model '{id}' is already loaded from {}; unload it first", slot.path.display()),
+                        ));
+                    }
+                    slot.clone()
+                }
+                _ => {
+                    let options = SlotOptions {
+                        max_batch_size: self.shared.options.max_batch_size,
+                        max_queued: self.shared.options.max_queued,
+                        format: self.shared.options.weight_format,
+                    };
+                    let slot = ModelSlot::start(id.to_string(), PathBuf::from(path), options);
+                    models.insert(id.to_string(), slot.clone());
+                    slot
+                }
+            }
+        };
+        let mut state = slot.subscribe();
+        loop {
+            let current = state.borrow_and_update().clone();
+            match current {
+                ModelState::Ready => break,
+                ModelState::Failed(reason) => return Err(Error::new(ErrorCode::ModelLoadFailed, reason)),
+                ModelState::Draining | ModelState::Unloaded => {
+                    return Err(Error::new(ErrorCode::ShuttingDown, format!("model '{id}' was unloaded while loading")))
+                }
+                ModelState::Loading => {}
+            }
+            if state.changed().await.is_err() {
+                return Err(Error::internal("model state channel closed"));
+            }
+        }
+        slot.served().map(|s| s.info.clone()).ok_or_else(|| Error::internal("ready model has no tokenizer"))
+    }
+
+    /// Queues a generation. Errors here (before any work): SHUTTING_DOWN,
+    /// MODEL_NOT_FOUND, MODEL_LOAD_FAILED, QUEUE_FULL. Everything after arrives
+    /// on the returned channel: tokens, then exactly one end.
+    pub fn generate(&self, mut params: GenerateParams) -> Result<(Arc<Request>, UnboundedReceiver<Event>)> {
+        self.check_running()?;
+        let slot = self.slot(&params.model)?;
+        if params.timeout.is_none() {
+            params.timeout = self.shared.options.default_timeout;
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (request, rx) = Request::new(id, params);
+        let request = Arc::new(request);
+        slot.submit(request.clone())?;
+        tracing::debug!(parent: &request.span, "queued");
+        Ok((request, rx))
+    }
+
+    fn served(&self, model: &str) -> Result<Arc<slot::Served>> {
+        let slot = self.slot(model)?;
+        slot.served().ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("model '{model}' is not ready ({})", slot.state().name())))
+    }
+
+    pub fn model_info(&self, model: &str) -> Result<ModelInfo> {
+        Ok(self.served(model)?.info.clone())
+    }
+
+    pub fn tokenize(&self, model: &str, text: &str) -> Result<Vec<u32>> {
+        self.served(model)?.tokenizer.encode(text)
+    }
+
+    pub fn detokenize(&self, model: &str, ids: &[u32]) -> Result<String> {
+        self.served(model)?.tokenizer.decode(ids)
+    }
+
+    pub fn apply_chat_template(&self, model: &str, messages: &[ChatMessage]) -> Result<String> {
+        let served = self.served(model)?;
+        match &served.template {
+            Some(t) => t.render(messages),
+            None => Err(Error::invalid("model", format!("model '{model}' has no chat template"))),
+        }
+    }
+
+    /// Waits (up to `drain`) for `slots` to finish their requests, ends the
+    /// rest with SHUTTING_DOWN, then stops their workers and frees MLX memory.
+    async fn drain_and_stop(slots: Vec<Arc<ModelSlot>>, drain: Duration) {
+        for slot in &slots {
+            slot.begin_drain();
+        }
+        let until = Instant::now() + drain;
+        while Instant::now() < until && slots.iter().any(|s| s.load() != (0, 0)) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for slot in &slots {
+            slot.end_all(ErrorCode::ShuttingDown, "the model is shutting down");
+        }
+        let _ = tokio::task::spawn_blocking(move || slots.iter().for_each(|s| s.stop())).await;
+    }
+
+    /// Drains and unloads one model, then frees its MLX memory.
+    pub async fn unload_model(&self, id: &str, drain: Duration) -> Result<()> {
+        let slot = self.slot(id)?;
+        Self::drain_and_stop(vec![slot.clone()], drain).await;
+        let mut models = self.shared.models.lock().unwrap_or_else(|e| e.into_inner());
+        if models.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            models.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Refuses new work, lets in-flight requests finish for up to `drain`,
+    /// ends the rest with SHUTTING_DOWN, unloads every model and joins the
+    /// worker threads. A second call waits for the first and returns.
+    pub async fn shutdown(&self, drain: Duration) {
+        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+            let mut done = self.shutdown_done.subscribe();
+            let _ = done.wait_for(|d| *d).await;
+            return;
+        }
+        tracing::info!("shutting down");
+        let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        Self::drain_and_stop(slots, drain).await;
+        self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let watchdog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = watchdog {
+            let _ = tokio::task::spawn_blocking(move || w.stop()).await;
+        }
+        let _ = mlx_rs::memory::clear_cache();
+        self.shutdown_done.send_replace(true);
+        tracing::info!("shut down");
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut models: Vec<_> = slots.iter().map(|s| s.stats()).collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        EngineStats { models, memory: MemoryStats::read() }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(w) = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.stop();
+        }
+        let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            slot.end_all(ErrorCode::ShuttingDown, "the engine was dropped");
+            slot.stop();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! A generation request: validated parameters, its deadline, and the one
+//! channel its events travel on. Whoever ends a request (worker, watchdog,
+//! timer, abort) ends it exactly once; after that no token can be sent.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::{
+    error::{Error, ErrorCode},
+    sampling::SamplingParams,
+    tokenizer::ChatMessage,
+};
+
+/// What to complete: raw text, or messages rendered with the model's chat template.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Messages(Vec<ChatMessage>),
+}
+
+/// Validated parameters of one `generate` call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub model: String,
+    pub prompt: Prompt,
+    /// `None`: until an end token or the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub timeout: Option<Duration>,
+}
+
+/// Why a generation ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// `maxTokens` reached, or the context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// From the call to the first token.
+    pub ttft_ms: f64,
+    /// Completion tokens after the first, per second of decoding.
+    pub tokens_per_second: f64,
+    pub total_ms: f64,
+    /// Time spent waiting for a batch slot (and for the model to load).
+    pub queued_ms: f64,
+}
+
+/// What a request's channel carries: tokens, then exactly one terminal event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Token { text: String, ids: Vec<u32> },
+    End { finish_reason: FinishReason, usage: Usage, timings: Timings },
+    Error(Error),
+}
+
+/// One request, shared by the stream that reads it, the worker that serves
+/// it and the watchdog that may have to end it.
+pub struct Request {
+    pub id: u64,
+    pub params: GenerateParams,
+    pub created: Instant,
+    pub deadline: Option<Instant>,
+    sender: Mutex<Option<UnboundedSender<Event>>>,
+    admitted: AtomicBool,
+    pub span: tracing::Span,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("id", &self.id).field("ended", &self.is_ended()).finish()
+    }
+}
+
+impl Request {
+    /// A request and the receiving end of its event channel.
+    pub fn new(id: u64, params: GenerateParams) -> (Request, UnboundedReceiver<Event>) {
+        let (tx, rx) = unbounded_channel();
+        let created = Instant::now();
+        let deadline = params.timeout.map(|t| created + t);
+        let span = tracing::info_span!("request", id, model = %params.model);
+        let request = Request { id, params, created, deadline, sender: Mutex::new(Some(tx)), admitted: AtomicBool::new(false), span };
+        (request, rx)
+    }
+
+    /// Sends a token. Returns false when the request has already ended (the
+    /// caller must then drop the sequence): tokens never follow the end.
+    pub fn send_token(&self, text: String, ids: Vec<u32>) -> bool {
+        let guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(tx) => {
+                let _ = tx.send(Event::Token { text, ids });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the request with `event` unless it already ended. Returns whether
+    /// this call was the one that ended it.
+    pub fn end(&self, event: Event) -> bool {
+        debug_assert!(!matches!(event, Event::Token { .. }), "a token is not an end");
+        let taken = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match taken {
+            Some(tx) => {
+                match &event {
+                    Event::Error(e) => tracing::debug!(parent: &self.span, code = %e.code, "request ended: {}", e.message),
+                    Event::End { finish_reason, usage, .. } => tracing::debug!(
+                        parent: &self.span,
+                        finish = finish_reason.as_str(),
+                        completion_tokens = usage.completion_tokens,
+                        "request finished"
+                    ),
+                    Event::Token { .. } => {}
+                }
+                let _ = tx.send(event);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn fail(&self, code: ErrorCode, message: impl Into<String>) -> bool {
+        self.end(Event::Error(Error::new(code, message)))
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    pub fn deadline_passed(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Ends the request with TIMEOUT if its deadline passed; true if it did.
+    pub fn expire_if_due(&self, now: Instant) -> bool {
+        if self.deadline_passed(now) {
+            self.fail(ErrorCode::Timeout, format!("timed out after {} ms", self.params.timeout.unwrap_or_default().as_millis()));
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn mark_admitted(&self) {
+        self.admitted.store(true, Ordering::Release);
+    }
+
+    pub fn was_admitted(&self) -> bool {
+        self.admitted.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> (Request, UnboundedReceiver<Event>) {
+        let params = GenerateParams {
+            model: "m".into(),
+            prompt: Prompt::Text("hi".into()),
+            max_tokens: None,
+            sampling: SamplingParams::default(),
+            stop: vec![],
+            timeout: None,
+        };
+        Request::new(1, params)
+    }
+
+    #[test]
+    fn ends_exactly_once_and_refuses_tokens_after() {
+        let (r, mut rx) = request();
+        assert!(r.send_token("a".into(), vec![1]));
+        assert!(r.fail(ErrorCode::Aborted, "x"));
+        assert!(!r.fail(ErrorCode::Timeout, "y"));
+        assert!(!r.send_token("b".into(), vec![2]));
+        assert!(matches!(rx.try_recv(), Ok(Event::Token { .. })));
+        assert!(matches!(rx.try_recv(), Ok(Event::Error(e)) if e.code == ErrorCode::Aborted));
+        assert!(rx.try_recv().is_err());
+    }
+}

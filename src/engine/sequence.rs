@@ -1,0 +1,114 @@
+//! One admitted request inside the worker: its cache, sampler and the text
+//! pipeline (UTF-8 assembly, stop strings) between sampled tokens and events.
+
+use std::{sync::Arc, time::Instant};
+
+use super::request::{Event, FinishReason, Request, Timings, Usage};
+use crate::{
+    model::KvCache,
+    sampling::Sampler,
+    tokenizer::{StopMatcher, Tokenizer, Utf8Stream},
+};
+
+pub struct Sequence {
+    pub request: Arc<Request>,
+    pub cache: KvCache,
+    pub sampler: Sampler,
+    pub last_token: u32,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    prompt_tokens: usize,
+    generated: usize,
+    max_tokens: usize,
+    admitted: Instant,
+    first_token: Option<Instant>,
+}
+
+/// What happened to a sequence after a token.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    Continue,
+    /// The request ended (finished, or ended elsewhere): retire the sequence.
+    Retire,
+}
+
+impl Sequence {
+    pub fn new(request: Arc<Request>, cache: KvCache, sampler: Sampler, prompt_tokens: usize, max_tokens: usize, admitted: Instant) -> Self {
+        let stops = StopMatcher::new(request.params.stop.clone());
+        Sequence {
+            request,
+            cache,
+            sampler,
+            last_token: 0,
+            utf8: Utf8Stream::default(),
+            stops,
+            prompt_tokens,
+            generated: 0,
+            max_tokens,
+            admitted,
+            first_token: None,
+        }
+    }
+
+    /// Delivers a sampled token: its text (never a split character, never
+    /// part of a stop string) and id, then the end if this token finishes it.
+    pub fn accept(&mut self, token: u32, tokenizer: &Tokenizer) -> Progress {
+        let now = Instant::now();
+        self.first_token.get_or_insert(now);
+        self.last_token = token;
+        if tokenizer.is_end(token) {
+            let rest = self.flush();
+            if !rest.0.is_empty() && !self.request.send_token(rest.0, Vec::new()) {
+                return Progress::Retire;
+            }
+            self.finish(FinishReason::Stop, now);
+            return Progress::Retire;
+        }
+        self.generated += 1;
+        let bytes = tokenizer.token_bytes(token).unwrap_or(&[]);
+        let piece = self.utf8.push(bytes);
+        let scan = self.stops.push(&piece);
+        let mut text = scan.text;
+        let mut finish = scan.stopped.then_some(FinishReason::Stop);
+        if finish.is_none() && self.generated >= self.max_tokens {
+            let (rest, stopped) = self.flush();
+            text.push_str(&rest);
+            finish = Some(if stopped { FinishReason::Stop } else { FinishReason::Length });
+        }
+        if !self.request.send_token(text, vec![token]) {
+            return Progress::Retire;
+        }
+        match finish {
+            Some(reason) => {
+                self.finish(reason, now);
+                Progress::Retire
+            }
+            None => Progress::Continue,
+        }
+    }
+
+    /// Text still held back at the end, and whether it completed a stop string.
+    fn flush(&mut self) -> (String, bool) {
+        let tail = self.utf8.finish();
+        let scan = self.stops.push(&tail);
+        if scan.stopped {
+            (scan.text, true)
+        } else {
+            (scan.text + &self.stops.finish(), false)
+        }
+    }
+
+    fn finish(&mut self, reason: FinishReason, now: Instant) {
+        let created = self.request.created;
+        let first = self.first_token.unwrap_or(now);
+        let decode_secs = now.duration_since(first).as_secs_f64();
+        let timings = Timings {
+            ttft_ms: first.duration_since(created).as_secs_f64() * 1000.0,
+            tokens_per_second: if decode_secs > 0.0 { self.generated.saturating_sub(1) as f64 / decode_secs } else { 0.0 },
+            total_ms: now.duration_since(created).as_secs_f64() * 1000.0,
+            queued_ms: self.admitted.duration_since(created).as_secs_f64() * 1000.0,
+        };
+        let usage = Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.generated };
+        self.request.end(Event::End { finish_reason: reason, usage, timings });
+    }
+}

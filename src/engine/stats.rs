@@ -1,0 +1,81 @@
+//! Counters a model slot keeps for `Engine::stats`.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+/// Throughput is averaged over this window.
+const WINDOW: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Throughput {
+    total: AtomicU64,
+    recent: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl Throughput {
+    pub fn record(&self, tokens: u64) {
+        self.total.fetch_add(tokens, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back((now, tokens));
+        while recent.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
+            recent.pop_front();
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Tokens per second over the last few seconds (0 when idle).
+    pub fn per_second(&self) -> f64 {
+        let now = Instant::now();
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let tokens: u64 = recent.iter().filter(|(t, _)| now.duration_since(*t) <= WINDOW).map(|(_, n)| n).sum();
+        tokens as f64 / WINDOW.as_secs_f64()
+    }
+}
+
+/// A snapshot of one model, as `stats()` reports it.
+#[derive(Debug, Clone)]
+pub struct ModelStats {
+    pub id: String,
+    pub state: String,
+    pub active_requests: usize,
+    pub queued_requests: usize,
+    pub restarts: u32,
+    pub abandoned_workers: u32,
+    pub tokens_generated: u64,
+    pub tokens_per_second: f64,
+    pub last_heartbeat_ms_ago: u64,
+}
+
+/// MLX allocator figures, in bytes.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStats {
+    pub active_bytes: u64,
+    pub peak_bytes: u64,
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub models: Vec<ModelStats>,
+    pub memory: MemoryStats,
+}
+
+impl MemoryStats {
+    pub fn read() -> Self {
+        MemoryStats {
+            active_bytes: mlx_rs::memory::active_memory().unwrap_or(0) as u64,
+            peak_bytes: mlx_rs::memory::peak_memory().unwrap_or(0) as u64,
+            cache_bytes: mlx_rs::memory::cache_memory().unwrap_or(0) as u64,
+        }
+    }
+}

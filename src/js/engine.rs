@@ -1,0 +1,244 @@
+//! `EngineCore`: the native engine as JS sees it. The friendly `Engine`
+//! class in `lib/index.js` wraps it (AbortSignal, async iteration, errors).
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use super::{
+    error::{to_js, Code, ErrorInfo},
+    options::{validate_model_id, EngineOptionsInput, GenerateInput, MessageInput},
+    stream::TokenStream,
+};
+use crate::{
+    engine::Engine,
+    error::{Error, ErrorCode},
+    model::{ModelInfo, WeightFormat},
+    tokenizer::ChatMessage,
+};
+
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+#[napi(object)]
+pub struct ModelInfoJs {
+    pub id: String,
+    pub path: String,
+    pub architecture: String,
+    pub parameters: f64,
+    pub context_length: u32,
+    pub vocab_size: u32,
+    pub layers: u32,
+    pub hidden_size: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+    pub tensor_types: Vec<String>,
+    /// "dense" (dequantized at load) or "quantized".
+    pub weight_format: String,
+    pub has_chat_template: bool,
+    pub load_ms: f64,
+}
+
+fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
+    ModelInfoJs {
+        id: id.to_string(),
+        path: path.to_string(),
+        architecture: i.architecture,
+        parameters: i.parameters as f64,
+        context_length: i.context_length as u32,
+        vocab_size: i.vocab_size as u32,
+        layers: i.layers as u32,
+        hidden_size: i.hidden_size as u32,
+        heads: i.heads as u32,
+        kv_heads: i.kv_heads as u32,
+        tensor_types: i.tensor_types,
+        weight_format: match i.weight_format {
+            WeightFormat::Dense => "dense".into(),
+            WeightFormat::Quantized => "quantized".into(),
+        },
+        has_chat_template: i.has_chat_template,
+        load_ms: i.load_ms,
+    }
+}
+
+/// The outcome of an async call: `error` set, or `info` (when there is one).
+#[napi(object)]
+pub struct Outcome {
+    pub info: Option<ModelInfoJs>,
+    pub error: Option<ErrorInfo>,
+}
+
+impl Outcome {
+    fn err(e: Error) -> Self {
+        Outcome { info: None, error: Some(e.into()) }
+    }
+}
+
+#[napi(object)]
+pub struct ModelStatsJs {
+    pub id: String,
+    pub state: String,
+    pub active_requests: u32,
+    pub queued_requests: u32,
+    pub restarts: u32,
+    pub abandoned_workers: u32,
+    pub tokens_generated: f64,
+    pub tokens_per_second: f64,
+    pub last_heartbeat_ms_ago: f64,
+}
+
+#[napi(object)]
+pub struct MemoryStatsJs {
+    pub active_bytes: f64,
+    pub peak_bytes: f64,
+    pub cache_bytes: f64,
+}
+
+#[napi(object)]
+pub struct EngineStatsJs {
+    pub models: Vec<ModelStatsJs>,
+    pub memory: MemoryStatsJs,
+}
+
+fn drain(ms: Option<f64>) -> Result<Duration, Error> {
+    match ms {
+        None => Ok(DEFAULT_DRAIN),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(Duration::from_secs_f64(v / 1000.0)),
+        Some(v) => Err(Error::invalid("drainTimeoutMs", format!("must be a non-negative number, got {v}"))),
+    }
+}
+
+/// Turns on `tracing` output (stderr) when `MLX_SERVING_LOG` is set, e.g.
+/// `MLX_SERVING_LOG=mlx_serving=debug`.
+fn init_tracing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("MLX_SERVING_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
+/// The native engine. Use the `Engine` class from the package instead.
+#[napi]
+pub struct EngineCore {
+    engine: Arc<Engine>,
+}
+
+#[napi]
+impl EngineCore {
+    #[napi(constructor)]
+    pub fn new(options: Option<EngineOptionsInput>) -> napi::Result<Self, Code> {
+        init_tracing();
+        let options = match options {
+            Some(o) => o.validate().map_err(to_js)?,
+            None => Default::default(),
+        };
+        Ok(EngineCore { engine: Arc::new(Engine::new(options).map_err(to_js)?) })
+    }
+
+    /// Loads a GGUF model under `id`; resolves once it is ready.
+    #[napi]
+    pub async fn load_model(&self, id: String, path: String) -> Outcome {
+        if let Err(e) = validate_model_id("id", &id) {
+            return Outcome::err(e);
+        }
+        if path.is_empty() {
+            return Outcome::err(Error::invalid("path", "must be a non-empty string"));
+        }
+        let engine = self.engine.clone();
+        match engine.load_model(&id, &PathBuf::from(&path)).await {
+            Ok(info) => Outcome { info: Some(info_js(&id, &path, info)), error: None },
+            Err(e) => Outcome::err(e),
+        }
+    }
+
+    #[napi]
+    pub fn model_info(&self, id: String) -> napi::Result<ModelInfoJs, Code> {
+        let info = self.engine.model_info(&id).map_err(to_js)?;
+        let stats = self.engine.stats();
+        let path = stats.models.iter().find(|m| m.id == id).map(|_| String::new()).unwrap_or_default();
+        Ok(info_js(&id, &path, info))
+    }
+
+    /// Starts a generation; errors found before any work are thrown here.
+    #[napi]
+    pub fn generate(&self, input: GenerateInput) -> napi::Result<TokenStream, Code> {
+        let params = input.validate().map_err(to_js)?;
+        let (request, events) = self.engine.generate(params).map_err(to_js)?;
+        Ok(TokenStream::new(request, events))
+    }
+
+    #[napi]
+    pub fn tokenize(&self, model: String, text: String) -> napi::Result<Vec<u32>, Code> {
+        self.engine.tokenize(&model, &text).map_err(to_js)
+    }
+
+    #[napi]
+    pub fn detokenize(&self, model: String, ids: Vec<u32>) -> napi::Result<String, Code> {
+        self.engine.detokenize(&model, &ids).map_err(to_js)
+    }
+
+    #[napi]
+    pub fn apply_chat_template(&self, model: String, messages: Vec<MessageInput>) -> napi::Result<String, Code> {
+        let messages: Vec<ChatMessage> = messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect();
+        self.engine.apply_chat_template(&model, &messages).map_err(to_js)
+    }
+
+    /// Drains and unloads a model, then frees its memory.
+    #[napi]
+    pub async fn unload_model(&self, id: String, drain_timeout_ms: Option<f64>) -> Outcome {
+        let engine = self.engine.clone();
+        let result = match drain(drain_timeout_ms) {
+            Ok(d) => engine.unload_model(&id, d).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Outcome { info: None, error: None },
+            Err(e) => Outcome::err(e),
+        }
+    }
+
+    /// Graceful shutdown; see `Engine.shutdown` in the package docs.
+    #[napi]
+    pub async fn shutdown(&self, drain_timeout_ms: Option<f64>) -> Outcome {
+        let engine = self.engine.clone();
+        match drain(drain_timeout_ms) {
+            Ok(d) => {
+                engine.shutdown(d).await;
+                Outcome { info: None, error: None }
+            }
+            Err(e) => Outcome::err(e),
+        }
+    }
+
+    #[napi]
+    pub fn stats(&self) -> EngineStatsJs {
+        let s = self.engine.stats();
+        EngineStatsJs {
+            models: s
+                .models
+                .into_iter()
+                .map(|m| ModelStatsJs {
+                    id: m.id,
+                    state: m.state,
+                    active_requests: m.active_requests as u32,
+                    queued_requests: m.queued_requests as u32,
+                    restarts: m.restarts,
+                    abandoned_workers: m.abandoned_workers,
+                    tokens_generated: m.tokens_generated as f64,
+                    tokens_per_second: m.tokens_per_second,
+                    last_heartbeat_ms_ago: m.last_heartbeat_ms_ago as f64,
+                })
+                .collect(),
+            memory: MemoryStatsJs {
+                active_bytes: s.memory.active_bytes as f64,
+                peak_bytes: s.memory.peak_bytes as f64,
+                cache_bytes: s.memory.cache_bytes as f64,
+            },
+        }
+    }
+}
+
+#[allow(dead_code)]
+fn _codes_are_used(_: ErrorCode) {}

@@ -1,0 +1,152 @@
+//! Option objects as napi sees them, validated into core types. Every
+//! failure is INVALID_ARGUMENT naming the field.
+
+use std::time::Duration;
+
+use crate::{
+    engine::{EngineOptions, GenerateParams, Prompt},
+    error::{Error, Result},
+    sampling::SamplingParams,
+    tokenizer::ChatMessage,
+};
+
+/// Longest accepted model id.
+const MAX_ID_LEN: usize = 256;
+/// Most stop strings per request, and longest stop string.
+const MAX_STOPS: usize = 256;
+const MAX_STOP_LEN: usize = 1024;
+
+#[napi(object)]
+pub struct EngineOptionsInput {
+    pub max_batch_size: Option<f64>,
+    pub max_queued: Option<f64>,
+    pub default_timeout_ms: Option<f64>,
+    pub hang_timeout_ms: Option<f64>,
+}
+
+#[napi(object)]
+pub struct MessageInput {
+    pub role: String,
+    pub content: String,
+}
+
+#[napi(object)]
+pub struct GenerateInput {
+    pub model: String,
+    pub prompt: Option<String>,
+    pub messages: Option<Vec<MessageInput>>,
+    pub max_tokens: Option<f64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<f64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repetition_penalty: Option<f64>,
+    pub seed: Option<f64>,
+    pub stop: Option<Vec<String>>,
+    pub timeout_ms: Option<f64>,
+}
+
+fn count(field: &str, v: f64, min: f64, max: f64) -> Result<usize> {
+    if !v.is_finite() || v.fract() != 0.0 || v < min || v > max {
+        return Err(Error::invalid(field, format!("must be an integer in [{min}, {max}], got {v}")));
+    }
+    Ok(v as usize)
+}
+
+fn millis(field: &str, v: f64) -> Result<Duration> {
+    if !v.is_finite() || v <= 0.0 || v > 1e10 {
+        return Err(Error::invalid(field, format!("must be a positive number of milliseconds, got {v}")));
+    }
+    Ok(Duration::from_secs_f64(v / 1000.0))
+}
+
+pub fn validate_model_id(field: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+        return Err(Error::invalid(field, format!("must be a non-empty string of at most {MAX_ID_LEN} printable characters")));
+    }
+    Ok(())
+}
+
+impl EngineOptionsInput {
+    pub fn validate(self) -> Result<EngineOptions> {
+        let mut o = EngineOptions::default();
+        if let Some(v) = self.max_batch_size {
+            o.max_batch_size = count("maxBatchSize", v, 1.0, 256.0)?;
+        }
+        if let Some(v) = self.max_queued {
+            o.max_queued = count("maxQueued", v, 0.0, 1e6)?;
+        }
+        if let Some(v) = self.default_timeout_ms {
+            o.default_timeout = Some(millis("defaultTimeoutMs", v)?);
+        }
+        if let Some(v) = self.hang_timeout_ms {
+            o.hang_timeout = millis("hangTimeoutMs", v)?;
+        }
+        Ok(o)
+    }
+}
+
+impl GenerateInput {
+    pub fn validate(self) -> Result<GenerateParams> {
+        validate_model_id("model", &self.model)?;
+        let prompt = match (self.prompt, self.messages) {
+            (Some(p), None) => Prompt::Text(p),
+            (None, Some(m)) => {
+                if m.is_empty() {
+                    return Err(Error::invalid("messages", "must not be empty"));
+                }
+                Prompt::Messages(m.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect())
+            }
+            (Some(_), Some(_)) => return Err(Error::invalid("prompt", "give either prompt or messages, not both")),
+            (None, None) => return Err(Error::invalid("prompt", "give either prompt or messages")),
+        };
+        let mut s = SamplingParams::default();
+        if let Some(v) = self.temperature {
+            if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+                return Err(Error::invalid("temperature", format!("must be a number in [0, 100], got {v}")));
+            }
+            s.temperature = v as f32;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = count("topK", v, 0.0, 1e9)?;
+        }
+        if let Some(v) = self.top_p {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(Error::invalid("topP", format!("must be in (0, 1], got {v}")));
+            }
+            s.top_p = v as f32;
+        }
+        if let Some(v) = self.min_p {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Error::invalid("minP", format!("must be in [0, 1], got {v}")));
+            }
+            s.min_p = v as f32;
+        }
+        if let Some(v) = self.repetition_penalty {
+            if !v.is_finite() || v <= 0.0 || v > 100.0 {
+                return Err(Error::invalid("repetitionPenalty", format!("must be a number in (0, 100], got {v}")));
+            }
+            s.repetition_penalty = v as f32;
+        }
+        if let Some(v) = self.seed {
+            s.seed = Some(count("seed", v, 0.0, 9_007_199_254_740_991.0)? as u64);
+        }
+        let stop = self.stop.unwrap_or_default();
+        if stop.len() > MAX_STOPS {
+            return Err(Error::invalid("stop", format!("at most {MAX_STOPS} stop strings, got {}", stop.len())));
+        }
+        for (i, s) in stop.iter().enumerate() {
+            if s.is_empty() || s.len() > MAX_STOP_LEN {
+                return Err(Error::invalid(&format!("stop[{i}]"), format!("must be a non-empty string of at most {MAX_STOP_LEN} bytes")));
+            }
+        }
+        Ok(GenerateParams {
+            model: self.model,
+            prompt,
+            max_tokens: self.max_tokens.map(|v| count("maxTokens", v, 0.0, 1e9)).transpose()?,
+            sampling: s,
+            stop,
+            timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
+        })
+    }
+}

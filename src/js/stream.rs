@@ -1,0 +1,123 @@
+//! `TokenStream`: the native half of a generation's async iterator.
+
+use std::{sync::Arc, time::Instant};
+
+use tokio::sync::{mpsc::UnboundedReceiver, Mutex};
+
+use super::error::ErrorInfo;
+use crate::{
+    engine::{Event, Request},
+    error::ErrorCode,
+};
+
+#[napi(object)]
+pub struct UsageInfo {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[napi(object)]
+pub struct TimingsInfo {
+    pub ttft_ms: f64,
+    pub tokens_per_second: f64,
+    pub total_ms: f64,
+    pub queued_ms: f64,
+}
+
+/// One event of a stream: `kind` is "token", "end" or "error".
+#[napi(object)]
+pub struct StreamEvent {
+    pub kind: String,
+    pub text: Option<String>,
+    pub token_ids: Option<Vec<u32>>,
+    pub finish_reason: Option<String>,
+    pub usage: Option<UsageInfo>,
+    pub timings: Option<TimingsInfo>,
+    pub error: Option<ErrorInfo>,
+}
+
+impl From<Event> for StreamEvent {
+    fn from(e: Event) -> Self {
+        let empty = StreamEvent { kind: String::new(), text: None, token_ids: None, finish_reason: None, usage: None, timings: None, error: None };
+        match e {
+            Event::Token { text, ids } => StreamEvent { kind: "token".into(), text: Some(text), token_ids: Some(ids), ..empty },
+            Event::End { finish_reason, usage, timings } => StreamEvent {
+                kind: "end".into(),
+                finish_reason: Some(finish_reason.as_str().into()),
+                usage: Some(UsageInfo { prompt_tokens: usage.prompt_tokens as u32, completion_tokens: usage.completion_tokens as u32 }),
+                timings: Some(TimingsInfo {
+                    ttft_ms: timings.ttft_ms,
+                    tokens_per_second: timings.tokens_per_second,
+                    total_ms: timings.total_ms,
+                    queued_ms: timings.queued_ms,
+                }),
+                ..empty
+            },
+            Event::Error(e) => StreamEvent { kind: "error".into(), error: Some(e.into()), ..empty },
+        }
+    }
+}
+
+/// The events of one generation. `next()` resolves with tokens in order,
+/// then exactly one "end" or "error". The call's deadline is enforced here
+/// too, so a timeout fires on time even while the worker is busy.
+#[napi]
+pub struct TokenStream {
+    request: Arc<Request>,
+    events: Arc<Mutex<UnboundedReceiver<Event>>>,
+}
+
+impl TokenStream {
+    pub fn new(request: Arc<Request>, events: UnboundedReceiver<Event>) -> Self {
+        TokenStream { request, events: Arc::new(Mutex::new(events)) }
+    }
+}
+
+#[napi]
+impl TokenStream {
+    /// The next event. Never rejects: errors arrive as `kind: "error"`.
+    #[napi]
+    pub async fn next(&self) -> StreamEvent {
+        let request = self.request.clone();
+        let mut events = self.events.lock().await;
+        loop {
+            let event = match request.deadline {
+                Some(deadline) if !request.is_ended() => {
+                    tokio::select! {
+                        event = events.recv() => event,
+                        _ = tokio::time::sleep_until(deadline.into()) => {
+                            request.expire_if_due(Instant::now());
+                            continue;
+                        }
+                    }
+                }
+                _ => events.recv().await,
+            };
+            return match event {
+                Some(event) => event.into(),
+                None => Event::Error(crate::error::Error::internal("the stream closed without an end")).into(),
+            };
+        }
+    }
+
+    /// Ends the request now; the worker drops it at its next step.
+    /// `reason`: "abort" (the caller's AbortSignal) or "close" (`return()` / `throw()`).
+    #[napi]
+    pub fn cancel(&self, reason: String) {
+        let message = if reason == "abort" { "the operation was aborted" } else { "the stream was closed by its consumer" };
+        self.request.fail(ErrorCode::Aborted, message);
+    }
+
+    /// The request id (as in tracing output).
+    #[napi(getter)]
+    pub fn id(&self) -> f64 {
+        self.request.id as f64
+    }
+}
+
+impl Drop for TokenStream {
+    fn drop(&mut self) {
+        // Garbage-collected before its end: free the worker's slot.
+        self.request.fail(ErrorCode::Aborted, "the stream was dropped before it ended");
+    }
+}

@@ -1,0 +1,17 @@
+//! mlx-serving: local LLM inference on MLX for Node.js.
+//!
+//! Layers, top to bottom (imports point down only):
+//! - [`js`]: the napi surface (the only module that knows about Node);
+//! - [`engine`]: model slots, workers, scheduling, deadlines, watchdog, stats;
+//! - [`model`], [`tokenizer`], [`sampling`]: pure building blocks.
+
+pub mod engine;
+pub mod error;
+mod js;
+
+#[macro_use]
+extern crate napi_derive;
+pub mod model;
+mod platform;
+pub mod sampling;
+pub mod tokenizer;

@@ -1,0 +1,87 @@
+//! Linear layers over GGUF weights: dense (dequantized at load) or quantized.
+
+use mlx_rs::{
+    ops::{dequantize, indexing::TryIndexOp, matmul, quantized_matmul},
+    Array, Dtype,
+};
+
+use crate::error::Result;
+
+/// How weights are kept in memory. On CPU, MLX's quantized matmul is slow and
+/// does not speed up with batch size, while f32 matmul goes through an
+/// optimized BLAS; on Metal, quantized kernels win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Dequantize every tensor to f32 at load.
+    Dense,
+    /// Keep quantized tensors as MLX affine-quantized arrays.
+    Quantized,
+}
+
+impl WeightFormat {
+    /// The best format for this platform; `MLX_SERVING_WEIGHTS=dense|quantized` overrides.
+    pub fn for_platform() -> Self {
+        match std::env::var("MLX_SERVING_WEIGHTS").as_deref() {
+            Ok("dense") => WeightFormat::Dense,
+            Ok("quantized") => WeightFormat::Quantized,
+            _ if cfg!(target_os = "macos") => WeightFormat::Quantized,
+            _ => WeightFormat::Dense,
+        }
+    }
+}
+
+/// A weight matrix `[out, in]`, applied as `x @ W^T`.
+pub enum Linear {
+    Dense(Array),
+    Quantized { weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32 },
+}
+
+impl Linear {
+    /// Builds a layer from MLX's view of a GGUF tensor: either a float `weight`,
+    /// or a packed uint32 `weight` with `scales` and `biases` (bits follow from shapes).
+    pub fn from_parts(weight: Array, quant: Option<(Array, Array)>, format: WeightFormat) -> Result<Self> {
+        let Some((scales, biases)) = quant else {
+            let dense = weight.as_dtype(Dtype::Float32)?;
+            dense.eval()?;
+            return Ok(Linear::Dense(dense));
+        };
+        let packed = weight.dim(-1);
+        let groups = scales.dim(-1);
+        // uint32 words per row = in * bits / 32, with group size 32.
+        let group_size = 32;
+        let inputs = groups * group_size;
+        let bits = packed * 32 / inputs;
+        match format {
+            WeightFormat::Dense => {
+                let dense = dequantize(&weight, &scales, &biases, group_size, bits)?.as_dtype(Dtype::Float32)?;
+                dense.eval()?;
+                Ok(Linear::Dense(dense))
+            }
+            WeightFormat::Quantized => Ok(Linear::Quantized { weight, scales, biases, group_size, bits }),
+        }
+    }
+
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        Ok(match self {
+            Linear::Dense(w) => matmul(x, w.transpose_axes(&[1, 0])?)?,
+            Linear::Quantized { weight, scales, biases, group_size, bits } => {
+                quantized_matmul(x, weight, scales, biases, true, *group_size, *bits)?
+            }
+        })
+    }
+
+    /// Rows of the matrix (an embedding lookup), as f32.
+    pub fn rows(&self, ids: &Array) -> Result<Array> {
+        Ok(match self {
+            Linear::Dense(w) => w.try_index(ids)?,
+            Linear::Quantized { weight, scales, biases, group_size, bits } => dequantize(
+                weight.try_index(ids)?,
+                scales.try_index(ids)?,
+                &biases.try_index(ids)?,
+                *group_size,
+                *bits,
+            )?
+            .as_dtype(Dtype::Float32)?,
+        })
+    }
+}

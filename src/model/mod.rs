@@ -1,0 +1,12 @@
+//! Models on mlx-rs: weights loaded from GGUF, a KV cache, and architectures
+//! as plain data plus `forward`. Nothing here knows about requests or threads.
+
+mod cache;
+mod gguf;
+mod linear;
+mod llama;
+
+pub use cache::KvCache;
+pub use gguf::{load_gguf, LoadedModel, ModelInfo};
+pub use linear::WeightFormat;
+pub use llama::{Llama, LlamaConfig};

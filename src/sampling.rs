@@ -1,0 +1,208 @@
+//! Token sampling on the host: repetition penalty, greedy, temperature,
+//! top-k, top-p, min-p, with a seeded generator per request.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// How many recent tokens the repetition penalty looks at (llama.cpp's default).
+pub const PENALTY_WINDOW: usize = 64;
+
+/// Validated sampling parameters of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// 0 disables top-k.
+    pub top_k: usize,
+    /// 1.0 disables top-p.
+    pub top_p: f32,
+    /// 0.0 disables min-p.
+    pub min_p: f32,
+    /// 1.0 disables the penalty.
+    pub repetition_penalty: f32,
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, seed: None }
+    }
+}
+
+/// Per-request sampler state: parameters, its random generator and recent tokens.
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+    recent: Vec<u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams, context: &[u32]) -> Self {
+        let rng = match params.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let start = context.len().saturating_sub(PENALTY_WINDOW);
+        Sampler { params, rng, recent: context[start..].to_vec() }
+    }
+
+    /// Picks the next token from one row of logits and remembers it.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let token = if self.params.repetition_penalty != 1.0 {
+            let mut penalized = logits.to_vec();
+            apply_repetition_penalty(&mut penalized, &self.recent, self.params.repetition_penalty);
+            self.pick(&penalized)
+        } else {
+            self.pick(logits)
+        };
+        self.recent.push(token);
+        if self.recent.len() > PENALTY_WINDOW {
+            self.recent.remove(0);
+        }
+        token
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> u32 {
+        let p = &self.params;
+        if p.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        let mut candidates = filter_candidates(logits, p.temperature, p.top_k, p.top_p, p.min_p);
+        let total: f32 = candidates.iter().map(|c| c.1).sum();
+        let mut r = self.rng.random::<f32>() * total;
+        for &(id, prob) in &candidates {
+            if r < prob {
+                return id;
+            }
+            r -= prob;
+        }
+        candidates.pop().map(|c| c.0).unwrap_or_else(|| argmax(logits))
+    }
+}
+
+/// Index of the largest logit; the first one on ties (as llama.cpp does).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Divides positive and multiplies negative logits of recently seen tokens.
+pub fn apply_repetition_penalty(logits: &mut [f32], recent: &[u32], penalty: f32) {
+    let mut seen = recent.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    for id in seen {
+        if let Some(v) = logits.get_mut(id as usize) {
+            *v = if *v > 0.0 { *v / penalty } else { *v * penalty };
+        }
+    }
+}
+
+/// Candidates `(token, probability)` after temperature, top-k, top-p and min-p,
+/// sorted by descending probability. Probabilities are not renormalized.
+pub fn filter_candidates(logits: &[f32], temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> Vec<(u32, f32)> {
+    let mut candidates: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &v)| (i as u32, v / temperature)).collect();
+    let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if top_k > 0 && top_k < candidates.len() {
+        candidates.select_nth_unstable_by(top_k - 1, by_logit);
+        candidates.truncate(top_k);
+    }
+    candidates.sort_unstable_by(by_logit);
+    let max = candidates[0].1;
+    let mut sum = 0.0;
+    for c in candidates.iter_mut() {
+        c.1 = (c.1 - max).exp();
+        sum += c.1;
+    }
+    for c in candidates.iter_mut() {
+        c.1 /= sum;
+    }
+    if top_p < 1.0 {
+        let mut acc = 0.0;
+        let mut keep = candidates.len();
+        for (i, c) in candidates.iter().enumerate() {
+            acc += c.1;
+            if acc >= top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        candidates.truncate(keep);
+    }
+    if min_p > 0.0 {
+        let threshold = candidates[0].1 * min_p;
+        candidates.retain(|c| c.1 >= threshold);
+    }
+    candidates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32) -> SamplingParams {
+        SamplingParams { temperature, seed: Some(7), ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_picks_the_first_maximum() {
+        let mut s = Sampler::new(params(0.0), &[]);
+        assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn same_seed_gives_the_same_tokens() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let run = || {
+            let mut s = Sampler::new(params(1.0), &[]);
+            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+        let mut other = Sampler::new(SamplingParams { seed: Some(8), ..params(1.0) }, &[]);
+        let other: Vec<_> = (0..50).map(|_| other.sample(&logits)).collect();
+        assert_ne!(run(), other);
+    }
+
+    #[test]
+    fn top_k_keeps_the_k_best() {
+        let c = filter_candidates(&[1.0, 5.0, 3.0, 4.0], 1.0, 2, 1.0, 0.0);
+        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_set_reaching_p() {
+        // probabilities ~ [0.665, 0.245, 0.090]
+        let c = filter_candidates(&[2.0, 1.0, 0.0], 1.0, 0, 0.8, 0.0);
+        assert_eq!(c.len(), 2);
+        let c = filter_candidates(&[2.0, 1.0, 0.0], 1.0, 0, 0.5, 0.0);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn min_p_drops_tokens_below_a_fraction_of_the_best() {
+        let c = filter_candidates(&[2.0, 1.0, 0.0], 1.0, 0, 1.0, 0.3);
+        // 0.245 / 0.665 = 0.37 stays, 0.09 / 0.665 = 0.14 goes
+        assert_eq!(c.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn low_temperature_sharpens_and_samples_only_candidates() {
+        let mut s = Sampler::new(SamplingParams { top_k: 2, ..params(0.7) }, &[]);
+        for _ in 0..200 {
+            assert!([1, 3].contains(&s.sample(&[1.0, 5.0, 3.0, 4.0])));
+        }
+    }
+
+    #[test]
+    fn repetition_penalty_pushes_seen_tokens_down() {
+        let mut logits = vec![2.0, -1.0, 1.9];
+        apply_repetition_penalty(&mut logits, &[0, 1, 0], 2.0);
+        assert_eq!(logits, vec![1.0, -2.0, 1.9]);
+        let mut s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0) }, &[0]);
+        assert_eq!(s.sample(&[2.0, -1.0, 1.9]), 2);
+    }
+}

@@ -1,0 +1,221 @@
+//! A GPT-2 style byte-level BPE tokenizer, built from the `tokenizer.ggml.*`
+//! metadata of a GGUF file with the `tokenizers` crate.
+
+use std::collections::HashSet;
+
+use tokenizers::{
+    models::bpe::{Vocab, BPE},
+    pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence},
+    AddedToken, PreTokenizerWrapper,
+};
+
+use crate::error::{Error, ErrorCode, Result};
+
+/// GGUF token types (`tokenizer.ggml.token_type`).
+const TOKEN_TYPE_CONTROL: i32 = 3;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+
+/// What a GGUF file says about its tokenizer.
+#[derive(Debug, Clone, Default)]
+pub struct TokenizerSpec {
+    /// `tokenizer.ggml.model`; only `gpt2` (byte-level BPE) is supported.
+    pub model: String,
+    /// `tokenizer.ggml.pre`, the pre-tokenizer flavour.
+    pub pre: String,
+    pub tokens: Vec<String>,
+    pub merges: Vec<String>,
+    pub token_types: Vec<i32>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub eot: Option<u32>,
+    pub add_bos: bool,
+}
+
+/// A tokenizer plus what generation needs: raw bytes per token and the
+/// tokens that end a generation.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    token_bytes: Vec<Vec<u8>>,
+    end_tokens: HashSet<u32>,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    add_bos: bool,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("vocab", &self.token_bytes.len()).finish()
+    }
+}
+
+fn unsupported(what: String) -> Error {
+    Error::new(ErrorCode::ModelLoadFailed, what)
+}
+
+impl Tokenizer {
+    pub fn from_spec(spec: &TokenizerSpec) -> Result<Self> {
+        if spec.model != "gpt2" {
+            return Err(unsupported(format!("tokenizer model '{}' is not supported (only gpt2 byte-level BPE)", spec.model)));
+        }
+        if spec.tokens.is_empty() {
+            return Err(unsupported("GGUF has no tokenizer.ggml.tokens".into()));
+        }
+        let vocab: Vocab = spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let merges = spec
+            .merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| unsupported(format!("malformed BPE merge '{m}'")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| unsupported(format!("building BPE: {e}")))?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)));
+        inner.with_decoder(Some(ByteLevel::default()));
+
+        let is_special = |i: usize| matches!(spec.token_types.get(i), Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED));
+        let specials: Vec<AddedToken> = (0..spec.tokens.len())
+            .filter(|&i| is_special(i))
+            .map(|i| AddedToken::from(spec.tokens[i].clone(), true).normalized(false))
+            .collect();
+        inner.add_special_tokens(&specials);
+
+        let byte_of = byte_decoder();
+        let token_bytes = spec
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if is_special(i) {
+                    t.as_bytes().to_vec()
+                } else {
+                    t.chars().map(|c| byte_of(c).unwrap_or(b'?')).collect()
+                }
+            })
+            .collect();
+
+        let mut end_tokens: HashSet<u32> = spec.eos.into_iter().chain(spec.eot).collect();
+        for (i, t) in spec.tokens.iter().enumerate() {
+            let control = spec.token_types.get(i) == Some(&TOKEN_TYPE_CONTROL);
+            if control && matches!(t.as_str(), "<|im_end|>" | "<|eot_id|>" | "<|end|>" | "<end_of_turn>" | "<|endoftext|>") {
+                end_tokens.insert(i as u32);
+            }
+        }
+        Ok(Tokenizer { inner, token_bytes, end_tokens, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos })
+    }
+
+    /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        if self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
+    /// The text of `ids`; invalid UTF-8 becomes U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend_from_slice(self.token_bytes(id)?);
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The raw bytes a token stands for.
+    pub fn token_bytes(&self, id: u32) -> Result<&[u8]> {
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .ok_or_else(|| Error::invalid("tokenIds", format!("token id {id} is outside the vocabulary ({})", self.token_bytes.len())))
+    }
+
+    /// Whether generating this token ends the generation (EOS, end of turn).
+    pub fn is_end(&self, id: u32) -> bool {
+        self.end_tokens.contains(&id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    pub fn bos_text(&self) -> String {
+        self.bos.and_then(|id| self.token_bytes.get(id as usize)).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    }
+
+    pub fn eos_text(&self) -> String {
+        self.eos.and_then(|id| self.token_bytes.get(id as usize)).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+    }
+}
+
+/// The pre-tokenizer for a `tokenizer.ggml.pre` flavour. All supported flavours
+/// split with the GPT-2 pattern; some first isolate each digit.
+fn pre_tokenizer(pre: &str) -> PreTokenizerWrapper {
+    let byte_level = ByteLevel::new(false, false, true);
+    match pre {
+        "smollm" | "starcoder" | "refact" | "codeshell" | "minerva" | "exaone" => {
+            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+        }
+        _ => byte_level.into(),
+    }
+}
+
+/// Inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.
+fn byte_decoder() -> impl Fn(char) -> Option<u8> {
+    let mut table = std::collections::HashMap::new();
+    let mut extra = 0u32;
+    for b in 0u32..=255 {
+        let printable = (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+        let c = if printable {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        table.insert(char::from_u32(c).unwrap(), b as u8);
+    }
+    move |c| table.get(&c).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Tokenizer {
+        // bytes 'a', 'b', ' ' (as 'Ġ') plus merges "a b" -> "ab", "Ġ ab" -> "Ġab"
+        let tokens = ["<|end|>", "a", "b", "Ġ", "ab", "Ġab", "1", "2"].map(String::from).to_vec();
+        let spec = TokenizerSpec {
+            model: "gpt2".into(),
+            pre: "smollm".into(),
+            token_types: vec![3, 1, 1, 1, 1, 1, 1, 1],
+            merges: vec!["a b".into(), "Ġ ab".into()],
+            tokens,
+            eos: Some(0),
+            ..Default::default()
+        };
+        Tokenizer::from_spec(&spec).unwrap()
+    }
+
+    #[test]
+    fn merges_and_special_tokens() {
+        let t = tiny();
+        assert_eq!(t.encode("ab ab<|end|>12").unwrap(), vec![4, 5, 0, 6, 7]);
+        assert_eq!(t.decode(&[4, 5, 0]).unwrap(), "ab ab<|end|>");
+        assert!(t.is_end(0));
+    }
+
+    #[test]
+    fn byte_decoder_inverts_gpt2_mapping() {
+        let d = byte_decoder();
+        assert_eq!(d('Ġ'), Some(b' '));
+        assert_eq!(d('Ċ'), Some(b'\n'));
+        assert_eq!(d('a'), Some(b'a'));
+    }
+}

@@ -1,0 +1,11 @@
+//! Tokenization: a byte-level BPE built from GGUF metadata (`bpe`), chat
+//! templates (`template`) and incremental, UTF-8-safe detokenization with stop
+//! strings (`stream`).
+
+mod bpe;
+mod stream;
+mod template;
+
+pub use bpe::{Tokenizer, TokenizerSpec};
+pub use stream::{StopMatcher, Utf8Stream};
+pub use template::{ChatMessage, ChatTemplate};
