@@ -191,6 +191,8 @@ export declare class Engine {
   detokenize(model: string, ids: number[]): string
   /** The prompt text `messages` become with the model's chat template. */
   applyChatTemplate(model: string, messages: ChatMessage[]): string
+  /** Info of a loaded model (MODEL_NOT_FOUND if it is not ready). */
+  modelInfo(id: string): ModelInfo
   stats(): EngineStats
   /**
    * Refuses new work, lets in-flight requests finish for up to

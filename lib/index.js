@@ -244,7 +244,8 @@ class Engine {
     onlyKeys(spec, 'model', ['id', 'path'])
     const id = str(spec.id, 'id')
     const path = str(spec.path, 'path')
-    return check(await this.#core.loadModel(id, path)).info
+    callNative(() => this.#core.startLoad(id, path))
+    return check(await this.#core.waitReady(id)).info
   }
 
   /** Drains a model's requests (up to `drainTimeoutMs`), unloads it and frees its memory. */
@@ -280,6 +281,12 @@ class Engine {
     str(model, 'model')
     const input = generateInput({ model, messages }, {})
     return callNative(() => this.#core.applyChatTemplate(model, input.messages))
+  }
+
+  /** Info of a loaded model (MODEL_NOT_FOUND if it is not ready). */
+  modelInfo(id) {
+    str(id, 'id')
+    return callNative(() => this.#core.modelInfo(id))
   }
 
   /** Model and memory figures; see README.md. */

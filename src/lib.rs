@@ -7,8 +7,10 @@
 
 pub mod engine;
 pub mod error;
+#[cfg(feature = "napi")]
 mod js;
 
+#[cfg(feature = "napi")]
 #[macro_use]
 extern crate napi_derive;
 pub mod model;

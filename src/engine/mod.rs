@@ -117,31 +117,39 @@ impl Engine {
     /// loads of one id share one load; loading an id again from the same
     /// path returns the loaded model.
     pub async fn load_model(&self, id: &str, path: &Path) -> Result<ModelInfo> {
+        self.start_load(id, path)?;
+        self.wait_ready(id).await
+    }
+
+    /// Registers the model and starts loading it on its worker, without
+    /// waiting. From here on, `generate` for `id` queues until it is ready.
+    pub fn start_load(&self, id: &str, path: &Path) -> Result<()> {
         self.check_running()?;
-        let slot = {
-            let mut models = self.shared.models.lock().unwrap_or_else(|e| e.into_inner());
-            match models.get(id) {
-                Some(slot) if !matches!(slot.state(), ModelState::Failed(_) | ModelState::Unloaded) => {
-                    if slot.path != path {
-                        return Err(Error::invalid(
-                            "id",
-                            format!("model '{id}' is already loaded from {}; unload it first", slot.path.display()),
-                        ));
-                    }
-                    slot.clone()
-                }
-                _ => {
-                    let options = SlotOptions {
-                        max_batch_size: self.shared.options.max_batch_size,
-                        max_queued: self.shared.options.max_queued,
-                        format: self.shared.options.weight_format,
-                    };
-                    let slot = ModelSlot::start(id.to_string(), PathBuf::from(path), options);
-                    models.insert(id.to_string(), slot.clone());
-                    slot
+        let mut models = self.shared.models.lock().unwrap_or_else(|e| e.into_inner());
+        match models.get(id) {
+            Some(slot) if !matches!(slot.state(), ModelState::Failed(_) | ModelState::Unloaded) => {
+                if slot.path != path {
+                    return Err(Error::invalid(
+                        "id",
+                        format!("model '{id}' is already loaded from {}; unload it first", slot.path.display()),
+                    ));
                 }
             }
-        };
+            _ => {
+                let options = SlotOptions {
+                    max_batch_size: self.shared.options.max_batch_size,
+                    max_queued: self.shared.options.max_queued,
+                    format: self.shared.options.weight_format,
+                };
+                models.insert(id.to_string(), ModelSlot::start(id.to_string(), PathBuf::from(path), options));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves once model `id` is ready (or its load failed).
+    pub async fn wait_ready(&self, id: &str) -> Result<ModelInfo> {
+        let slot = self.slot(id)?;
         let mut state = slot.subscribe();
         loop {
             let current = state.borrow_and_update().clone();
@@ -158,6 +166,11 @@ impl Engine {
             }
         }
         slot.served().map(|s| s.info.clone()).ok_or_else(|| Error::internal("ready model has no tokenizer"))
+    }
+
+    /// The file a model was loaded from.
+    pub fn model_path(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.slot(id)?.path.clone())
     }
 
     /// Queues a generation. Errors here (before any work): SHUTTING_DOWN,

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     engine::Engine,
-    error::{Error, ErrorCode},
+    error::Error,
     model::{ModelInfo, WeightFormat},
     tokenizer::ChatMessage,
 };
@@ -137,18 +137,25 @@ impl EngineCore {
         Ok(EngineCore { engine: Arc::new(Engine::new(options).map_err(to_js)?) })
     }
 
-    /// Loads a GGUF model under `id`; resolves once it is ready.
+    /// Registers a GGUF model under `id` and starts loading it (returns at once).
     #[napi]
-    pub async fn load_model(&self, id: String, path: String) -> Outcome {
-        if let Err(e) = validate_model_id("id", &id) {
-            return Outcome::err(e);
-        }
+    pub fn start_load(&self, id: String, path: String) -> napi::Result<(), Code> {
+        validate_model_id("id", &id).map_err(to_js)?;
         if path.is_empty() {
-            return Outcome::err(Error::invalid("path", "must be a non-empty string"));
+            return Err(to_js(Error::invalid("path", "must be a non-empty string")));
         }
+        self.engine.start_load(&id, &PathBuf::from(path)).map_err(to_js)
+    }
+
+    /// Resolves once model `id` is ready, with its info, or with the load error.
+    #[napi]
+    pub async fn wait_ready(&self, id: String) -> Outcome {
         let engine = self.engine.clone();
-        match engine.load_model(&id, &PathBuf::from(&path)).await {
-            Ok(info) => Outcome { info: Some(info_js(&id, &path, info)), error: None },
+        match engine.wait_ready(&id).await {
+            Ok(info) => {
+                let path = engine.model_path(&id).map(|p| p.display().to_string()).unwrap_or_default();
+                Outcome { info: Some(info_js(&id, &path, info)), error: None }
+            }
             Err(e) => Outcome::err(e),
         }
     }
@@ -156,9 +163,8 @@ impl EngineCore {
     #[napi]
     pub fn model_info(&self, id: String) -> napi::Result<ModelInfoJs, Code> {
         let info = self.engine.model_info(&id).map_err(to_js)?;
-        let stats = self.engine.stats();
-        let path = stats.models.iter().find(|m| m.id == id).map(|_| String::new()).unwrap_or_default();
-        Ok(info_js(&id, &path, info))
+        let path = self.engine.model_path(&id).map_err(to_js)?;
+        Ok(info_js(&id, &path.display().to_string(), info))
     }
 
     /// Starts a generation; errors found before any work are thrown here.
@@ -239,6 +245,3 @@ impl EngineCore {
         }
     }
 }
-
-#[allow(dead_code)]
-fn _codes_are_used(_: ErrorCode) {}

@@ -33,6 +33,7 @@ impl WeightFormat {
 /// A weight matrix `[out, in]`, applied as `x @ W^T`.
 pub enum Linear {
     Dense(Array),
+
     Quantized { weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32 },
 }
 
@@ -53,7 +54,9 @@ impl Linear {
         let bits = packed * 32 / inputs;
         match format {
             WeightFormat::Dense => {
-                let dense = dequantize(&weight, &scales, &biases, group_size, bits)?.as_dtype(Dtype::Float32)?;
+                // Scales and minimums are f16; dequantize in f32 so no weight is rounded to f16.
+                let (scales, biases) = (scales.as_dtype(Dtype::Float32)?, biases.as_dtype(Dtype::Float32)?);
+                let dense = dequantize(&weight, &scales, &biases, group_size, bits)?;
                 dense.eval()?;
                 Ok(Linear::Dense(dense))
             }
@@ -85,3 +88,4 @@ impl Linear {
         })
     }
 }
+
