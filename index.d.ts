@@ -12,8 +12,10 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 /** The native engine. Use the `Engine` class from the package instead. */
 export declare class EngineCore {
   constructor(options?: EngineOptionsInput | undefined | null)
-  /** Loads a GGUF model under `id`; resolves once it is ready. */
-  loadModel(id: string, path: string): Promise<Outcome>
+  /** Registers a GGUF model under `id` and starts loading it (returns at once). */
+  startLoad(id: string, path: string): void
+  /** Resolves once model `id` is ready, with its info, or with the load error. */
+  waitReady(id: string): Promise<Outcome>
   modelInfo(id: string): ModelInfoJs
   /** Starts a generation; errors found before any work are thrown here. */
   generate(input: GenerateInput): TokenStream

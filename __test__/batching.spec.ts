@@ -1,0 +1,119 @@
+// Continuous batching: concurrent calls share decode steps, each keeps its own
+// parameters, and batching never changes a greedy result.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ask, drain, Engine, engineWithModel, MODEL } from './helpers'
+
+let engine: InstanceType<typeof Engine>
+
+beforeAll(async () => {
+  engine = await engineWithModel({ maxBatchSize: 8 })
+})
+afterAll(async () => {
+  await engine?.shutdown()
+})
+
+const questions = [
+  'What is the capital of Italy?',
+  'Name a fruit that is yellow.',
+  'Write one sentence about dogs.',
+  'What is 3 times 4?',
+  'Say hello in German.',
+  'What color is the sky?',
+  'Give me a word that rhymes with cat.',
+  'Who wrote Romeo and Juliet?',
+]
+
+/** Runs `fn` while sampling the largest activeRequests seen. */
+async function peakActive<T>(fn: () => Promise<T>) {
+  let peak = 0
+  const timer = setInterval(() => {
+    peak = Math.max(peak, engine.stats().models[0].activeRequests)
+  }, 5)
+  try {
+    return { result: await fn(), peak }
+  } finally {
+    clearInterval(timer)
+  }
+}
+
+describe('continuous batching', () => {
+  it('a greedy result is identical alone and batched with 7 others', async () => {
+    const requests = questions.map((q) => ({ model: MODEL, messages: ask(q), maxTokens: 24 }))
+    const alone = []
+    for (const r of requests) alone.push(await drain(engine.generate(r)))
+    const { result: together, peak } = await peakActive(() => Promise.all(requests.map((r) => drain(engine.generate(r)))))
+    expect(peak).toBeGreaterThan(1)
+    for (let i = 0; i < requests.length; i++) {
+      expect(together[i].error).toBeUndefined()
+      expect(together[i].ids).toEqual(alone[i].ids)
+      expect(together[i].text).toEqual(alone[i].text)
+    }
+  })
+
+  it('each request keeps its own sampling, stop strings and maxTokens', async () => {
+    const requests = [
+      { model: MODEL, prompt: 'Count: one, two, three,', maxTokens: 5 },
+      { model: MODEL, prompt: 'Count: one, two, three,', maxTokens: 30, stop: [' six'] },
+      { model: MODEL, prompt: 'Once upon a time', maxTokens: 20, temperature: 0.9, seed: 7 },
+      { model: MODEL, prompt: 'Once upon a time', maxTokens: 20, temperature: 0.9, topK: 5, seed: 8 },
+      { model: MODEL, messages: ask('Say hi.'), maxTokens: 200 },
+    ]
+    const alone = []
+    for (const r of requests) alone.push(await drain(engine.generate(r)))
+    const together = await Promise.all(requests.map((r) => drain(engine.generate(r))))
+    for (let i = 0; i < requests.length; i++) {
+      expect(together[i].ids).toEqual(alone[i].ids)
+      expect(together[i].final?.finishReason).toBe(alone[i].final?.finishReason)
+    }
+    expect(together[0].ids).toHaveLength(5)
+    expect(together[1].text).not.toContain(' six')
+  })
+
+  it('a request joins a running batch at a step boundary', async () => {
+    const long = { model: MODEL, prompt: 'The alphabet: A, B, C,', maxTokens: 60 }
+    const late = { model: MODEL, messages: ask('What is the capital of Spain?'), maxTokens: 20 }
+    const longAlone = await drain(engine.generate(long))
+    const lateAlone = await drain(engine.generate(late))
+
+    const first = engine.generate(long)
+    const firstChunks: number[] = []
+    // Wait until the long request is decoding, then add the second.
+    for (let i = 0; i < 5; i++) {
+      const { value } = await first.next()
+      firstChunks.push(...(value as { tokenIds: number[] }).tokenIds)
+    }
+    const [rest, second] = await Promise.all([drain(first), drain(engine.generate(late))])
+    expect([...firstChunks, ...rest.ids]).toEqual(longAlone.ids)
+    expect(second.ids).toEqual(lateAlone.ids)
+  })
+
+  it('past maxQueued, generate throws QUEUE_FULL and in-flight requests are unharmed', async () => {
+    const small = await engineWithModel({ maxBatchSize: 1, maxQueued: 2 })
+    try {
+      const running = small.generate({ model: MODEL, prompt: 'One, two, three,', maxTokens: 30 })
+      await running.next() // admitted and decoding
+      const queued = [0, 1].map(() => small.generate({ model: MODEL, prompt: 'Hello', maxTokens: 3 }))
+      expect(() => small.generate({ model: MODEL, prompt: 'Hello', maxTokens: 3 })).toThrow(
+        expect.objectContaining({ code: 'QUEUE_FULL', name: 'MlxServingError' }),
+      )
+      const results = await Promise.all([drain(running), ...queued.map(drain)])
+      for (const r of results) {
+        expect(r.error).toBeUndefined()
+        expect(r.final).toBeDefined()
+      }
+    } finally {
+      await small.shutdown()
+    }
+  })
+
+  it('with batching off (maxBatchSize 1) requests run one after another and still all finish', async () => {
+    const serial = await engineWithModel({ maxBatchSize: 1 })
+    try {
+      const results = await Promise.all(questions.slice(0, 3).map((q) => drain(serial.generate({ model: MODEL, messages: ask(q), maxTokens: 8 }))))
+      for (const r of results) expect(r.final).toBeDefined()
+      expect(results[1].final!.timings.queuedMs).toBeGreaterThan(0)
+    } finally {
+      await serial.shutdown()
+    }
+  })
+})
