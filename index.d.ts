@@ -24,6 +24,8 @@ export declare class EngineCore {
   applyChatTemplate(model: string, messages: Array<MessageInput>): string
   /** Drains and unloads a model, then frees its memory. */
   unloadModel(id: string, drainTimeoutMs?: number | undefined | null): Promise<Outcome>
+  /** Refuses new work from now on (the synchronous start of `shutdown`). */
+  refuseNewWork(): void
   /** Graceful shutdown; see `Engine.shutdown` in the package docs. */
   shutdown(drainTimeoutMs?: number | undefined | null): Promise<Outcome>
   stats(): EngineStatsJs

@@ -104,6 +104,12 @@ function generateInput(request, options) {
   return input
 }
 
+function drainMs(options) {
+  const v = optNumber(options, 'drainTimeoutMs')
+  if (v !== undefined && !(v >= 0)) throw invalid('drainTimeoutMs', `must be a non-negative number, got ${v}`)
+  return v
+}
+
 function abortSignal(options) {
   const signal = options.signal
   if (signal === undefined || signal === null) return undefined
@@ -252,7 +258,8 @@ class Engine {
   async unloadModel(id, options) {
     str(id, 'id')
     const o = plainObject(options, 'options', true)
-    check(await this.#core.unloadModel(id, optNumber(o, 'drainTimeoutMs')))
+    onlyKeys(o, 'options', ['drainTimeoutMs'])
+    check(await this.#core.unloadModel(id, drainMs(o)))
   }
 
   /** Streams a completion. See README.md for the end-of-stream contract. */
@@ -302,7 +309,9 @@ class Engine {
   async shutdown(options) {
     const o = plainObject(options, 'options', true)
     onlyKeys(o, 'options', ['drainTimeoutMs'])
-    check(await this.#core.shutdown(optNumber(o, 'drainTimeoutMs')))
+    const drainTimeoutMs = drainMs(o)
+    this.#core.refuseNewWork()
+    check(await this.#core.shutdown(drainTimeoutMs))
   }
 }
 

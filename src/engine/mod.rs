@@ -64,6 +64,7 @@ impl Default for EngineOptions {
 pub(crate) struct Shared {
     options: EngineOptions,
     models: Mutex<HashMap<String, Arc<ModelSlot>>>,
+    /// Set as soon as shutdown is asked for: no new work from then on.
     shutting_down: AtomicBool,
     next_id: AtomicU64,
 }
@@ -73,6 +74,7 @@ pub(crate) struct Shared {
 pub struct Engine {
     shared: Arc<Shared>,
     watchdog: Mutex<Option<watchdog::Watchdog>>,
+    shutdown_started: AtomicBool,
     shutdown_done: tokio::sync::watch::Sender<bool>,
 }
 
@@ -88,7 +90,12 @@ impl Engine {
             next_id: AtomicU64::new(1),
         });
         let watchdog = watchdog::Watchdog::start(shared.clone());
-        Ok(Engine { shared, watchdog: Mutex::new(Some(watchdog)), shutdown_done: tokio::sync::watch::Sender::new(false) })
+        Ok(Engine {
+            shared,
+            watchdog: Mutex::new(Some(watchdog)),
+            shutdown_started: AtomicBool::new(false),
+            shutdown_done: tokio::sync::watch::Sender::new(false),
+        })
     }
 
     pub fn options(&self) -> &EngineOptions {
@@ -246,7 +253,8 @@ impl Engine {
     /// ends the rest with SHUTTING_DOWN, unloads every model and joins the
     /// worker threads. A second call waits for the first and returns.
     pub async fn shutdown(&self, drain: Duration) {
-        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+        self.refuse_new_work();
+        if self.shutdown_started.swap(true, Ordering::AcqRel) {
             let mut done = self.shutdown_done.subscribe();
             let _ = done.wait_for(|d| *d).await;
             return;
@@ -262,6 +270,12 @@ impl Engine {
         let _ = mlx_rs::memory::clear_cache();
         self.shutdown_done.send_replace(true);
         tracing::info!("shut down");
+    }
+
+    /// The first, synchronous half of `shutdown`: from now on every new call
+    /// fails with SHUTTING_DOWN.
+    pub fn refuse_new_work(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
     }
 
     pub fn is_shut_down(&self) -> bool {

@@ -114,6 +114,7 @@ fn init_tracing() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                 .with_writer(std::io::stderr)
+                .with_ansi(false)
                 .try_init();
         }
     });
@@ -203,6 +204,12 @@ impl EngineCore {
             Ok(()) => Outcome { info: None, error: None },
             Err(e) => Outcome::err(e),
         }
+    }
+
+    /// Refuses new work from now on (the synchronous start of `shutdown`).
+    #[napi]
+    pub fn refuse_new_work(&self) {
+        self.engine.refuse_new_work();
     }
 
     /// Graceful shutdown; see `Engine.shutdown` in the package docs.
