@@ -1,0 +1,48 @@
+// The incident this project exists for: after 318 good requests a worker
+// blocks forever. The watchdog notices within hangTimeoutMs, ends its requests
+// with WORKER_HUNG, abandons the thread and starts a fresh worker.
+// Needs the test build (cargo feature `fault-injection`), which `npm test` makes.
+const GOOD_REQUESTS = 318
+// Each good request makes exactly one decode step (the first token comes from prefill).
+process.env.MLX_SERVING_FAULT = `hang:${GOOD_REQUESTS + 1}`
+
+import { afterAll, beforeAll, expect, it } from 'vitest'
+import { drain, Engine, engineWithModel, MODEL } from './helpers'
+
+const HANG_TIMEOUT_MS = 1500
+
+let engine: InstanceType<typeof Engine>
+
+beforeAll(async () => {
+  engine = await engineWithModel({ hangTimeoutMs: HANG_TIMEOUT_MS })
+})
+afterAll(async () => {
+  await engine?.shutdown({ drainTimeoutMs: 1000 })
+})
+
+it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and replaced`, async () => {
+  for (let i = 0; i < GOOD_REQUESTS; i++) {
+    const r = await drain(engine.generate({ model: MODEL, prompt: `Request ${i}:`, maxTokens: 2 }))
+    expect(r.error).toBeUndefined()
+    expect(r.ids).toHaveLength(2)
+  }
+  expect(engine.stats().models[0].restarts).toBe(0)
+
+  const started = Date.now()
+  const hung = await drain(engine.generate({ model: MODEL, prompt: 'The unlucky one:', maxTokens: 2 }))
+  const noticedAfter = Date.now() - started
+  expect(hung.error).toMatchObject({ code: 'WORKER_HUNG' })
+  expect(hung.ids).toHaveLength(1) // the prefill token arrived before the hang
+  expect(noticedAfter).toBeGreaterThanOrEqual(HANG_TIMEOUT_MS)
+  expect(noticedAfter).toBeLessThan(HANG_TIMEOUT_MS + 2_000)
+
+  const after = await drain(engine.generate({ model: MODEL, prompt: 'Still alive?', maxTokens: 8 }))
+  expect(after.error).toBeUndefined()
+  expect(after.ids).toHaveLength(8)
+  expect(engine.stats().models[0]).toMatchObject({ state: 'ready', restarts: 1, abandonedWorkers: 1, activeRequests: 0, queuedRequests: 0 })
+})
+
+it('an idle worker is never declared hung', async () => {
+  await new Promise((r) => setTimeout(r, HANG_TIMEOUT_MS * 2))
+  expect(engine.stats().models[0].restarts).toBe(1)
+})
