@@ -47,10 +47,20 @@ describe('model lifecycle', () => {
   })
 
   it('a generate for a model whose load fails ends with MODEL_LOAD_FAILED', async () => {
-    const loading = engine.loadModel({ id: 'doomed', path: path.join(dir, 'missing.gguf') }).catch((e) => e)
-    const r = await drain(engine.generate({ model: 'doomed', prompt: 'Hello', maxTokens: 4 }))
-    expect(r.error).toMatchObject({ code: 'MODEL_LOAD_FAILED' })
+    // A truncated file fails after the header check; the request may be
+    // queued (it then ends with the error) or arrive after the failure (thrown).
+    const file = write('doomed.gguf', fs.readFileSync(MODEL_PATH).subarray(0, 20_000_000))
+    const loading = engine.loadModel({ id: 'doomed', path: file }).catch((e) => e)
+    let error
+    try {
+      error = (await drain(engine.generate({ model: 'doomed', prompt: 'Hello', maxTokens: 4 }))).error
+    } catch (e) {
+      error = e
+    }
+    expect(error).toMatchObject({ code: 'MODEL_LOAD_FAILED', message: expect.stringMatching(/truncated/) })
     expect(await loading).toMatchObject({ code: 'MODEL_LOAD_FAILED' })
+    // Once failed, new calls are refused up front with the reason.
+    expect(() => engine.generate({ model: 'doomed', prompt: 'Hello' })).toThrow(expect.objectContaining({ code: 'MODEL_LOAD_FAILED' }))
   })
 
   it('an unknown model id is MODEL_NOT_FOUND', () => {

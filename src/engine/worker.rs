@@ -213,6 +213,7 @@ impl Worker {
         let token = sampler.sample(logits.as_slice::<f32>());
         let mut seq = Sequence::new(request.clone(), cache, sampler, ids.len(), max_tokens, admitted);
         tracing::debug!(prompt_tokens = ids.len(), "prefilled");
+        // Counted before delivery, so stats never lag behind what a caller saw.
         self.slot.throughput.record(1);
         Ok(match seq.accept(token, &self.tokenizer) {
             Progress::Continue => Some(seq),
@@ -247,14 +248,15 @@ impl Worker {
         };
         let vocab = logits.dim(1) as usize;
         let data = logits.as_slice::<f32>();
+        let tokens: Vec<u32> = self.seqs.iter_mut().enumerate().map(|(i, seq)| seq.sampler.sample(&data[i * vocab..(i + 1) * vocab])).collect();
+        // Counted before delivery, so stats never lag behind what a caller saw.
+        self.slot.throughput.record(batch as u64);
         let mut retired = Vec::new();
-        for (i, seq) in self.seqs.iter_mut().enumerate() {
-            let token = seq.sampler.sample(&data[i * vocab..(i + 1) * vocab]);
+        for (i, (seq, token)) in self.seqs.iter_mut().zip(tokens).enumerate() {
             if seq.accept(token, &self.tokenizer) == Progress::Retire {
                 retired.push(i);
             }
         }
-        self.slot.throughput.record(batch as u64);
         for i in retired.into_iter().rev() {
             self.retire(i);
         }
