@@ -70,10 +70,11 @@ if [[ "$(cat .deps/mlx-sys/.patched 2>/dev/null)" != "$stamp" ]]; then
   echo "$stamp" > .deps/mlx-sys/.patched
 fi
 
-# 5. npm packages.
+# 5. npm packages, as locked. (`npm install` rather than `npm ci`: npm 11 rejects
+#    this lock file in `ci` over optional packages of other platforms.)
 if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
-  log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  log "npm install"
+  npm install --no-audit --no-fund --loglevel=error >&2
 fi
 
 # 6. The addon.
