@@ -55,7 +55,7 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         }
     };
     tracing::info!(load_ms = loaded.info.load_ms, "model ready");
-    let LoadedModel { model, tokenizer, template, info } = loaded;
+    let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
     let mut worker = Worker { slot: slot.clone(), generation, heartbeat, active, model: Some(model), tokenizer, template, info, seqs: Vec::new() };
     loop {

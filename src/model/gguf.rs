@@ -14,7 +14,7 @@ use std::{
 use mlx_rs::{io::GgufFile, Array, Dtype};
 
 use super::{
-    linear::{Linear, WeightFormat},
+    linear::{Linear, Projections, WeightFormat},
     llama::{Block, Llama, LlamaConfig},
 };
 use crate::{
@@ -44,6 +44,8 @@ pub struct LoadedModel {
     pub model: Llama,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Option<Arc<ChatTemplate>>,
+    /// The chat template's source, as found in the GGUF.
+    pub template_source: Option<String>,
     pub info: ModelInfo,
 }
 
@@ -74,9 +76,10 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
         add_bos: meta.number("tokenizer.ggml.add_bos_token")?.is_some_and(|v| v != 0.0),
     };
     let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
-    let template = match meta.string("tokenizer.chat_template")? {
+    let template_source = meta.string("tokenizer.chat_template")?;
+    let template = match &template_source {
         Some(source) => Some(Arc::new(
-            ChatTemplate::new(&source, tokenizer.bos_text(), tokenizer.eos_text()).map_err(|e| load_failed(path, e))?,
+            ChatTemplate::new(source, tokenizer.bos_text(), tokenizer.eos_text()).map_err(|e| load_failed(path, e))?,
         )),
         None => None,
     };
@@ -125,13 +128,10 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
         let p = format!("blk.{i}");
         blocks.push(Block {
             attn_norm: Array::from_f32(0.0),
-            wq: take(&format!("{p}.attn_q"))?,
-            wk: take(&format!("{p}.attn_k"))?,
-            wv: take(&format!("{p}.attn_v"))?,
+            qkv: Projections::new(vec![take(&format!("{p}.attn_q"))?, take(&format!("{p}.attn_k"))?, take(&format!("{p}.attn_v"))?])?,
             wo: take(&format!("{p}.attn_output"))?,
             ffn_norm: Array::from_f32(0.0),
-            gate: take(&format!("{p}.ffn_gate"))?,
-            up: take(&format!("{p}.ffn_up"))?,
+            gate_up: Projections::new(vec![take(&format!("{p}.ffn_gate"))?, take(&format!("{p}.ffn_up"))?])?,
             down: take(&format!("{p}.ffn_down"))?,
         });
     }
@@ -160,7 +160,7 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let model = Llama { config, embed, blocks, norm: final_norm, output };
-    Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, info })
+    Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
 }
 
 struct Metadata<'a> {

@@ -1,7 +1,11 @@
 //! Linear layers over GGUF weights: dense (dequantized at load) or quantized.
 
 use mlx_rs::{
-    ops::{dequantize, indexing::TryIndexOp, matmul, quantized_matmul},
+    ops::{
+        concatenate, dequantize,
+        indexing::{Ellipsis, TryIndexOp},
+        matmul, quantized_matmul,
+    },
     Array, Dtype,
 };
 
@@ -89,3 +93,46 @@ impl Linear {
     }
 }
 
+
+/// Several linear layers applied to the same input (q/k/v, gate/up). Dense
+/// ones are stacked into one matrix, so one matmul serves all of them.
+pub enum Projections {
+    Stacked { weight: Array, outputs: Vec<i32> },
+    Separate(Vec<Linear>),
+}
+
+impl Projections {
+    pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        let dense: Vec<&Array> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Linear::Dense(w) => Some(w),
+                Linear::Quantized { .. } => None,
+            })
+            .collect();
+        if dense.len() != parts.len() {
+            return Ok(Projections::Separate(parts));
+        }
+        let outputs = dense.iter().map(|w| w.dim(0)).collect();
+        let weight = concatenate(&dense, 0)?;
+        weight.eval()?;
+        Ok(Projections::Stacked { weight, outputs })
+    }
+
+    /// One output per layer, in order.
+    pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+        match self {
+            Projections::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            Projections::Stacked { weight, outputs } => {
+                let y = matmul(x, weight.transpose_axes(&[1, 0])?)?;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(outputs.len());
+                for &n in outputs {
+                    out.push(y.try_index((Ellipsis, start..start + n))?);
+                    start += n;
+                }
+                Ok(out)
+            }
+        }
+    }
+}

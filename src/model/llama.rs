@@ -7,7 +7,10 @@ use mlx_rs::{
     Array,
 };
 
-use super::{cache::KvCache, linear::Linear};
+use super::{
+    cache::KvCache,
+    linear::{Linear, Projections},
+};
 use crate::error::Result;
 
 /// Hyper-parameters read from GGUF metadata (`{arch}.*` keys).
@@ -26,13 +29,12 @@ pub struct LlamaConfig {
 
 pub struct Block {
     pub attn_norm: Array,
-    pub wq: Linear,
-    pub wk: Linear,
-    pub wv: Linear,
+    /// Query, key and value projections.
+    pub qkv: Projections,
     pub wo: Linear,
     pub ffn_norm: Array,
-    pub gate: Linear,
-    pub up: Linear,
+    /// Gate and up projections of the MLP.
+    pub gate_up: Projections,
     pub down: Linear,
 }
 
@@ -57,9 +59,10 @@ impl Llama {
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?;
             let split = |a: Array, heads: i32| a.reshape(&[batch, len, heads, c.head_dim])?.transpose_axes(&[0, 2, 1, 3]);
-            let q = split(block.wq.forward(&h)?, c.heads)?;
-            let k = split(block.wk.forward(&h)?, c.kv_heads)?;
-            let v = split(block.wv.forward(&h)?, c.kv_heads)?;
+            let [q, k, v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
+            let q = split(q, c.heads)?;
+            let k = split(k, c.kv_heads)?;
+            let v = split(v, c.kv_heads)?;
             let mut outs = Vec::with_capacity(caches.len());
             for (i, cache) in caches.iter_mut().enumerate() {
                 let row = i as i32..i as i32 + 1;
@@ -81,8 +84,8 @@ impl Llama {
             x = x.add(block.wo.forward(&attn)?)?;
 
             let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
-            let gate = block.gate.forward(&h)?;
-            let act = gate.multiply(sigmoid(&gate)?)?.multiply(block.up.forward(&h)?)?;
+            let [gate, up]: [Array; 2] = block.gate_up.forward(&h)?.try_into().expect("two projections");
+            let act = gate.multiply(sigmoid(&gate)?)?.multiply(up)?;
             x = x.add(block.down.forward(&act)?)?;
         }
         for cache in caches.iter_mut() {

@@ -142,6 +142,12 @@ impl Tokenizer {
         self.end_tokens.contains(&id)
     }
 
+    /// The tokenizer in Hugging Face `tokenizer.json` form (for other engines
+    /// that should tokenize exactly as we do, e.g. the benchmark's mlx-lm).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(|e| Error::internal(format!("serializing the tokenizer: {e}")))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.token_bytes.len()
     }

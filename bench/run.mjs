@@ -1,0 +1,128 @@
+// `npm run bench`: this engine through Node, node-llama-cpp and mlx-lm, side by
+// side in one run on the same GGUF and token ids, plus the engine without Node
+// (Rust bench) for the binding overhead. Writes bench/results/<date>.{json,md}.
+import { execFileSync, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+
+const require = createRequire(import.meta.url)
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
+const bench = path.join(root, 'bench')
+const work = path.join(bench, '.work')
+const model = process.env.MLX_SERVING_MODEL ?? path.join(root, 'models', 'SmolLM2-135M-Instruct.Q4_1.gguf')
+const log = (...a) => console.error('[bench]', ...a)
+fs.mkdirSync(work, { recursive: true })
+
+// --- the workload: the same token ids for every engine ---------------------
+const { Engine } = require('../lib/index.js')
+const engine = await Engine.create()
+await engine.loadModel({ id: 'm', path: model })
+const tok = (t) => engine.tokenize('m', t)
+const longText = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+const workload = {
+  model,
+  decodePrompt: tok('1, 2, 3, 4, 5, 6, 7, 8, 9, 10,'),
+  decodeTokens: 128,
+  ttftPrompts: { 32: tok(longText).slice(0, 32), 512: tok(longText).slice(0, 512) },
+  streamPrefixes: Array.from({ length: 16 }, (_, i) => tok(`Sequence ${i + 1}: `)),
+  streamTokens: 64,
+  streams: [1, 4, 8, 16],
+  repeats: Number(process.env.BENCH_REPEATS ?? 3),
+}
+const decodeText = engine.detokenize('m', workload.decodePrompt)
+await engine.shutdown()
+
+// --- mlx-lm: its own venv, our weights and tokenizer -----------------------
+const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/host: (\S+)/)[1]
+const venv = path.join(bench, '.venv')
+const python = path.join(venv, 'bin', 'python')
+const mlxModel = path.join(work, 'smollm2-mlx')
+function prepareMlxLm() {
+  if (!fs.existsSync(python)) {
+    log('installing mlx-lm[cpu]==0.32.2 into bench/.venv')
+    execFileSync('python3', ['-m', 'venv', venv], { stdio: 'inherit' })
+    execFileSync(python, ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', 'mlx-lm[cpu]==0.32.2'], { stdio: 'inherit' })
+  }
+  if (!fs.existsSync(path.join(mlxModel, 'config.json'))) {
+    log('converting the GGUF for mlx-lm (same weights, same tokenizer)')
+    execFileSync('cargo', ['run', '--release', '--quiet', '--target', host, '--example', 'export_tokenizer', '--', model, mlxModel], { cwd: root, stdio: 'inherit' })
+    execFileSync(python, [path.join(bench, 'convert_gguf.py'), model, mlxModel], { stdio: 'inherit' })
+  }
+}
+
+function runChild(cmd, args, env = {}) {
+  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 })
+  const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop()
+  if (r.status !== 0 || !line) return { error: (r.stderr || r.stdout || `exit ${r.status}`).trim().split('\n').slice(-3).join(' ') }
+  return JSON.parse(line)
+}
+
+const results = {}
+log('mlx-serving (Node)')
+results.ours = runChild(process.execPath, [path.join(bench, 'engines', 'ours.mjs'), JSON.stringify(workload)])
+log('node-llama-cpp')
+results.llamacpp = runChild(process.execPath, [path.join(bench, 'engines', 'llamacpp.mjs'), JSON.stringify(workload)])
+log('mlx-lm')
+try {
+  prepareMlxLm()
+  results.mlxlm = runChild(python, [path.join(bench, 'engines', 'mlx_lm_bench.py'), JSON.stringify({ ...workload, mlxModel })])
+} catch (e) {
+  results.mlxlm = { error: String(e.message ?? e).split('\n')[0] }
+}
+log('mlx-serving without Node (cargo bench)')
+results.rust = runChild('cargo', ['bench', '--quiet', '--target', host, '--bench', 'engine', '--', model, decodeText, String(workload.decodeTokens), String(workload.repeats)])
+
+// --- report -----------------------------------------------------------------
+const version = (cmd, args) => {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+  } catch {
+    return 'n/a'
+  }
+}
+const machine = {
+  date: new Date().toISOString(),
+  cpu: os.cpus()[0]?.model,
+  cores: os.availableParallelism(),
+  memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  os: `${os.type()} ${os.release()}`,
+  node: process.version,
+  mlxServing: require('../package.json').version,
+  nodeLlamaCpp: require('node-llama-cpp/package.json').version,
+  mlxLm: fs.existsSync(python) ? version(python, ['-c', 'import mlx_lm, mlx.core as mx; print(mlx_lm.__version__, "/ mlx", mx.__version__)']) : 'n/a',
+  rustc: version('rustc', ['--version']),
+  model: path.basename(model),
+}
+const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : 'n/a')
+const rows = [
+  ['single-stream decode (tok/s)', (r) => f(r.decodeTps)],
+  ['first token, 32-token prompt (ms)', (r) => f(r.ttftMs?.['32'], 0)],
+  ['first token, 512-token prompt (ms)', (r) => f(r.ttftMs?.['512'], 0)],
+  ...workload.streams.map((n) => [`aggregate, ${n} stream${n > 1 ? 's' : ''} (tok/s)`, (r) => f(r.aggregateTps?.[n])]),
+  ['peak RSS (MiB)', (r) => f(r.peakRssMiB, 0)],
+  ['event-loop p99 during 8 streams (ms)', (r) => f(r.eventLoopP99Ms, 2)],
+]
+const engines = [
+  ['mlx-serving', results.ours],
+  ['node-llama-cpp', results.llamacpp],
+  ['mlx-lm', results.mlxlm],
+]
+let md = `| | ${engines.map(([n]) => n).join(' | ')} |\n| --- | ${engines.map(() => '---:').join(' | ')} |\n`
+for (const [label, get] of rows) md += `| ${label} | ${engines.map(([, r]) => (r.error ? 'error' : get(r))).join(' | ')} |\n`
+const ratio = (a, b) => (a && b ? (a / b).toFixed(2) + 'x' : 'n/a')
+md += `\nmlx-serving vs node-llama-cpp: single stream ${ratio(results.ours.decodeTps, results.llamacpp.decodeTps)}, 8 streams ${ratio(results.ours.aggregateTps?.[8], results.llamacpp.aggregateTps?.[8])}; `
+md += `vs mlx-lm: single ${ratio(results.ours.decodeTps, results.mlxlm.decodeTps)}, 8 streams ${ratio(results.ours.aggregateTps?.[8], results.mlxlm.aggregateTps?.[8])}.\n`
+md += `Node binding overhead: ${f(results.ours.decodeTps)} tok/s through Node vs ${f(results.rust.decodeTps)} tok/s from Rust (${ratio(results.ours.decodeTps, results.rust.decodeTps)}).\n`
+for (const [name, r] of [...engines, ['rust bench', results.rust]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
+md += `\nMachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
+
+const out = path.join(bench, 'results')
+fs.mkdirSync(out, { recursive: true })
+const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-')
+fs.writeFileSync(path.join(out, `${stamp}.json`), JSON.stringify({ machine, workload: { ...workload, decodePrompt: undefined, ttftPrompts: undefined, streamPrefixes: undefined }, results }, null, 2))
+fs.writeFileSync(path.join(out, `${stamp}.md`), md)
+fs.writeFileSync(path.join(out, 'latest.md'), md)
+console.log(md)
