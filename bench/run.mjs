@@ -44,7 +44,7 @@ function prepareMlxLm() {
   if (!fs.existsSync(python)) {
     log('installing mlx-lm[cpu]==0.32.2 into bench/.venv')
     execFileSync('python3', ['-m', 'venv', venv], { stdio: 'inherit' })
-    execFileSync(python, ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', 'mlx-lm[cpu]==0.32.2'], { stdio: 'inherit' })
+    execFileSync(python, ['-m', 'pip', 'install', '-q', '--disable-pip-version-check', 'mlx-lm[cpu]==0.32.2', 'mlx[cpu]==0.32.2'], { stdio: 'inherit' })
   }
   if (!fs.existsSync(path.join(mlxModel, 'config.json'))) {
     log('converting the GGUF for mlx-lm (same weights, same tokenizer)')
@@ -53,27 +53,33 @@ function prepareMlxLm() {
   }
 }
 
-function runChild(cmd, args, env = {}) {
+// Each engine's result is kept in bench/.work/<name>.json as soon as it exists;
+// BENCH_REUSE=name,name reuses those instead of measuring again.
+const reuse = new Set((process.env.BENCH_REUSE ?? '').split(',').filter(Boolean))
+function runChild(name, cmd, args, env = {}) {
+  const saved = path.join(work, `${name}.json`)
+  if (reuse.has(name) && fs.existsSync(saved)) return JSON.parse(fs.readFileSync(saved, 'utf8'))
   const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 })
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop()
   if (r.status !== 0 || !line) return { error: (r.stderr || r.stdout || `exit ${r.status}`).trim().split('\n').slice(-3).join(' ') }
+  fs.writeFileSync(saved, line)
   return JSON.parse(line)
 }
 
 const results = {}
 log('mlx-serving (Node)')
-results.ours = runChild(process.execPath, [path.join(bench, 'engines', 'ours.mjs'), JSON.stringify(workload)])
+results.ours = runChild('ours', process.execPath, [path.join(bench, 'engines', 'ours.mjs'), JSON.stringify(workload)])
 log('node-llama-cpp')
-results.llamacpp = runChild(process.execPath, [path.join(bench, 'engines', 'llamacpp.mjs'), JSON.stringify(workload)])
+results.llamacpp = runChild('llamacpp', process.execPath, [path.join(bench, 'engines', 'llamacpp.mjs'), JSON.stringify(workload)])
 log('mlx-lm')
 try {
   prepareMlxLm()
-  results.mlxlm = runChild(python, [path.join(bench, 'engines', 'mlx_lm_bench.py'), JSON.stringify({ ...workload, mlxModel })])
+  results.mlxlm = runChild('mlxlm', python, [path.join(bench, 'engines', 'mlx_lm_bench.py'), JSON.stringify({ ...workload, mlxModel })])
 } catch (e) {
   results.mlxlm = { error: String(e.message ?? e).split('\n')[0] }
 }
 log('mlx-serving without Node (cargo bench)')
-results.rust = runChild('cargo', ['bench', '--quiet', '--target', host, '--bench', 'engine', '--', model, decodeText, String(workload.decodeTokens), String(workload.repeats)])
+results.rust = runChild('rust', 'cargo', ['bench', '--quiet', '--target', host, '--bench', 'engine', '--', model, decodeText, String(workload.decodeTokens), String(workload.repeats)])
 
 // --- report -----------------------------------------------------------------
 const version = (cmd, args) => {
@@ -91,7 +97,7 @@ const machine = {
   os: `${os.type()} ${os.release()}`,
   node: process.version,
   mlxServing: require('../package.json').version,
-  nodeLlamaCpp: require('node-llama-cpp/package.json').version,
+  nodeLlamaCpp: JSON.parse(fs.readFileSync(path.join(root, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version,
   mlxLm: fs.existsSync(python) ? version(python, ['-c', 'import mlx_lm, mlx.core as mx; print(mlx_lm.__version__, "/ mlx", mx.__version__)']) : 'n/a',
   rustc: version('rustc', ['--version']),
   model: path.basename(model),
