@@ -1,7 +1,7 @@
 // Soak: hundreds of requests at concurrency 12 with random lengths, ~20%
 // aborted mid-stream and ~10% with short timeouts. Every request ends exactly
 // once with the expected kind of end, memory stays flat, nothing leaks.
-import { getEventListeners } from 'node:events'
+import { getEventListeners, setMaxListeners } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, expect, it } from 'vitest'
@@ -79,6 +79,7 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
   })
 
   const shared = new AbortController().signal
+  setMaxListeners(CONCURRENCY * 2, shared) // one listener per in-flight request is expected
   // Warm-up, then the reference RSS.
   await Promise.all(plans.slice(0, CONCURRENCY).map((p) => run({ ...p, kind: 'normal' }, shared)))
   global.gc?.()

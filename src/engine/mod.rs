@@ -235,7 +235,7 @@ impl Engine {
         for slot in &slots {
             slot.end_all(ErrorCode::ShuttingDown, "the model is shutting down");
         }
-        let _ = tokio::task::spawn_blocking(move || slots.iter().for_each(|s| s.stop())).await;
+        let _ = tokio::task::spawn_blocking(move || slots.iter().for_each(|s| s.stop(STOP_WAIT))).await;
     }
 
     /// Drains and unloads one model, then frees its MLX memory.
@@ -290,7 +290,12 @@ impl Engine {
     }
 }
 
+/// How long shutdown and unload wait for a worker to leave its current step.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
 impl Drop for Engine {
+    /// Dropped without `shutdown` (e.g. garbage-collected): end everything and
+    /// tell the workers to stop, without waiting for them on this thread.
     fn drop(&mut self) {
         if let Some(w) = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take() {
             w.stop();
@@ -298,7 +303,7 @@ impl Drop for Engine {
         let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
         for slot in slots {
             slot.end_all(ErrorCode::ShuttingDown, "the engine was dropped");
-            slot.stop();
+            slot.request_stop();
         }
     }
 }

@@ -281,14 +281,29 @@ impl ModelSlot {
         (active, queued)
     }
 
-    /// Stops the worker and waits for it to free the model. An abandoned
-    /// (hung) thread is not waited for.
-    pub fn stop(&self) {
+    /// Tells the worker to stop after its current step, without waiting.
+    pub fn request_stop(&self) {
         lock(&self.queue).stopping = true;
         self.queued_cv.notify_all();
+    }
+
+    /// Stops the worker and waits up to `wait` for it to free the model. A
+    /// worker that does not finish in time (hung inside a step) is detached
+    /// and counted as abandoned, so shutdown itself can never hang.
+    pub fn stop(&self, wait: Duration) {
+        self.request_stop();
         let thread = lock(&self.worker).thread.take();
         if let Some(thread) = thread {
-            let _ = thread.join();
+            let until = std::time::Instant::now() + wait;
+            while !thread.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::error!(model = %self.id, "worker did not stop within {wait:?}; abandoning it");
+                self.abandoned.fetch_add(1, Ordering::Relaxed);
+            }
         }
         *self.served.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.state.send_replace(ModelState::Unloaded);
