@@ -16,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
     },
     time::{Duration, Instant},
 };
@@ -32,6 +32,13 @@ use crate::{
     model::{ModelInfo, WeightFormat},
     tokenizer::ChatMessage,
 };
+
+/// Locks `m`, also after a panic on another thread poisoned it: every
+/// structure guarded here stays consistent between statements, and a worker
+/// panic must not take the engine down with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Engine settings. `Default` gives values that work for one local model.
 #[derive(Debug, Clone)]
@@ -111,10 +118,7 @@ impl Engine {
     }
 
     fn slot(&self, id: &str) -> Result<Arc<ModelSlot>> {
-        self.shared
-            .models
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared.models)
             .get(id)
             .cloned()
             .ok_or_else(|| Error::new(ErrorCode::ModelNotFound, format!("no model '{id}' is loaded")))
@@ -132,7 +136,7 @@ impl Engine {
     /// waiting. From here on, `generate` for `id` queues until it is ready.
     pub fn start_load(&self, id: &str, path: &Path) -> Result<()> {
         self.check_running()?;
-        let mut models = self.shared.models.lock().unwrap_or_else(|e| e.into_inner());
+        let mut models = lock(&self.shared.models);
         match models.get(id) {
             Some(slot) if !matches!(slot.state(), ModelState::Failed(_) | ModelState::Unloaded) => {
                 if slot.path != path {
@@ -242,7 +246,7 @@ impl Engine {
     pub async fn unload_model(&self, id: &str, drain: Duration) -> Result<()> {
         let slot = self.slot(id)?;
         Self::drain_and_stop(vec![slot.clone()], drain).await;
-        let mut models = self.shared.models.lock().unwrap_or_else(|e| e.into_inner());
+        let mut models = lock(&self.shared.models);
         if models.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
             models.remove(id);
         }
@@ -260,10 +264,10 @@ impl Engine {
             return;
         }
         tracing::info!("shutting down");
-        let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let slots: Vec<_> = lock(&self.shared.models).values().cloned().collect();
         Self::drain_and_stop(slots, drain).await;
-        self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let watchdog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take();
+        lock(&self.shared.models).clear();
+        let watchdog = lock(&self.watchdog).take();
         if let Some(w) = watchdog {
             let _ = tokio::task::spawn_blocking(move || w.stop()).await;
         }
@@ -283,7 +287,7 @@ impl Engine {
     }
 
     pub fn stats(&self) -> EngineStats {
-        let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let slots: Vec<_> = lock(&self.shared.models).values().cloned().collect();
         let mut models: Vec<_> = slots.iter().map(|s| s.stats()).collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
         EngineStats { models, memory: MemoryStats::read() }
@@ -297,10 +301,10 @@ impl Drop for Engine {
     /// Dropped without `shutdown` (e.g. garbage-collected): end everything and
     /// tell the workers to stop, without waiting for them on this thread.
     fn drop(&mut self) {
-        if let Some(w) = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(w) = lock(&self.watchdog).take() {
             w.stop();
         }
-        let slots: Vec<_> = self.shared.models.lock().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
+        let slots: Vec<_> = lock(&self.shared.models).drain().map(|(_, s)| s).collect();
         for slot in slots {
             slot.end_all(ErrorCode::ShuttingDown, "the engine was dropped");
             slot.request_stop();

@@ -3,15 +3,13 @@
 //! timer, abort) ends it exactly once; after that no token can be sent.
 
 use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex,
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::lock;
 use crate::{
     error::{Error, ErrorCode},
     sampling::SamplingParams,
@@ -88,7 +86,6 @@ pub struct Request {
     pub created: Instant,
     pub deadline: Option<Instant>,
     sender: Mutex<Option<UnboundedSender<Event>>>,
-    admitted: AtomicBool,
     pub span: tracing::Span,
 }
 
@@ -105,14 +102,14 @@ impl Request {
         let created = Instant::now();
         let deadline = params.timeout.map(|t| created + t);
         let span = tracing::info_span!("request", id, model = %params.model);
-        let request = Request { id, params, created, deadline, sender: Mutex::new(Some(tx)), admitted: AtomicBool::new(false), span };
+        let request = Request { id, params, created, deadline, sender: Mutex::new(Some(tx)), span };
         (request, rx)
     }
 
     /// Sends a token. Returns false when the request has already ended (the
     /// caller must then drop the sequence): tokens never follow the end.
     pub fn send_token(&self, text: String, ids: Vec<u32>) -> bool {
-        let guard = self.sender.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = lock(&self.sender);
         match guard.as_ref() {
             Some(tx) => {
                 let _ = tx.send(Event::Token { text, ids });
@@ -126,7 +123,7 @@ impl Request {
     /// this call was the one that ended it.
     pub fn end(&self, event: Event) -> bool {
         debug_assert!(!matches!(event, Event::Token { .. }), "a token is not an end");
-        let taken = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let taken = lock(&self.sender).take();
         match taken {
             Some(tx) => {
                 match &event {
@@ -151,7 +148,7 @@ impl Request {
     }
 
     pub fn is_ended(&self) -> bool {
-        self.sender.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        lock(&self.sender).is_none()
     }
 
     pub fn deadline_passed(&self, now: Instant) -> bool {
@@ -166,14 +163,6 @@ impl Request {
         } else {
             false
         }
-    }
-
-    pub fn mark_admitted(&self) {
-        self.admitted.store(true, Ordering::Release);
-    }
-
-    pub fn was_admitted(&self) -> bool {
-        self.admitted.load(Ordering::Acquire)
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicU32, Ordering},
-        Arc, Condvar, Mutex, MutexGuard, RwLock,
+        Arc, Condvar, Mutex, RwLock,
     },
     thread::JoinHandle,
     time::Duration,
@@ -15,7 +15,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{heartbeat::Heartbeat, request::Request, stats::Throughput, worker};
+use super::{heartbeat::Heartbeat, lock, request::Request, stats::Throughput, worker};
 use crate::{
     error::{Error, ErrorCode, Result},
     model::{ModelInfo, WeightFormat},
@@ -88,10 +88,6 @@ pub struct ModelSlot {
     restarts: AtomicU32,
     abandoned: AtomicU32,
     pub throughput: Throughput,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ModelSlot {

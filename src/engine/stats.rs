@@ -1,5 +1,6 @@
 //! Counters a model slot keeps for `Engine::stats`.
 
+use super::lock;
 use std::{
     collections::VecDeque,
     sync::{
@@ -22,7 +23,7 @@ impl Throughput {
     pub fn record(&self, tokens: u64) {
         self.total.fetch_add(tokens, Ordering::Relaxed);
         let now = Instant::now();
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = lock(&self.recent);
         recent.push_back((now, tokens));
         while recent.front().is_some_and(|(t, _)| now.duration_since(*t) > WINDOW) {
             recent.pop_front();
@@ -36,7 +37,7 @@ impl Throughput {
     /// Tokens per second over the last few seconds (0 when idle).
     pub fn per_second(&self) -> f64 {
         let now = Instant::now();
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = lock(&self.recent);
         let tokens: u64 = recent.iter().filter(|(t, _)| now.duration_since(*t) <= WINDOW).map(|(_, n)| n).sum();
         tokens as f64 / WINDOW.as_secs_f64()
     }

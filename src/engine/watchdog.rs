@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use super::Shared;
+use super::{lock, Shared};
 
 pub struct Watchdog {
     stop: Arc<AtomicBool>,
@@ -28,7 +28,7 @@ impl Watchdog {
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
                     std::thread::park_timeout(period);
-                    let slots: Vec<_> = shared.models.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+                    let slots: Vec<_> = lock(&shared.models).values().cloned().collect();
                     for slot in slots {
                         slot.expire_queued();
                         slot.check_hung(hang_timeout);

@@ -15,6 +15,7 @@ use mlx_rs::Array;
 use super::{
     fault,
     heartbeat::Heartbeat,
+    lock,
     request::{Event, FinishReason, Prompt, Request, Timings, Usage},
     sequence::{Progress, Sequence},
     slot::{ActiveSet, ModelSlot, Served},
@@ -119,7 +120,7 @@ impl Worker {
 
     fn retire(&mut self, index: usize) {
         let seq = self.seqs.swap_remove(index);
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&seq.request.id);
+        lock(&self.active).remove(&seq.request.id);
     }
 
     /// Drops sequences whose request ended elsewhere (abort, timeout, return()).
@@ -138,19 +139,14 @@ impl Worker {
 
     fn admit(&mut self, request: Arc<Request>) {
         let now = Instant::now();
-        request.mark_admitted();
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(request.id, request.clone());
-        let outcome = self.prefill(&request, now);
-        let span = request.span.clone();
-        let _enter = span.enter();
-        match outcome {
+        lock(&self.active).insert(request.id, request.clone());
+        match self.prefill(&request, now) {
             Ok(Some(seq)) => self.seqs.push(seq),
-            Ok(None) => {
-                self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&request.id);
-            }
-            Err(e) => {
-                request.end(Event::Error(e));
-                self.active.lock().unwrap_or_else(|e| e.into_inner()).remove(&request.id);
+            outcome => {
+                if let Err(e) = outcome {
+                    request.end(Event::Error(e));
+                }
+                lock(&self.active).remove(&request.id);
             }
         }
     }
