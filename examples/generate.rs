@@ -13,7 +13,7 @@ fn main() {
     let mut cache = KvCache::new(m.model.config.layers);
     let t = Instant::now();
     let x = Array::from_slice(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[1, ids.len() as i32]);
-    let logits = m.model.forward(&x, &mut [&mut cache]).unwrap();
+    let logits = m.model.forward(&x, &mut cache).unwrap();
     logits.eval().unwrap();
     let mut tok = argmax(logits.as_slice::<f32>());
     eprintln!("ttft {:?}", t.elapsed());
@@ -22,7 +22,7 @@ fn main() {
     for _ in 0..40 {
         if m.tokenizer.is_end(tok) { break; }
         let x = Array::from_slice(&[tok as i32], &[1, 1]);
-        let logits = m.model.forward(&x, &mut [&mut cache]).unwrap();
+        let logits = m.model.forward(&x, &mut cache).unwrap();
         logits.eval().unwrap();
         tok = argmax(logits.as_slice::<f32>());
         out.push(tok);

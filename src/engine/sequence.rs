@@ -1,18 +1,16 @@
-//! One admitted request inside the worker: its cache, sampler and the text
+//! One admitted request inside the worker: its sampler and the text
 //! pipeline (UTF-8 assembly, stop strings) between sampled tokens and events.
 
 use std::{sync::Arc, time::Instant};
 
 use super::request::{Event, FinishReason, Request, Timings, Usage};
 use crate::{
-    model::KvCache,
     sampling::Sampler,
     tokenizer::{StopMatcher, Tokenizer, Utf8Stream},
 };
 
 pub struct Sequence {
     pub request: Arc<Request>,
-    pub cache: KvCache,
     pub sampler: Sampler,
     pub last_token: u32,
     utf8: Utf8Stream,
@@ -33,11 +31,10 @@ pub enum Progress {
 }
 
 impl Sequence {
-    pub fn new(request: Arc<Request>, cache: KvCache, sampler: Sampler, prompt_tokens: usize, max_tokens: usize, admitted: Instant) -> Self {
+    pub fn new(request: Arc<Request>, sampler: Sampler, prompt_tokens: usize, max_tokens: usize, admitted: Instant) -> Self {
         let stops = StopMatcher::new(request.params.stop.clone());
         Sequence {
             request,
-            cache,
             sampler,
             last_token: 0,
             utf8: Utf8Stream::default(),

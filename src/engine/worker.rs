@@ -26,8 +26,15 @@ use crate::{
     sampling::Sampler,
 };
 
-/// Prompts are prefilled in chunks of this many tokens.
-const PREFILL_CHUNK: usize = 512;
+/// Prompts are prefilled in chunks of this many tokens. Attention computes
+/// each chunk against everything before it and masks the rest, so smaller
+/// chunks waste less on the causal mask while larger ones keep matmuls
+/// efficient; 256 was fastest on CPU (`examples/steps.rs`, `STEPS_CHUNK`).
+const PREFILL_CHUNK: usize = 256;
+
+/// Short prompts admitted together are prefilled side by side, up to this
+/// many tokens (padding included) per forward pass.
+const PREFILL_GROUP_TOKENS: usize = 2048;
 
 pub fn spawn(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet) -> JoinHandle<()> {
     std::thread::Builder::new()
@@ -58,7 +65,8 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     tracing::info!(load_ms = loaded.info.load_ms, "model ready");
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
-    let mut worker = Worker { slot: slot.clone(), generation, heartbeat, active, model: Some(model), tokenizer, template, info, seqs: Vec::new() };
+    let cache = KvCache::batch(model.config.layers);
+    let mut worker = Worker { slot: slot.clone(), generation, heartbeat, active, model: Some(model), tokenizer, template, info, seqs: Vec::new(), cache };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
             Ok(true) => {}
@@ -79,6 +87,14 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     tracing::info!("worker stopped, MLX cache cleared");
 }
 
+/// A request tokenized and checked, waiting for its prefill.
+struct Pending {
+    request: Arc<Request>,
+    ids: Vec<u32>,
+    max_tokens: usize,
+    admitted: Instant,
+}
+
 struct Worker {
     slot: Arc<ModelSlot>,
     generation: u64,
@@ -88,7 +104,9 @@ struct Worker {
     tokenizer: Arc<crate::tokenizer::Tokenizer>,
     template: Option<Arc<crate::tokenizer::ChatTemplate>>,
     info: crate::model::ModelInfo,
+    /// The sequences being decoded, in the order of `cache`'s rows.
     seqs: Vec<Sequence>,
+    cache: KvCache,
 }
 
 impl Worker {
@@ -107,10 +125,7 @@ impl Worker {
             return true;
         }
         self.heartbeat.set_busy(true);
-        for request in admitted {
-            self.admit(request);
-            self.heartbeat.touch();
-        }
+        self.admit(admitted);
         if !self.seqs.is_empty() {
             self.decode_step();
             self.heartbeat.touch();
@@ -118,42 +133,97 @@ impl Worker {
         true
     }
 
-    fn retire(&mut self, index: usize) {
-        let seq = self.seqs.swap_remove(index);
-        lock(&self.active).remove(&seq.request.id);
+    /// Removes the sequences at `indices` and their cache rows.
+    fn retire(&mut self, indices: &[usize]) {
+        if indices.is_empty() {
+            return;
+        }
+        let mut kept_rows = Vec::with_capacity(self.seqs.len());
+        let mut active = lock(&self.active);
+        for (i, seq) in std::mem::take(&mut self.seqs).into_iter().enumerate() {
+            if indices.contains(&i) {
+                active.remove(&seq.request.id);
+            } else {
+                kept_rows.push(i);
+                self.seqs.push(seq);
+            }
+        }
+        drop(active);
+        if let Err(e) = self.cache.retain(&kept_rows) {
+            self.fail_all(&format!("compacting the cache failed: {}", e.message));
+        }
+    }
+
+    /// Ends every sequence with an internal error and empties the batch.
+    fn fail_all(&mut self, message: &str) {
+        tracing::error!("{message}");
+        let mut active = lock(&self.active);
+        for seq in self.seqs.drain(..) {
+            seq.request.fail(ErrorCode::Internal, message.to_string());
+            active.remove(&seq.request.id);
+        }
+        drop(active);
+        self.cache = KvCache::batch(self.cache_layers());
+    }
+
+    fn cache_layers(&self) -> usize {
+        self.model.as_ref().map_or(0, |m| m.config.layers)
     }
 
     /// Drops sequences whose request ended elsewhere (abort, timeout, return()).
     fn retire_ended(&mut self) {
         let now = Instant::now();
-        let mut i = 0;
-        while i < self.seqs.len() {
-            let r = &self.seqs[i].request;
-            if r.is_ended() || r.expire_if_due(now) {
-                self.retire(i);
-            } else {
-                i += 1;
-            }
-        }
+        let ended: Vec<usize> = (0..self.seqs.len())
+            .filter(|&i| {
+                let r = &self.seqs[i].request;
+                r.is_ended() || r.expire_if_due(now)
+            })
+            .collect();
+        self.retire(&ended);
     }
 
-    fn admit(&mut self, request: Arc<Request>) {
+    /// Prefills newly admitted requests and adds those that go on to decode
+    /// to the batch. Prompts that fit in one chunk are prefilled in groups of
+    /// similar length, one forward pass per group; longer ones one at a time,
+    /// chunk by chunk.
+    fn admit(&mut self, admitted: Vec<Arc<Request>>) {
         let now = Instant::now();
-        lock(&self.active).insert(request.id, request.clone());
-        match self.prefill(&request, now) {
-            Ok(Some(seq)) => self.seqs.push(seq),
-            outcome => {
-                if let Err(e) = outcome {
+        let mut short = Vec::new();
+        for request in admitted {
+            lock(&self.active).insert(request.id, request.clone());
+            match self.prepare(&request, now) {
+                Ok(Some(p)) if p.ids.len() <= PREFILL_CHUNK => short.push(p),
+                Ok(Some(p)) => self.prefill(vec![p]),
+                Ok(None) => self.forget(&request),
+                Err(e) => {
                     request.end(Event::Error(e));
+                    self.forget(&request);
                 }
-                lock(&self.active).remove(&request.id);
             }
+            self.heartbeat.touch();
+        }
+        // Shortest first; a group closes before padding would double its work.
+        short.sort_by_key(|p| p.ids.len());
+        let mut group: Vec<Pending> = Vec::new();
+        for p in short {
+            let padded = (group.len() + 1) * p.ids.len();
+            let real = group.iter().map(|g| g.ids.len()).sum::<usize>() + p.ids.len();
+            if !group.is_empty() && (padded > 2 * real || padded > PREFILL_GROUP_TOKENS) {
+                self.prefill(std::mem::take(&mut group));
+            }
+            group.push(p);
+        }
+        if !group.is_empty() {
+            self.prefill(group);
         }
     }
 
-    /// Tokenizes and prefills the prompt and samples the first token. `None`
-    /// when the request already finished or ended.
-    fn prefill(&mut self, request: &Arc<Request>, admitted: Instant) -> Result<Option<Sequence>> {
+    fn forget(&self, request: &Request) {
+        lock(&self.active).remove(&request.id);
+    }
+
+    /// Tokenizes and checks a request. `None` when it is already finished.
+    fn prepare(&self, request: &Arc<Request>, admitted: Instant) -> Result<Option<Pending>> {
         let _enter = request.span.enter();
         let params = &request.params;
         let text = match &params.prompt {
@@ -190,31 +260,76 @@ impl Worker {
             });
             return Ok(None);
         }
-        let model = self.model.as_ref().expect("model is loaded while the worker runs");
-        let mut cache = KvCache::new(model.config.layers);
-        let mut logits = None;
-        for chunk in ids.chunks(PREFILL_CHUNK) {
-            if request.is_ended() || request.expire_if_due(Instant::now()) {
-                return Ok(None);
+        Ok(Some(Pending { request: request.clone(), ids, max_tokens, admitted }))
+    }
+
+    /// Prefills `group` side by side (shorter prompts padded on the left),
+    /// samples each one's first token and joins those that go on to the batch.
+    /// A failure ends every request of the group, and no other.
+    fn prefill(&mut self, group: Vec<Pending>) {
+        let requests: Vec<Arc<Request>> = group.iter().map(|p| p.request.clone()).collect();
+        let outcome = self.run_prefill(group).and_then(|(seqs, cache)| {
+            self.cache.join(vec![cache])?;
+            self.seqs.extend(seqs);
+            Ok(())
+        });
+        if let Err(e) = outcome {
+            for request in &requests {
+                request.end(Event::Error(e.clone()));
             }
-            let tokens: Vec<i32> = chunk.iter().map(|&t| t as i32).collect();
-            let x = Array::from_slice(&tokens, &[1, tokens.len() as i32]);
-            let out = model.forward(&x, &mut [&mut cache])?;
+        }
+        // Whatever did not join the batch has ended.
+        let mut active = lock(&self.active);
+        for request in requests.iter().filter(|r| r.is_ended()) {
+            active.remove(&request.id);
+        }
+    }
+
+    fn run_prefill(&mut self, group: Vec<Pending>) -> Result<(Vec<Sequence>, KvCache)> {
+        let model = self.model.as_ref().expect("model is loaded while the worker runs");
+        let group: Vec<Pending> = group.into_iter().filter(|p| !p.request.is_ended() && !p.request.expire_if_due(Instant::now())).collect();
+        let longest = group.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+        let pads: Vec<usize> = group.iter().map(|p| longest - p.ids.len()).collect();
+        let mut cache = KvCache::with_rows(model.config.layers, pads.iter().map(|&p| p as i32).collect());
+        let mut logits = None;
+        for start in (0..longest).step_by(PREFILL_CHUNK) {
+            // A long prompt alone can be abandoned between chunks.
+            if group.len() == 1 && (group[0].request.is_ended() || group[0].request.expire_if_due(Instant::now())) {
+                return Ok((Vec::new(), KvCache::batch(model.config.layers)));
+            }
+            let end = (start + PREFILL_CHUNK).min(longest);
+            let tokens: Vec<i32> = group
+                .iter()
+                .zip(&pads)
+                .flat_map(|(p, &pad)| (start..end).map(move |c| if c < pad { 0 } else { p.ids[c - pad] as i32 }))
+                .collect();
+            let x = Array::from_slice(&tokens, &[group.len() as i32, (end - start) as i32]);
+            let out = model.forward(&x, &mut cache)?;
             out.eval()?;
             logits = Some(out);
             self.heartbeat.touch();
         }
-        let logits = logits.expect("prompt has at least one chunk");
-        let mut sampler = Sampler::new(params.sampling.clone(), &ids);
-        let token = sampler.sample(logits.as_slice::<f32>());
-        let mut seq = Sequence::new(request.clone(), cache, sampler, ids.len(), max_tokens, admitted);
-        tracing::debug!(prompt_tokens = ids.len(), "prefilled");
-        // Counted before delivery, so stats never lag behind what a caller saw.
-        self.slot.throughput.record(1);
-        Ok(match seq.accept(token, &self.tokenizer) {
-            Progress::Continue => Some(seq),
-            Progress::Retire => None,
-        })
+        let Some(logits) = logits else {
+            return Ok((Vec::new(), KvCache::batch(model.config.layers)));
+        };
+        let vocab = logits.dim(1) as usize;
+        let data = logits.as_slice::<f32>();
+        let (mut seqs, mut rows) = (Vec::new(), Vec::new());
+        for (row, p) in group.into_iter().enumerate() {
+            let _enter = p.request.span.enter();
+            let mut sampler = Sampler::new(p.request.params.sampling.clone(), &p.ids);
+            let token = sampler.sample(&data[row * vocab..(row + 1) * vocab]);
+            let mut seq = Sequence::new(p.request.clone(), sampler, p.ids.len(), p.max_tokens, p.admitted);
+            tracing::debug!(prompt_tokens = p.ids.len(), batch = rows.len() + 1, "prefilled");
+            // Counted before delivery, so stats never lag behind what a caller saw.
+            self.slot.throughput.record(1);
+            if seq.accept(token, &self.tokenizer) == Progress::Continue {
+                seqs.push(seq);
+                rows.push(row);
+            }
+        }
+        cache.retain(&rows)?;
+        Ok((seqs, cache))
     }
 
     /// One decode step for every active sequence, batched.
@@ -224,23 +339,13 @@ impl Worker {
         let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
         let batch = tokens.len() as i32;
         let x = Array::from_slice(&tokens, &[batch, 1]);
-        let result = {
-            let mut caches: Vec<&mut KvCache> = self.seqs.iter_mut().map(|s| &mut s.cache).collect();
-            model.forward(&x, &mut caches).and_then(|logits| {
-                logits.eval()?;
-                Ok(logits)
-            })
-        };
+        let result = model.forward(&x, &mut self.cache).and_then(|logits| {
+            logits.eval()?;
+            Ok(logits)
+        });
         let logits = match result {
             Ok(l) => l,
-            Err(e) => {
-                tracing::error!("decode step failed: {}", e.message);
-                while !self.seqs.is_empty() {
-                    self.seqs[0].request.fail(ErrorCode::Internal, format!("decode step failed: {}", e.message));
-                    self.retire(0);
-                }
-                return;
-            }
+            Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
         };
         let vocab = logits.dim(1) as usize;
         let data = logits.as_slice::<f32>();
@@ -253,8 +358,6 @@ impl Worker {
                 retired.push(i);
             }
         }
-        for i in retired.into_iter().rev() {
-            self.retire(i);
-        }
+        self.retire(&retired);
     }
 }

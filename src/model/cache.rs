@@ -1,69 +1,218 @@
-//! Per-sequence key/value cache, preallocated in steps and updated in place.
+//! Keys and values of a batch of sequences, preallocated in steps and updated
+//! in place.
+//!
+//! Rows are right-aligned: every row's newest position sits in column
+//! `end - 1`, so one slice write per layer stores a decode step for the whole
+//! batch, and attention runs once per layer rather than once per sequence. A
+//! row shorter than the longest has `pad` unused columns on its left, which
+//! the attention mask hides. A sequence is prefilled in a cache of its own (one
+//! row, no padding), then joined into the worker's decode batch.
 
 use mlx_rs::{
+    fast::{rope, rope_dynamic, ScaledDotProductAttentionMask},
     ops::{
         concatenate,
         indexing::{IndexOp, TryIndexMutOp},
-        zeros_dtype,
+        pad, zeros_dtype,
     },
     Array,
 };
 
 use crate::error::Result;
 
-/// Positions are allocated in chunks of this many, so most steps only write.
+/// Columns are allocated in chunks of this many, so most steps only write.
 const STEP: i32 = 256;
 
-#[derive(Default)]
-struct LayerKv {
-    keys: Option<Array>,
-    values: Option<Array>,
+pub struct KvCache {
+    /// Per layer: keys and values, each [rows, kv_heads, capacity, head_dim].
+    layers: Vec<Option<(Array, Array)>>,
+    /// Per row: leading columns that hold no position of that row.
+    pads: Vec<i32>,
+    /// Columns in use (the same for every row).
+    end: i32,
 }
 
-/// Keys and values of one sequence for every layer.
-pub struct KvCache {
-    layers: Vec<LayerKv>,
-    offset: i32,
+/// The mask a forward pass applies in attention.
+pub enum Mask {
+    None,
+    Causal,
+    /// [rows, 1, len, columns], true where a query may attend.
+    Rows(Array),
+}
+
+impl Mask {
+    pub fn as_sdpa(&self) -> Option<ScaledDotProductAttentionMask<'_>> {
+        match self {
+            Mask::None => None,
+            Mask::Causal => Some(ScaledDotProductAttentionMask::Causal),
+            Mask::Rows(mask) => Some(ScaledDotProductAttentionMask::Array(mask)),
+        }
+    }
+}
+
+/// Where each row's new tokens go: one offset for a single row, or one per row.
+pub enum Positions {
+    Single(i32),
+    PerRow(Array),
+}
+
+impl Positions {
+    /// Rotary position embedding of `x` ([rows, heads, len, head_dim]).
+    pub fn rope(&self, x: &Array, dims: i32, base: f32) -> Result<Array> {
+        Ok(match self {
+            Positions::Single(offset) => rope(x, dims, true, base, 1.0, *offset, None)?,
+            Positions::PerRow(offsets) => rope_dynamic(x, dims, true, base, 1.0, offsets, None)?,
+        })
+    }
 }
 
 impl KvCache {
+    /// An empty cache of one sequence, for its prefill.
     pub fn new(layers: usize) -> Self {
-        KvCache { layers: (0..layers).map(|_| LayerKv::default()).collect(), offset: 0 }
+        KvCache { layers: (0..layers).map(|_| None).collect(), pads: vec![0], end: 0 }
     }
 
-    /// Number of positions already stored.
-    pub fn offset(&self) -> i32 {
-        self.offset
+    /// An empty cache for prompts prefilled side by side: row `i`'s prompt is
+    /// `pads[i]` tokens shorter than the longest and starts that far right.
+    pub fn with_rows(layers: usize, pads: Vec<i32>) -> Self {
+        KvCache { layers: (0..layers).map(|_| None).collect(), pads, end: 0 }
     }
 
-    /// Stores `keys`/`values` ([1, kv_heads, n, head_dim]) at the current offset
-    /// for `layer` and returns everything stored so far for it.
+    /// An empty batch, which sequences join after their prefill.
+    pub fn batch(layers: usize) -> Self {
+        KvCache { layers: (0..layers).map(|_| None).collect(), pads: Vec::new(), end: 0 }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.pads.len()
+    }
+
+    /// Positions stored for `row`.
+    pub fn len(&self, row: usize) -> i32 {
+        self.end - self.pads[row]
+    }
+
+    /// Positions of `len` new tokens in every row.
+    pub fn positions(&self) -> Positions {
+        match self.pads.as_slice() {
+            [pad] => Positions::Single(self.end - pad),
+            pads => Positions::PerRow(Array::from_iter(pads.iter().map(|p| self.end - p), &[pads.len() as i32])),
+        }
+    }
+
+    /// The attention mask for `len` new tokens in every row: causal, and
+    /// hiding each row's padding. A padding position still sees itself, so
+    /// no softmax row is empty (its output is never read). `explicit` asks
+    /// for an array even where `Causal` would do.
+    pub fn mask(&self, len: i32, explicit: bool) -> Mask {
+        let unpadded = self.pads.iter().all(|&p| p == 0);
+        match (len, unpadded) {
+            (1, true) => return Mask::None,
+            (_, true) if self.rows() == 1 && !explicit => return Mask::Causal,
+            _ => {}
+        }
+        let columns = self.end + len;
+        let mut used = Vec::with_capacity(self.rows() * (len * columns) as usize);
+        for &pad in &self.pads {
+            for i in 0..len {
+                let position = self.end + i;
+                used.extend((0..columns).map(|c| c == position || (c <= position && c >= pad)));
+            }
+        }
+        Mask::Rows(Array::from_slice(&used, &[self.rows() as i32, 1, len, columns]))
+    }
+
+    /// Stores `keys`/`values` ([rows, kv_heads, n, head_dim]) in columns
+    /// `end..end + n` of `layer` and returns every column in use for it.
     pub fn update(&mut self, layer: usize, keys: &Array, values: &Array) -> Result<(Array, Array)> {
-        let n = keys.dim(2);
-        let end = self.offset + n;
-        let kv = &mut self.layers[layer];
-        let capacity = kv.keys.as_ref().map_or(0, |k| k.dim(2));
+        let (start, end) = (self.end, self.end + keys.dim(2));
+        let slot = &mut self.layers[layer];
+        let capacity = slot.as_ref().map_or(0, |(k, _)| k.dim(2));
         if end > capacity {
             let grow = ((end - capacity + STEP - 1) / STEP) * STEP;
-            let grown = |old: &Option<Array>, like: &Array| -> Result<Array> {
-                let shape = [1, like.dim(1), grow, like.dim(3)];
-                let fresh = zeros_dtype(&shape, like.dtype())?;
+            let grown = |old: Option<&Array>, like: &Array| -> Result<Array> {
+                let fresh = zeros_dtype(&[like.dim(0), like.dim(1), grow, like.dim(3)], like.dtype())?;
                 Ok(match old {
-                    Some(old) => concatenate(&[old.index((.., .., ..self.offset, ..)), fresh], 2)?,
+                    Some(old) => concatenate(&[old.index((.., .., ..start, ..)), fresh], 2)?,
                     None => fresh,
                 })
             };
-            kv.keys = Some(grown(&kv.keys, keys)?);
-            kv.values = Some(grown(&kv.values, values)?);
+            let k = grown(slot.as_ref().map(|s| &s.0), keys)?;
+            let v = grown(slot.as_ref().map(|s| &s.1), values)?;
+            *slot = Some((k, v));
         }
-        let (k, v) = (kv.keys.as_mut().unwrap(), kv.values.as_mut().unwrap());
-        k.try_index_mut((.., .., self.offset..end, ..), keys)?;
-        v.try_index_mut((.., .., self.offset..end, ..), values)?;
+        let (k, v) = slot.as_mut().expect("allocated above");
+        k.try_index_mut((.., .., start..end, ..), keys)?;
+        v.try_index_mut((.., .., start..end, ..), values)?;
         Ok((k.index((.., .., ..end, ..)), v.index((.., .., ..end, ..))))
     }
 
-    /// Marks `n` more positions as stored (after every layer was updated).
+    /// Marks `n` more columns as used (after every layer was updated).
     pub fn advance(&mut self, n: i32) {
-        self.offset += n;
+        self.end += n;
+    }
+
+    /// Appends the rows of `others` (prefilled caches) after this batch's rows,
+    /// right-aligning everyone to the longest.
+    pub fn join(&mut self, others: Vec<KvCache>) -> Result<()> {
+        // Caches left empty (every sequence of a prefill group ended) add nothing.
+        let mut others: Vec<KvCache> = others.into_iter().filter(|c| c.rows() > 0).collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        if self.rows() == 0 && others.len() == 1 {
+            *self = others.pop().expect("one cache");
+            return Ok(());
+        }
+        let parts: Vec<&KvCache> = std::iter::once(&*self).filter(|c| c.rows() > 0).chain(others.iter()).collect();
+        let end = parts.iter().map(|c| c.end).max().unwrap_or(0);
+        let capacity = ((end + STEP - 1) / STEP) * STEP;
+        // Built aside and swapped in whole, so a failure leaves the batch as it was.
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for layer in 0..self.layers.len() {
+            let mut keys = Vec::with_capacity(parts.len());
+            let mut values = Vec::with_capacity(parts.len());
+            for cache in &parts {
+                let (k, v) = cache.layers[layer].as_ref().expect("a joined cache holds every layer");
+                // Shift right by the difference in length, cut to the new capacity.
+                let shift = end - cache.end;
+                let widths = [(0, 0), (0, 0), (shift, capacity - end), (0, 0)];
+                keys.push(pad(k.index((.., .., ..cache.end, ..)), &widths, None, None)?);
+                values.push(pad(v.index((.., .., ..cache.end, ..)), &widths, None, None)?);
+            }
+            layers.push(Some((concatenate(&keys, 0)?, concatenate(&values, 0)?)));
+        }
+        let pads: Vec<i32> = parts.iter().flat_map(|c| c.pads.iter().map(move |p| p + end - c.end)).collect();
+        self.layers = layers;
+        self.pads = pads;
+        self.end = end;
+        Ok(())
+    }
+
+    /// Keeps only the rows listed, in that order, and drops leading columns
+    /// no remaining row uses.
+    pub fn retain(&mut self, rows: &[usize]) -> Result<()> {
+        if rows.len() == self.rows() && rows.iter().enumerate().all(|(i, &r)| i == r) {
+            return Ok(());
+        }
+        if rows.is_empty() {
+            *self = KvCache::batch(self.layers.len());
+            return Ok(());
+        }
+        let pads: Vec<i32> = rows.iter().map(|&r| self.pads[r]).collect();
+        let trim = pads.iter().copied().min().unwrap_or(0);
+        let index = Array::from_iter(rows.iter().map(|&r| r as i32), &[rows.len() as i32]);
+        let keep = |a: &Array| -> Result<Array> { Ok(a.take_axis(&index, 0)?.index((.., .., trim.., ..))) };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for slot in &self.layers {
+            layers.push(match slot {
+                Some((k, v)) => Some((keep(k)?, keep(v)?)),
+                None => None,
+            });
+        }
+        self.layers = layers;
+        self.pads = pads.into_iter().map(|p| p - trim).collect();
+        self.end -= trim;
+        Ok(())
     }
 }

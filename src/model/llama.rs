@@ -2,13 +2,13 @@
 //! GGUF weights. A model is data plus `forward`; it knows nothing of requests.
 
 use mlx_rs::{
-    fast::{rms_norm, rope, scaled_dot_product_attention, ScaledDotProductAttentionMask},
-    ops::{concatenate, indexing::TryIndexOp, sigmoid},
+    fast::{rms_norm, scaled_dot_product_attention},
+    ops::{indexing::TryIndexOp, matmul, power, r#where, sigmoid},
     Array,
 };
 
 use super::{
-    cache::KvCache,
+    cache::{KvCache, Mask},
     linear::{Linear, Projections},
 };
 use crate::error::Result;
@@ -48,53 +48,79 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Runs `tokens` ([batch, len], one row per sequence, all of equal length)
-    /// through the model, appending to each sequence's cache, and returns the
-    /// logits of each row's last position: [batch, vocab].
-    pub fn forward(&self, tokens: &Array, caches: &mut [&mut KvCache]) -> Result<Array> {
+    /// Runs `tokens` ([rows, len]) through the model, appending to `cache`
+    /// (one row per sequence), and returns the logits of each row's last
+    /// position: [rows, vocab]. Several tokens per row are a single
+    /// sequence's prefill; a batch decodes one token per row.
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
         let (batch, len) = (tokens.dim(0), tokens.dim(1));
-        debug_assert_eq!(batch as usize, caches.len());
+        debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
+        let positions = cache.positions();
+        let mask = cache.mask(len, COMPOSED_PREFILL_ATTENTION && len > 1);
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut x = self.embed.rows(tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?;
             let split = |a: Array, heads: i32| a.reshape(&[batch, len, heads, c.head_dim])?.transpose_axes(&[0, 2, 1, 3]);
             let [q, k, v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
-            let q = split(q, c.heads)?;
-            let k = split(k, c.kv_heads)?;
-            let v = split(v, c.kv_heads)?;
-            let mut outs = Vec::with_capacity(caches.len());
-            for (i, cache) in caches.iter_mut().enumerate() {
-                let row = i as i32..i as i32 + 1;
-                let (qi, ki, vi) = if batch == 1 {
-                    (q.clone(), k.clone(), v.clone())
-                } else {
-                    (q.try_index(row.clone())?, k.try_index(row.clone())?, v.try_index(row)?)
-                };
-                let offset = cache.offset();
-                let qi = rope(&qi, c.head_dim, true, c.rope_base, 1.0, offset, None)?;
-                let ki = rope(&ki, c.head_dim, true, c.rope_base, 1.0, offset, None)?;
-                let (keys, values) = cache.update(layer, &ki, &vi)?;
-                let scale = 1.0 / (c.head_dim as f32).sqrt();
-                let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
-                outs.push(scaled_dot_product_attention(&qi, &keys, &values, scale, mask, None)?);
-            }
-            let attn = if outs.len() == 1 { outs.pop().unwrap() } else { concatenate(&outs, 0)? };
+            let q = positions.rope(&split(q, c.heads)?, c.head_dim, c.rope_base)?;
+            let k = positions.rope(&split(k, c.kv_heads)?, c.head_dim, c.rope_base)?;
+            let (keys, values) = cache.update(layer, &k, &split(v, c.kv_heads)?)?;
+            let attn = attention(&q, &keys, &values, scale, &mask)?;
             let attn = attn.transpose_axes(&[0, 2, 1, 3])?.reshape(&[batch, len, c.heads * c.head_dim])?;
             x = x.add(block.wo.forward(&attn)?)?;
 
             let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
             let [gate, up]: [Array; 2] = block.gate_up.forward(&h)?.try_into().expect("two projections");
-            let act = gate.multiply(sigmoid(&gate)?)?.multiply(up)?;
+            let act = swiglu(&gate, &up)?;
             x = x.add(block.down.forward(&act)?)?;
         }
-        for cache in caches.iter_mut() {
-            cache.advance(len);
-        }
+        cache.advance(len);
         let last = if len == 1 { x } else { x.try_index((.., len - 1..len, ..))? };
         let last = rms_norm(&last, Some(&self.norm), c.rms_eps)?;
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let logits = head.forward(&last)?;
         Ok(logits.reshape(&[batch, -1])?)
     }
+}
+
+/// `silu(gate) * up`. Off Apple, MLX's CPU `exp` (inside `sigmoid`) is a
+/// scalar polynomial that calls libm's `fmaf` per term, about 3x slower than
+/// `pow`; so there `e^-g` is computed as `2^(-g * log2 e)`, which cut the
+/// MLP's element-wise time by half in prefill (`examples/steps.rs`).
+fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    if cfg!(target_os = "macos") {
+        return Ok(gate.multiply(sigmoid(gate)?)?.multiply(up)?);
+    }
+    let neg_exp = power(Array::from_f32(2.0), gate.multiply(Array::from_f32(-std::f32::consts::LOG2_E))?)?;
+    Ok(gate.multiply(up)?.divide(neg_exp.add(Array::from_f32(1.0))?)?)
+}
+
+/// Whether prefill attention is composed here rather than by MLX's
+/// `scaled_dot_product_attention`; see [`attention`].
+const COMPOSED_PREFILL_ATTENTION: bool = !cfg!(target_os = "macos");
+
+/// Attention of `q` [rows, heads, len, head_dim] over `keys`/`values`
+/// [rows, kv_heads, columns, head_dim]. On CPU, MLX composes attention from
+/// matmuls and a softmax whose `exp` is the slow scalar one (see [`swiglu`]);
+/// for prefill, where the scores are large, the softmax here uses `2^x`.
+fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mask) -> Result<Array> {
+    let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
+    let allowed = match mask {
+        Mask::Rows(allowed) if COMPOSED_PREFILL_ATTENTION && len > 1 => allowed,
+        _ => return Ok(scaled_dot_product_attention(q, keys, values, scale, mask.as_sdpa(), None)?),
+    };
+    let (kv_heads, columns) = (keys.dim(1), keys.dim(2));
+    // Query heads sharing a key/value head are grouped: [rows, kv_heads, group, len, dim].
+    let q = q.multiply(Array::from_f32(scale))?.reshape(&[rows, kv_heads, heads / kv_heads, len, dim])?;
+    let keys = keys.expand_dims(2)?;
+    let values = values.expand_dims(2)?;
+    let scores = matmul(&q, keys.swap_axes(-1, -2)?)?;
+    let allowed = allowed.reshape(&[rows, 1, 1, len, columns])?;
+    let scores = r#where(&allowed, &scores, Array::from_f32(f32::NEG_INFINITY))?;
+    let shifted = scores.subtract(scores.max_axis(-1, true)?)?;
+    let weights = power(Array::from_f32(2.0), shifted.multiply(Array::from_f32(std::f32::consts::LOG2_E))?)?;
+    let weights = weights.divide(weights.sum_axis(-1, true)?)?;
+    Ok(matmul(&weights, &values)?.reshape(&[rows, heads, len, dim])?)
 }

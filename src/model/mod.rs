@@ -10,3 +10,6 @@ pub use cache::KvCache;
 pub use gguf::{load_gguf, LoadedModel, ModelInfo};
 pub use linear::WeightFormat;
 pub use llama::{Llama, LlamaConfig};
+
+#[cfg(test)]
+mod tests;
