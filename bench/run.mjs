@@ -7,6 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import { median } from './engines/common.mjs'
 
 const require = createRequire(import.meta.url)
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -78,8 +79,21 @@ try {
 } catch (e) {
   results.mlxlm = { error: String(e.message ?? e).split('\n')[0] }
 }
-log('mlx-serving without Node (cargo bench)')
-results.rust = runChild('rust', 'cargo', ['bench', '--quiet', '--target', host, '--bench', 'engine', '--', model, decodeText, String(workload.decodeTokens), String(workload.repeats)])
+// Binding overhead: single-stream decode through Node and from Rust without
+// Node, alternated round by round so that drift in the machine's speed (this
+// kind of machine is shared) hits both alike; the ratio is of the medians.
+const rounds = Number(process.env.BENCH_OVERHEAD_ROUNDS ?? 3)
+const overhead = { node: [], rust: [] }
+for (let i = 0; i < rounds; i++) {
+  log(`binding overhead, round ${i + 1} of ${rounds}: Node, then Rust (cargo bench)`)
+  const node = runChild(`overhead-node-${i}`, process.execPath, [path.join(bench, 'engines', 'ours.mjs'), JSON.stringify(workload)], { BENCH_DECODE_ONLY: '1' })
+  const rust = runChild(`overhead-rust-${i}`, 'cargo', ['bench', '--quiet', '--target', host, '--bench', 'engine', '--', model, decodeText, String(workload.decodeTokens), String(workload.repeats)])
+  for (const [k, r] of [['node', node], ['rust', rust]]) {
+    if (r.error) overhead.error = `${k}: ${r.error}`
+    else overhead[k].push(r.decodeTps)
+  }
+}
+results.overhead = { ...overhead, nodeTps: median(overhead.node), rustTps: median(overhead.rust) }
 
 // --- report -----------------------------------------------------------------
 const version = (cmd, args) => {
@@ -121,8 +135,9 @@ for (const [label, get] of rows) md += `| ${label} | ${engines.map(([, r]) => (r
 const ratio = (a, b) => (a && b ? (a / b).toFixed(2) + 'x' : 'n/a')
 md += `\nmlx-serving vs node-llama-cpp: single stream ${ratio(results.ours.decodeTps, results.llamacpp.decodeTps)}, 8 streams ${ratio(results.ours.aggregateTps?.[8], results.llamacpp.aggregateTps?.[8])}; `
 md += `vs mlx-lm: single ${ratio(results.ours.decodeTps, results.mlxlm.decodeTps)}, 8 streams ${ratio(results.ours.aggregateTps?.[8], results.mlxlm.aggregateTps?.[8])}.\n`
-md += `Node binding overhead: ${f(results.ours.decodeTps)} tok/s through Node vs ${f(results.rust.decodeTps)} tok/s from Rust (${ratio(results.ours.decodeTps, results.rust.decodeTps)}).\n`
-for (const [name, r] of [...engines, ['rust bench', results.rust]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
+const o = results.overhead
+md += `Node binding overhead (single stream, ${rounds} alternated rounds, medians): ${f(o.nodeTps)} tok/s through Node vs ${f(o.rustTps)} tok/s from Rust (${ratio(o.nodeTps, o.rustTps)}).\n`
+for (const [name, r] of [...engines, ['overhead pairing', o]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nMachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 
 const out = path.join(bench, 'results')

@@ -26,7 +26,7 @@ fn main() {
         for _ in 0..repeats {
             let mut cache = KvCache::new(layers);
             let t = Instant::now();
-            let chunk: usize = std::env::var("STEPS_CHUNK").ok().and_then(|c| c.parse().ok()).unwrap_or(512);
+            let chunk: usize = std::env::var("STEPS_CHUNK").ok().and_then(|c| c.parse().ok()).unwrap_or(256);
             for part in ids.chunks(chunk) {
                 let x = Array::from_slice(part, &[1, part.len() as i32]);
                 model.forward(&x, &mut cache).unwrap().eval().unwrap();

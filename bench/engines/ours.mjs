@@ -28,6 +28,12 @@ async function run(ids, maxTokens) {
 await run(work.decodePrompt, 8) // warm-up
 const decode = []
 for (let i = 0; i < work.repeats; i++) decode.push((await run(work.decodePrompt, work.decodeTokens)).decodeTps)
+if (process.env.BENCH_DECODE_ONLY) {
+  // The binding-overhead pairing needs only this figure.
+  await engine.shutdown()
+  console.log(JSON.stringify({ decodeTps: median(decode) }))
+  process.exit(0)
+}
 const ttft = {}
 for (const [name, ids] of Object.entries(work.ttftPrompts)) {
   const times = []

@@ -3,7 +3,7 @@
 
 use mlx_rs::{
     fast::{rms_norm, scaled_dot_product_attention},
-    ops::{indexing::TryIndexOp, matmul, power, r#where, sigmoid},
+    ops::{indexing::TryIndexOp, matmul, power, select, sigmoid},
     Array,
 };
 
@@ -118,7 +118,7 @@ fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mask) -
     let values = values.expand_dims(2)?;
     let scores = matmul(&q, keys.swap_axes(-1, -2)?)?;
     let allowed = allowed.reshape(&[rows, 1, 1, len, columns])?;
-    let scores = r#where(&allowed, &scores, Array::from_f32(f32::NEG_INFINITY))?;
+    let scores = select(&allowed, &scores, Array::from_f32(f32::NEG_INFINITY))?;
     let shifted = scores.subtract(scores.max_axis(-1, true)?)?;
     let weights = power(Array::from_f32(2.0), shifted.multiply(Array::from_f32(std::f32::consts::LOG2_E))?)?;
     let weights = weights.divide(weights.sum_axis(-1, true)?)?;
