@@ -314,13 +314,13 @@ impl Worker {
         };
         let vocab = logits.dim(1) as usize;
         let data = logits.as_slice::<f32>();
-        let (mut seqs, mut rows) = (Vec::new(), Vec::new());
+        let (mut seqs, mut rows, size) = (Vec::new(), Vec::new(), group.len());
         for (row, p) in group.into_iter().enumerate() {
             let _enter = p.request.span.enter();
             let mut sampler = Sampler::new(p.request.params.sampling.clone(), &p.ids);
             let token = sampler.sample(&data[row * vocab..(row + 1) * vocab]);
             let mut seq = Sequence::new(p.request.clone(), sampler, p.ids.len(), p.max_tokens, p.admitted);
-            tracing::debug!(prompt_tokens = p.ids.len(), batch = rows.len() + 1, "prefilled");
+            tracing::debug!(prompt_tokens = p.ids.len(), group = size, "prefilled");
             // Counted before delivery, so stats never lag behind what a caller saw.
             self.slot.throughput.record(1);
             if seq.accept(token, &self.tokenizer) == Progress::Continue {
