@@ -164,6 +164,11 @@ impl Request {
             false
         }
     }
+
+    /// True if the request has ended, or ends now because its deadline passed.
+    pub fn is_over(&self, now: Instant) -> bool {
+        self.is_ended() || self.expire_if_due(now)
+    }
 }
 
 #[cfg(test)]

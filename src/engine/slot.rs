@@ -240,7 +240,7 @@ impl ModelSlot {
     pub fn expire_queued(&self) {
         let now = std::time::Instant::now();
         let mut q = lock(&self.queue);
-        q.items.retain(|r| !(r.is_ended() || r.expire_if_due(now)));
+        q.items.retain(|r| !r.is_over(now));
     }
 
     pub fn end_queued(&self, code: ErrorCode, message: &str) {

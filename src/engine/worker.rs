@@ -173,12 +173,7 @@ impl Worker {
     /// Drops sequences whose request ended elsewhere (abort, timeout, return()).
     fn retire_ended(&mut self) {
         let now = Instant::now();
-        let ended: Vec<usize> = (0..self.seqs.len())
-            .filter(|&i| {
-                let r = &self.seqs[i].request;
-                r.is_ended() || r.expire_if_due(now)
-            })
-            .collect();
+        let ended: Vec<usize> = (0..self.seqs.len()).filter(|&i| self.seqs[i].request.is_over(now)).collect();
         self.retire(&ended);
     }
 
@@ -287,14 +282,14 @@ impl Worker {
 
     fn run_prefill(&mut self, group: Vec<Pending>) -> Result<(Vec<Sequence>, KvCache)> {
         let model = self.model.as_ref().expect("model is loaded while the worker runs");
-        let group: Vec<Pending> = group.into_iter().filter(|p| !p.request.is_ended() && !p.request.expire_if_due(Instant::now())).collect();
+        let group: Vec<Pending> = group.into_iter().filter(|p| !p.request.is_over(Instant::now())).collect();
         let longest = group.iter().map(|p| p.ids.len()).max().unwrap_or(0);
         let pads: Vec<usize> = group.iter().map(|p| longest - p.ids.len()).collect();
         let mut cache = KvCache::with_rows(model.config.layers, pads.iter().map(|&p| p as i32).collect());
         let mut logits = None;
         for start in (0..longest).step_by(PREFILL_CHUNK) {
             // A long prompt alone can be abandoned between chunks.
-            if group.len() == 1 && (group[0].request.is_ended() || group[0].request.expire_if_due(Instant::now())) {
+            if group.len() == 1 && group[0].request.is_over(Instant::now()) {
                 return Ok((Vec::new(), KvCache::batch(model.config.layers)));
             }
             let end = (start + PREFILL_CHUNK).min(longest);

@@ -5,8 +5,9 @@
 //! `end - 1`, so one slice write per layer stores a decode step for the whole
 //! batch, and attention runs once per layer rather than once per sequence. A
 //! row shorter than the longest has `pad` unused columns on its left, which
-//! the attention mask hides. A sequence is prefilled in a cache of its own (one
-//! row, no padding), then joined into the worker's decode batch.
+//! the attention mask hides. Prompts are prefilled in a cache of their own
+//! (one row, or several short prompts side by side), which then joins the
+//! worker's decode batch.
 
 use mlx_rs::{
     fast::{rope, rope_dynamic, ScaledDotProductAttentionMask},
@@ -69,7 +70,7 @@ impl Positions {
 impl KvCache {
     /// An empty cache of one sequence, for its prefill.
     pub fn new(layers: usize) -> Self {
-        KvCache { layers: (0..layers).map(|_| None).collect(), pads: vec![0], end: 0 }
+        KvCache::with_rows(layers, vec![0])
     }
 
     /// An empty cache for prompts prefilled side by side: row `i`'s prompt is
@@ -80,7 +81,7 @@ impl KvCache {
 
     /// An empty batch, which sequences join after their prefill.
     pub fn batch(layers: usize) -> Self {
-        KvCache { layers: (0..layers).map(|_| None).collect(), pads: Vec::new(), end: 0 }
+        KvCache::with_rows(layers, Vec::new())
     }
 
     pub fn rows(&self) -> usize {
@@ -92,7 +93,7 @@ impl KvCache {
         self.end - self.pads[row]
     }
 
-    /// Positions of `len` new tokens in every row.
+    /// Where each row's next tokens go: its own length so far.
     pub fn positions(&self) -> Positions {
         match self.pads.as_slice() {
             [pad] => Positions::Single(self.end - pad),
