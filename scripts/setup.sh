@@ -61,11 +61,17 @@ stamp=$(sha256sum patches/mlx-sys-$MLX_SYS_VERSION.patch | cut -c1-16)
 if [[ "$(cat .deps/mlx-sys/.patched 2>/dev/null)" != "$stamp" ]]; then
   log "patching mlx-sys $MLX_SYS_VERSION"
   rm -rf .deps/mlx-sys && mkdir -p .deps/mlx-sys
-  crate=$(mktemp)
-  curl -fsSL "https://static.crates.io/crates/mlx-sys/mlx-sys-$MLX_SYS_VERSION.crate" -o "$crate"
+  # cargo fetches the crate (and checks it against the registry index) through a
+  # throwaway manifest; we check the archive's sha256 ourselves too, then unpack it.
+  scratch=$(mktemp -d)
+  mkdir -p "$scratch/src" && : > "$scratch/src/lib.rs"
+  printf '[package]\nname = "fetch-mlx-sys"\nversion = "0.0.0"\nedition = "2021"\n\n[dependencies]\nmlx-sys = "=%s"\n' \
+    "$MLX_SYS_VERSION" > "$scratch/Cargo.toml"
+  (cd "$scratch" && cargo fetch --quiet)
+  crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"mlx-sys-$MLX_SYS_VERSION.crate" | head -n1)
   echo "$MLX_SYS_SHA256  $crate" | sha256sum -c --quiet
   tar -xzf "$crate" -C .deps/mlx-sys --strip-components=1
-  rm -f "$crate"
+  rm -rf "$scratch"
   patch -s -p1 -d .deps/mlx-sys < "patches/mlx-sys-$MLX_SYS_VERSION.patch"
   echo "$stamp" > .deps/mlx-sys/.patched
 fi
