@@ -13,10 +13,20 @@ fn main() {
 fn link_linux_runtime() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let mlx_lib = root.join(".mlx/mlx/lib");
-    // The addon (`mlx-serving.*.node`) sits in the package root next to `.mlx/`.
+    // In a clone, the addon (`mlx-serving.*.node`) sits in the package root next
+    // to `.mlx/`; in the npm platform package (scripts/pack.sh), next to
+    // `runtime/`, which also carries OpenBLAS and its Fortran runtime. Old-style
+    // RPATH (not RUNPATH) so that it also serves the libraries' own
+    // dependencies (OpenBLAS's libgfortran).
+    println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags");
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/.mlx/mlx/lib");
-    // Test, bench and example binaries live under target/.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", mlx_lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/runtime/mlx/lib");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN/runtime/lib");
+    // Test, bench and example binaries live under target/; the addon never
+    // carries this absolute path.
+    for kind in ["tests", "benches", "examples"] {
+        println!("cargo:rustc-link-arg-{kind}=-Wl,-rpath,{}", mlx_lib.display());
+    }
     // libmlx from the wheel needs cblas/lapack symbols and carries the reference
     // BLAS for them. A direct dependency of ours is searched before libmlx's own
     // dependencies, so OpenBLAS serves those calls.

@@ -47,17 +47,28 @@ export async function drain(stream: AsyncIterable<Api.Chunk>) {
   }
 }
 
-/** Rejects if `promise` takes longer than `ms`. */
-export async function within<T>(ms: number, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`did not settle within ${ms} ms`)), ms)
-      }),
-    ])
-  } finally {
-    clearTimeout(timer)
+/**
+ * Waits for the stream's first token chunk (the event a test needs before it
+ * acts on a running request), and drains the rest. `ids` include the first chunk's.
+ */
+export async function afterFirstToken(stream: AsyncIterator<Api.Chunk> & AsyncIterable<Api.Chunk>) {
+  const first = await stream.next()
+  if (first.done || first.value.done) throw new Error('the stream ended before its first token')
+  const firstIds = first.value.tokenIds
+  return {
+    firstIds,
+    rest: drain(stream).then((r) => ({ ...r, ids: [...firstIds, ...r.ids] })),
+  }
+}
+
+/**
+ * Polls `predicate` (every few ms) until it holds. `ceilingMs` is only a bound
+ * for "it never happened", far above what any machine needs.
+ */
+export async function waitFor(predicate: () => boolean, what: string, ceilingMs = 120_000) {
+  const until = Date.now() + ceilingMs
+  while (!predicate()) {
+    if (Date.now() > until) throw new Error(`${what}: not reached within ${ceilingMs} ms`)
+    await new Promise((r) => setTimeout(r, 5))
   }
 }

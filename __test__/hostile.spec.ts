@@ -98,7 +98,7 @@ async function normalRequestWorks() {
 }
 
 describe('hostile input', () => {
-  it('random option objects get a typed error or a valid completion', { timeout: 600_000 }, async () => {
+  it('random option objects get a typed error or a valid completion', { timeout: 1_200_000 }, async () => {
     await fc.assert(
       fc.asyncProperty(request, fc.oneof(fc.constant(undefined), fc.record({ timeoutMs: fc.oneof(fc.integer({ min: 1, max: 3000 }), anyValue) }, { requiredKeys: [] }), anyValue), async (req, options) => {
         // Every accepted call also gets a deadline so a huge maxTokens cannot stall the run.

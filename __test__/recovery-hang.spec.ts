@@ -7,7 +7,7 @@ const GOOD_REQUESTS = 318
 process.env.MLX_SERVING_FAULT = `hang:${GOOD_REQUESTS + 1}`
 
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { drain, Engine, engineWithModel, MODEL } from './helpers'
+import { drain, Engine, engineWithModel, MODEL, waitFor } from './helpers'
 
 const HANG_TIMEOUT_MS = 1500
 
@@ -20,7 +20,9 @@ afterAll(async () => {
   await engine?.shutdown({ drainTimeoutMs: 1000 })
 })
 
-it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and replaced`, async () => {
+// A generous ceiling for "it never finished" (318 short requests take ~30 s on
+// an idle 2-core machine, several times that on a busy one), not a speed target.
+it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and replaced`, { timeout: 900_000 }, async () => {
   for (let i = 0; i < GOOD_REQUESTS; i++) {
     const r = await drain(engine.generate({ model: MODEL, prompt: `Request ${i}:`, maxTokens: 2 }))
     expect(r.error).toBeUndefined()
@@ -34,7 +36,9 @@ it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and rep
   expect(hung.error).toMatchObject({ code: 'WORKER_HUNG' })
   expect(hung.ids).toHaveLength(1) // the prefill token arrived before the hang
   expect(noticedAfter).toBeGreaterThanOrEqual(HANG_TIMEOUT_MS)
-  expect(noticedAfter).toBeLessThan(HANG_TIMEOUT_MS + 2_000)
+  // Noticed by the watchdog, not by some much later timeout of ours (the
+  // engine has no other deadline here; this bound only says "it was noticed").
+  expect(noticedAfter).toBeLessThan(HANG_TIMEOUT_MS + 30_000)
 
   const after = await drain(engine.generate({ model: MODEL, prompt: 'Still alive?', maxTokens: 8 }))
   expect(after.error).toBeUndefined()
@@ -43,6 +47,8 @@ it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and rep
 })
 
 it('an idle worker is never declared hung', async () => {
-  await new Promise((r) => setTimeout(r, HANG_TIMEOUT_MS * 2))
-  expect(engine.stats().models[0].restarts).toBe(1)
+  // Wait until the idle worker's heartbeat is older than the hang timeout
+  // twice over: the watchdog has seen it idle and past the threshold.
+  await waitFor(() => engine.stats().models[0].lastHeartbeatMsAgo > HANG_TIMEOUT_MS * 2, 'an old heartbeat')
+  expect(engine.stats().models[0]).toMatchObject({ state: 'ready', restarts: 1 })
 })

@@ -19,7 +19,7 @@ describe('stats', () => {
     await stream.next()
     const during = engine.stats()
     expect(during.models[0]).toMatchObject({ id: MODEL, state: 'ready', activeRequests: 1, queuedRequests: 0, restarts: 0 })
-    expect(during.models[0].lastHeartbeatMsAgo).toBeLessThan(5_000)
+    expect(during.models[0].lastHeartbeatMsAgo).toBeLessThan(30_000) // the default hangTimeoutMs
     await drain(stream)
     const after = engine.stats()
     expect(after.models[0].tokensGenerated - before).toBe(20)

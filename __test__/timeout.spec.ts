@@ -1,8 +1,13 @@
 // Per-call timeouts hold whatever the batching does.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { drain, Engine, engineWithModel, MODEL } from './helpers'
+import { drain, Engine, engineWithModel, MODEL, waitFor } from './helpers'
 
-const SLACK_MS = 100
+// How late a timeout may fire. The engine's timer fires within a few ms on an
+// idle machine, but these tests must pass on a slow, busy one, so the bound
+// only separates "fired on its own deadline" from the failures it guards
+// against (waiting for a batch mate's deadline, for the end of a long step, or
+// for the request to finish): the deadlines below are further apart than this.
+const LATE_MS = 400
 
 let batched: InstanceType<typeof Engine>
 let serial: InstanceType<typeof Engine>
@@ -25,37 +30,30 @@ async function timed(engine: InstanceType<typeof Engine>, timeoutMs: number | un
   return { ...result, elapsed: performance.now() - started }
 }
 
-async function waitUntil(predicate: () => boolean, ms: number) {
-  const until = Date.now() + ms
-  while (!predicate()) {
-    if (Date.now() > until) throw new Error('condition not reached')
-    await new Promise((r) => setImmediate(r))
-  }
-}
-
 describe.each([
   ['batching on', () => batched],
   ['batching off', () => serial],
 ])('timeouts with %s', (_, engine) => {
-  it('rejects with TimeoutError / TIMEOUT within 100 ms of the deadline', async () => {
+  it('rejects with TimeoutError / TIMEOUT at the deadline', async () => {
     const r = await timed(engine(), 400)
     expect(r.error).toMatchObject({ name: 'TimeoutError', code: 'TIMEOUT' })
     expect(r.elapsed).toBeGreaterThanOrEqual(400 - 5)
-    expect(r.elapsed).toBeLessThan(400 + SLACK_MS)
+    expect(r.elapsed).toBeLessThan(400 + LATE_MS)
   })
 
   it('the timed-out request leaves the worker', async () => {
     await timed(engine(), 300)
-    await waitUntil(() => engine().stats().models[0].activeRequests === 0, 5_000)
+    await waitFor(() => engine().stats().models[0].activeRequests === 0, 'the request leaves the worker')
   })
 })
 
 describe('timeouts and batch mates', () => {
   it('each request times out on its own deadline, whatever the others have', async () => {
-    const runs = await Promise.all([timed(batched, 300), timed(batched, 700), timed(batched, 1500), timed(batched, undefined, { ...endless, maxTokens: 30 })])
-    for (const [i, ms] of [300, 700, 1500].entries()) {
+    const deadlines = [300, 300 + 2 * LATE_MS, 300 + 4 * LATE_MS]
+    const runs = await Promise.all([...deadlines.map((ms) => timed(batched, ms)), timed(batched, undefined, { ...endless, maxTokens: 30 })])
+    for (const [i, ms] of deadlines.entries()) {
       expect(runs[i].error).toMatchObject({ code: 'TIMEOUT' })
-      expect(runs[i].elapsed).toBeLessThan(ms + SLACK_MS)
+      expect(runs[i].elapsed).toBeLessThan(ms + LATE_MS)
       expect(runs[i].elapsed).toBeGreaterThanOrEqual(ms - 5)
     }
     expect(runs[3].error).toBeUndefined()
@@ -66,10 +64,10 @@ describe('timeouts and batch mates', () => {
     // A long prompt keeps the worker in prefill for seconds (one step per chunk).
     const longPrompt = 'The quick brown fox jumps over the lazy dog. '.repeat(100)
     const blocker = drain(serial.generate({ model: MODEL, prompt: longPrompt, maxTokens: 1 }))
-    await waitUntil(() => serial.stats().models[0].activeRequests === 1, 5_000)
+    await waitFor(() => serial.stats().models[0].activeRequests === 1, 'the long prompt is in the worker')
     const r = await timed(serial, 250, { ...endless, maxTokens: 5 })
     expect(r.error).toMatchObject({ code: 'TIMEOUT' })
-    expect(r.elapsed).toBeLessThan(250 + SLACK_MS)
+    expect(r.elapsed).toBeLessThan(250 + LATE_MS)
     expect((await blocker).final).toBeDefined()
   })
 
@@ -86,7 +84,7 @@ describe('timeouts and batch mates', () => {
     try {
       const r = await timed(engine, undefined)
       expect(r.error).toMatchObject({ code: 'TIMEOUT' })
-      expect(r.elapsed).toBeLessThan(300 + SLACK_MS)
+      expect(r.elapsed).toBeLessThan(300 + LATE_MS)
     } finally {
       await engine.shutdown()
     }

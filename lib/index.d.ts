@@ -47,6 +47,13 @@ export interface ModelSpec {
   id: string
   /** Path to a GGUF file (llama family; F32, F16, Q4_0, Q4_1, Q8_0 tensors). */
   path: string
+  /** Called every ~100 ms while the weights are read, and once at the end. */
+  onProgress?: (progress: LoadProgress) => void
+}
+
+export interface LoadProgress {
+  bytesRead: number
+  totalBytes: number
 }
 
 export interface ModelInfo {
@@ -170,6 +177,8 @@ export interface ModelStats {
   /** Over the last 5 seconds. */
   tokensPerSecond: number
   lastHeartbeatMsAgo: number
+  /** While the model loads: how much of its weights has been read. */
+  loadProgress?: LoadProgress
 }
 
 export interface EngineStats {

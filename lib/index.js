@@ -244,14 +244,40 @@ class Engine {
     return new Engine(options)
   }
 
-  /** Loads a GGUF model; resolves with its info once it is ready. */
+  /**
+   * Loads a model; resolves with its info once it is ready. `onProgress`
+   * is called with `{ bytesRead, totalBytes }` while the weights are read.
+   */
   async loadModel(spec) {
     plainObject(spec, 'model')
-    onlyKeys(spec, 'model', ['id', 'path'])
+    onlyKeys(spec, 'model', ['id', 'path', 'onProgress'])
     const id = str(spec.id, 'id')
     const path = str(spec.path, 'path')
+    const onProgress = spec.onProgress
+    if (onProgress !== undefined && typeof onProgress !== 'function') throw invalid('onProgress', `expected a function, got ${describe(onProgress)}`)
     callNative(() => this.#core.startLoad(id, path))
-    return check(await this.#core.waitReady(id)).info
+    const ready = this.#core.waitReady(id)
+    if (!onProgress) return check(await ready).info
+    // Progress is read from the load's counters while waiting (no callback
+    // crosses from the loading thread).
+    let last = -1
+    const report = () => {
+      const model = this.#core.stats().models.find((m) => m.id === id)
+      const p = model && model.loadProgress
+      if (p && p.bytesRead !== last) {
+        last = p.bytesRead
+        onProgress({ bytesRead: p.bytesRead, totalBytes: p.totalBytes })
+      }
+    }
+    const timer = setInterval(report, 100)
+    try {
+      const outcome = check(await ready)
+      const total = outcome.info.fileBytes
+      if (total !== undefined && last !== total) onProgress({ bytesRead: total, totalBytes: total })
+      return outcome.info
+    } finally {
+      clearInterval(timer)
+    }
   }
 
   /** Drains a model's requests (up to `drainTimeoutMs`), unloads it and frees its memory. */
