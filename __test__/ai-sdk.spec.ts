@@ -47,6 +47,7 @@ describe('AI SDK provider', () => {
 
   it('an aborted streamText stops the generation in the worker', async () => {
     const controller = new AbortController()
+    const before = engine.stats().models[0].tokensGenerated
     const r = streamText({ model: mlx(MODEL), prompt: 'Count from 1 to 1000.', maxOutputTokens: 2000, abortSignal: controller.signal })
     let parts = 0
     // Depending on the `ai` version the stream then ends or rejects; either way the worker lets go.
@@ -55,6 +56,8 @@ describe('AI SDK provider', () => {
     })().catch(() => {})
     expect(parts).toBeGreaterThanOrEqual(3)
     await waitFor(() => engine.stats().models[0].activeRequests === 0, 'the aborted request leaves the worker')
+    // Had the abort not reached the worker, the request would have run to its 2000 tokens.
+    expect(engine.stats().models[0].tokensGenerated - before).toBeLessThan(1000)
   })
 
   it('engine errors reach the caller with their code', async () => {

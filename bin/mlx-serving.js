@@ -74,7 +74,7 @@ async function answer(engine, request, controller, options) {
     process.stdout.write('\n')
     if (options.stats) {
       const t = last.timings
-      process.stderr.write(`[${last.usage.completionTokens} tokens, ${t.tokensPerSecond.toFixed(1)} tok/s, first token ${t.ttftMs.toFixed(0)} ms, ${last.finishReason}]\n`)
+      process.stderr.write(`[${last.usage.completionTokens} tokens, ${t.tokensPerSecond.toFixed(1)} tok/s, first token ${t.ttftMs.toFixed(0)} ms, prompt ${last.usage.promptTokens} tokens, ${last.finishReason}]\n`)
     }
   } catch (err) {
     process.stdout.write('\n')
@@ -110,7 +110,10 @@ async function run(modelPath, promptWords, options) {
     let closed = false
     const ask = () => new Promise((resolve) => (closed ? resolve(null) : rl.question('> ', resolve)))
     rl.on('close', () => (closed = true))
-    rl.on('SIGINT', () => (current ? current.abort(new Error('stopped')) : rl.close()))
+    // A terminal's Ctrl-C reaches readline; a signal sent to the process (or Ctrl-C without a terminal) the process.
+    const interrupt = () => (current ? current.abort(new Error('stopped')) : rl.close())
+    rl.on('SIGINT', interrupt)
+    process.on('SIGINT', interrupt)
     process.stderr.write(`chatting with ${spec.id}; Ctrl-C stops an answer, Ctrl-D or /exit quits\n`)
     for (;;) {
       const line = await Promise.race([ask(), new Promise((resolve) => rl.once('close', () => resolve(null)))])
@@ -125,6 +128,7 @@ async function run(modelPath, promptWords, options) {
       }
     }
     rl.close()
+    process.off('SIGINT', interrupt)
   } finally {
     await engine.shutdown()
   }
