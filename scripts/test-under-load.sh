@@ -14,6 +14,9 @@ if ! command -v stress-ng >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stress-ng >/dev/null
 fi
 
+# Build first, unloaded (a build is not what this proves), then load the machine.
+scripts/setup.sh --test
+
 workers=${LOAD_WORKERS:-$(nproc)}
 stress-ng --cpu "$workers" --cpu-method matrixprod --quiet &
 load=$!
