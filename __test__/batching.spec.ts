@@ -1,7 +1,7 @@
 // Continuous batching: concurrent calls share decode steps, each keeps its own
 // parameters, and batching never changes a greedy result.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ask, drain, Engine, engineWithModel, MODEL } from './helpers'
+import { ask, drain, Engine, engineWithModel, MODEL, waitFor } from './helpers'
 
 let engine: InstanceType<typeof Engine>
 
@@ -115,5 +115,26 @@ describe('continuous batching', () => {
     } finally {
       await serial.shutdown()
     }
+  })
+
+  it('running streams keep flowing while a long prompt prefills, and the long prompt gives the same result as alone', async () => {
+    const long = { model: MODEL, prompt: 'The quick brown fox jumps over the lazy dog. '.repeat(150) + 'Summary:', maxTokens: 4 }
+    const alone = await drain(engine.generate(long))
+    const running = drain(engine.generate({ model: MODEL, prompt: '1, 2, 3, 4, 5, 6, 7, 8, 9, 10,', maxTokens: 200 }))
+    await waitFor(() => engine.stats().models[0].tokensGenerated > 0 && engine.stats().models[0].activeRequests === 1, 'the first stream decodes')
+    // Tokens generated (counted as they are made, before delivery) between the
+    // long prompt's submission and its first token went to the running stream.
+    const generated = () => engine.stats().models[0].tokensGenerated
+    const submitted = generated()
+    const stream = engine.generate(long)
+    const first = await stream.next()
+    const during = generated() - submitted - 1
+    const longIds = [...(first.value as { tokenIds: number[] }).tokenIds, ...(await drain(stream)).ids]
+    await running
+    // The prompt (~1500 tokens) is prefilled in chunks between the running
+    // stream's decode steps, so that stream got tokens all along; prefilled
+    // at once, it would have got at most the one step already under way.
+    expect(during).toBeGreaterThan(5)
+    expect(longIds).toEqual(alone.ids)
   })
 })

@@ -2,8 +2,13 @@
 //! and runs the scheduler loop: admit queued requests at step boundaries,
 //! prefill them, run one batched decode step for all active sequences,
 //! sample per request, send events, retire finished ones, beat the heart.
+//!
+//! A prompt longer than one chunk is not prefilled in one go: each tick runs
+//! one chunk of it and then the batch's decode step, so running streams keep
+//! flowing while it prefills (chunks are smaller while a batch decodes).
 
 use std::{
+    collections::VecDeque,
     panic::{catch_unwind, AssertUnwindSafe},
     sync::Arc,
     thread::JoinHandle,
@@ -36,6 +41,11 @@ const PREFILL_CHUNK: usize = 256;
 /// many tokens (padding included) per forward pass.
 const PREFILL_GROUP_TOKENS: usize = 2048;
 
+/// While other sequences decode, a long prompt advances by chunks of this many
+/// tokens between their steps, so that it delays each of their tokens by about
+/// one decode step rather than by a full chunk.
+const INTERLEAVED_CHUNK: usize = 64;
+
 pub fn spawn(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("mlx-serving:{}#{generation}", slot.id))
@@ -66,7 +76,19 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
     let cache = KvCache::batch(model.config.layers);
-    let mut worker = Worker { slot: slot.clone(), generation, heartbeat, active, model: Some(model), tokenizer, template, info, seqs: Vec::new(), cache };
+    let mut worker = Worker {
+        slot: slot.clone(),
+        generation,
+        heartbeat,
+        active,
+        model: Some(model),
+        tokenizer,
+        template,
+        info,
+        seqs: Vec::new(),
+        cache,
+        long: VecDeque::new(),
+    };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
             Ok(true) => {}
@@ -82,6 +104,9 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     for seq in worker.seqs.drain(..) {
         seq.request.fail(ErrorCode::ShuttingDown, "the model was unloaded");
     }
+    for job in worker.long.drain(..) {
+        job.fail(ErrorCode::ShuttingDown, "the model was unloaded");
+    }
     worker.model = None;
     let _ = mlx_rs::memory::clear_cache();
     tracing::info!("worker stopped, MLX cache cleared");
@@ -93,6 +118,43 @@ struct Pending {
     ids: Vec<u32>,
     max_tokens: usize,
     admitted: Instant,
+}
+
+/// Prompts being prefilled side by side (shorter ones padded on the left),
+/// chunk by chunk, into a cache of their own that joins the batch at the end.
+struct PrefillJob {
+    group: Vec<Pending>,
+    pads: Vec<usize>,
+    longest: usize,
+    cache: KvCache,
+    /// Tokens (of the longest prompt, padding included) prefilled so far.
+    done: usize,
+    /// The last chunk's logits: each prompt's next-token distribution once `done == longest`.
+    logits: Option<Array>,
+}
+
+impl PrefillJob {
+    fn new(group: Vec<Pending>, layers: usize) -> Self {
+        let longest = group.iter().map(|p| p.ids.len()).max().unwrap_or(0);
+        let pads: Vec<usize> = group.iter().map(|p| longest - p.ids.len()).collect();
+        let cache = KvCache::with_rows(layers, pads.iter().map(|&p| p as i32).collect());
+        PrefillJob { group, pads, longest, cache, done: 0, logits: None }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.done >= self.longest
+    }
+
+    /// A job of one request whose request ended elsewhere (abort, timeout) is abandoned.
+    fn is_abandoned(&self) -> bool {
+        self.group.len() == 1 && self.group[0].request.is_over(Instant::now())
+    }
+
+    fn fail(&self, code: ErrorCode, message: &str) {
+        for p in &self.group {
+            p.request.fail(code, message.to_string());
+        }
+    }
 }
 
 struct Worker {
@@ -107,6 +169,8 @@ struct Worker {
     /// The sequences being decoded, in the order of `cache`'s rows.
     seqs: Vec<Sequence>,
     cache: KvCache,
+    /// Prompts longer than a chunk, prefilled a chunk per tick, oldest first.
+    long: VecDeque<PrefillJob>,
 }
 
 impl Worker {
@@ -116,21 +180,41 @@ impl Worker {
             return false;
         }
         self.retire_ended();
-        let room = self.slot.options.max_batch_size.saturating_sub(self.seqs.len());
-        let Some(admitted) = self.slot.take_queued(room, self.seqs.is_empty()) else {
+        let busy = self.seqs.len() + self.long.len();
+        let room = self.slot.options.max_batch_size.saturating_sub(busy);
+        let Some(admitted) = self.slot.take_queued(room, busy == 0) else {
             return false;
         };
-        if self.seqs.is_empty() && admitted.is_empty() {
+        if busy == 0 && admitted.is_empty() {
             self.heartbeat.set_busy(false);
             return true;
         }
         self.heartbeat.set_busy(true);
         self.admit(admitted);
+        self.advance_long_prefill();
         if !self.seqs.is_empty() {
             self.decode_step();
             self.heartbeat.touch();
         }
         true
+    }
+
+    /// Runs one chunk of the oldest long prompt; when it is complete, its
+    /// sequence joins the batch.
+    fn advance_long_prefill(&mut self) {
+        let Some(mut job) = self.long.pop_front() else { return };
+        let chunk = if self.seqs.is_empty() { PREFILL_CHUNK } else { INTERLEAVED_CHUNK };
+        let outcome = self.prefill_chunk(&mut job, chunk);
+        match outcome {
+            Ok(()) if job.is_complete() => self.join(job),
+            Ok(()) => self.long.push_front(job),
+            Err(e) => {
+                for p in &job.group {
+                    p.request.end(Event::Error(e.clone()));
+                    self.forget(&p.request);
+                }
+            }
+        }
     }
 
     /// Removes the sequences at `indices` and their cache rows.
@@ -170,17 +254,22 @@ impl Worker {
         self.model.as_ref().map_or(0, |m| m.config.layers)
     }
 
-    /// Drops sequences whose request ended elsewhere (abort, timeout, return()).
+    /// Drops sequences and long prefills whose request ended elsewhere (abort, timeout, return()).
     fn retire_ended(&mut self) {
         let now = Instant::now();
         let ended: Vec<usize> = (0..self.seqs.len()).filter(|&i| self.seqs[i].request.is_over(now)).collect();
         self.retire(&ended);
+        let (abandoned, kept): (Vec<PrefillJob>, Vec<PrefillJob>) = self.long.drain(..).partition(|job| job.is_abandoned());
+        self.long = kept.into();
+        for job in abandoned {
+            self.forget(&job.group[0].request);
+        }
     }
 
     /// Prefills newly admitted requests and adds those that go on to decode
-    /// to the batch. Prompts that fit in one chunk are prefilled in groups of
-    /// similar length, one forward pass per group; longer ones one at a time,
-    /// chunk by chunk.
+    /// to the batch. Prompts that fit in one chunk are prefilled now, in
+    /// groups of similar length, one forward pass per group; longer ones are
+    /// queued for `advance_long_prefill`, one chunk per tick.
     fn admit(&mut self, admitted: Vec<Arc<Request>>) {
         let now = Instant::now();
         let mut short = Vec::new();
@@ -188,7 +277,7 @@ impl Worker {
             lock(&self.active).insert(request.id, request.clone());
             match self.prepare(&request, now) {
                 Ok(Some(p)) if p.ids.len() <= PREFILL_CHUNK => short.push(p),
-                Ok(Some(p)) => self.prefill(vec![p]),
+                Ok(Some(p)) => self.long.push_back(PrefillJob::new(vec![p], self.cache_layers())),
                 Ok(None) => self.forget(&request),
                 Err(e) => {
                     request.end(Event::Error(e));
@@ -258,12 +347,54 @@ impl Worker {
         Ok(Some(Pending { request: request.clone(), ids, max_tokens, admitted }))
     }
 
-    /// Prefills `group` side by side (shorter prompts padded on the left),
-    /// samples each one's first token and joins those that go on to the batch.
-    /// A failure ends every request of the group, and no other.
+    /// Prefills `group` side by side now, samples each one's first token and
+    /// joins those that go on to the batch. A failure ends every request of
+    /// the group, and no other.
     fn prefill(&mut self, group: Vec<Pending>) {
-        let requests: Vec<Arc<Request>> = group.iter().map(|p| p.request.clone()).collect();
-        let outcome = self.run_prefill(group).and_then(|(seqs, cache)| {
+        let (over, group): (Vec<Pending>, Vec<Pending>) = group.into_iter().partition(|p| p.request.is_over(Instant::now()));
+        for p in over {
+            self.forget(&p.request);
+        }
+        let mut job = PrefillJob::new(group, self.cache_layers());
+        let mut outcome = Ok(());
+        while outcome.is_ok() && !job.is_complete() {
+            outcome = self.prefill_chunk(&mut job, PREFILL_CHUNK);
+        }
+        match outcome {
+            Ok(()) => self.join(job),
+            Err(e) => {
+                for p in &job.group {
+                    p.request.end(Event::Error(e.clone()));
+                    self.forget(&p.request);
+                }
+            }
+        }
+    }
+
+    /// Runs the job's next chunk of at most `chunk` tokens through the model.
+    fn prefill_chunk(&mut self, job: &mut PrefillJob, chunk: usize) -> Result<()> {
+        let model = self.model.as_ref().expect("model is loaded while the worker runs");
+        let (start, end) = (job.done, (job.done + chunk).min(job.longest));
+        let tokens: Vec<i32> = job
+            .group
+            .iter()
+            .zip(&job.pads)
+            .flat_map(|(p, &pad)| (start..end).map(move |c| if c < pad { 0 } else { p.ids[c - pad] as i32 }))
+            .collect();
+        let x = Array::from_slice(&tokens, &[job.group.len() as i32, (end - start) as i32]);
+        let out = model.forward(&x, &mut job.cache)?;
+        out.eval()?;
+        job.logits = Some(out);
+        job.done = end;
+        self.heartbeat.touch();
+        Ok(())
+    }
+
+    /// A complete job: samples each prompt's first token and joins the
+    /// sequences that go on into the batch. Whatever does not join has ended.
+    fn join(&mut self, job: PrefillJob) {
+        let requests: Vec<Arc<Request>> = job.group.iter().map(|p| p.request.clone()).collect();
+        let outcome = self.first_tokens(job).and_then(|(seqs, cache)| {
             self.cache.join(vec![cache])?;
             self.seqs.extend(seqs);
             Ok(())
@@ -273,39 +404,16 @@ impl Worker {
                 request.end(Event::Error(e.clone()));
             }
         }
-        // Whatever did not join the batch has ended.
         let mut active = lock(&self.active);
         for request in requests.iter().filter(|r| r.is_ended()) {
             active.remove(&request.id);
         }
     }
 
-    fn run_prefill(&mut self, group: Vec<Pending>) -> Result<(Vec<Sequence>, KvCache)> {
-        let model = self.model.as_ref().expect("model is loaded while the worker runs");
-        let group: Vec<Pending> = group.into_iter().filter(|p| !p.request.is_over(Instant::now())).collect();
-        let longest = group.iter().map(|p| p.ids.len()).max().unwrap_or(0);
-        let pads: Vec<usize> = group.iter().map(|p| longest - p.ids.len()).collect();
-        let mut cache = KvCache::with_rows(model.config.layers, pads.iter().map(|&p| p as i32).collect());
-        let mut logits = None;
-        for start in (0..longest).step_by(PREFILL_CHUNK) {
-            // A long prompt alone can be abandoned between chunks.
-            if group.len() == 1 && group[0].request.is_over(Instant::now()) {
-                return Ok((Vec::new(), KvCache::batch(model.config.layers)));
-            }
-            let end = (start + PREFILL_CHUNK).min(longest);
-            let tokens: Vec<i32> = group
-                .iter()
-                .zip(&pads)
-                .flat_map(|(p, &pad)| (start..end).map(move |c| if c < pad { 0 } else { p.ids[c - pad] as i32 }))
-                .collect();
-            let x = Array::from_slice(&tokens, &[group.len() as i32, (end - start) as i32]);
-            let out = model.forward(&x, &mut cache)?;
-            out.eval()?;
-            logits = Some(out);
-            self.heartbeat.touch();
-        }
+    fn first_tokens(&mut self, job: PrefillJob) -> Result<(Vec<Sequence>, KvCache)> {
+        let PrefillJob { group, mut cache, logits, .. } = job;
         let Some(logits) = logits else {
-            return Ok((Vec::new(), KvCache::batch(model.config.layers)));
+            return Ok((Vec::new(), KvCache::batch(self.cache_layers())));
         };
         let vocab = logits.dim(1) as usize;
         let data = logits.as_slice::<f32>();
