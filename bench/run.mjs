@@ -28,6 +28,7 @@ const workload = {
   decodePrompt: tok('1, 2, 3, 4, 5, 6, 7, 8, 9, 10,'),
   decodeTokens: 128,
   ttftPrompts: { 32: tok(longText).slice(0, 32), 512: tok(longText).slice(0, 512) },
+  longPrompt: tok(longText).slice(0, 4096),
   streamPrefixes: Array.from({ length: 16 }, (_, i) => tok(`Sequence ${i + 1}: `)),
   streamTokens: 64,
   streams: [1, 4, 8, 16],
@@ -137,6 +138,12 @@ md += `\nmlx-serving vs node-llama-cpp: single stream ${ratio(results.ours.decod
 md += `vs mlx-lm: single ${ratio(results.ours.decodeTps, results.mlxlm.decodeTps)}, 8 streams ${ratio(results.ours.aggregateTps?.[8], results.mlxlm.aggregateTps?.[8])}.\n`
 const o = results.overhead
 md += `Node binding overhead (single stream, ${rounds} alternated rounds, medians): ${f(o.nodeTps)} tok/s through Node vs ${f(o.rustTps)} tok/s from Rust (${ratio(o.nodeTps, o.rustTps)}).\n`
+const sm = results.ours.smooth
+if (sm) {
+  md += `Smooth streams (8 running streams; a ${sm.promptTokens}-token prompt arrives): inter-token gap median ${f(sm.medianGapMs, 0)} ms on their own `
+  md += `(p99 ${f(sm.p99GapAloneMs, 0)} ms), p99 ${f(sm.p99GapDuringMs, 0)} ms while it prefills (${ratio(sm.p99GapDuringMs, sm.medianGapMs)} the median; target <= 3x); `
+  md += `its first token after ${f(sm.longTtftMs / 1000, 1)} s.\n`
+}
 for (const [name, r] of [...engines, ['overhead pairing', o]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nMachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 

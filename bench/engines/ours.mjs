@@ -53,5 +53,49 @@ for (const n of work.streams) {
   if (n === 8) eventLoopP99Ms = histogram.percentile(99) / 1e6
   aggregate[n] = results.reduce((a, r) => a + r.tokens, 0) / seconds
 }
+
+// Smooth streams: the inter-token gaps of 8 running streams, on their own and
+// while a long prompt arrives and prefills (between their decode steps).
+const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))]
+async function streamGaps(longIds) {
+  const gaps = []
+  let tokensSeen = 0
+  let recording = !longIds
+  let stop = false
+  const readers = streamsPlan(work, 8).map(async (ids) => {
+    let last
+    let n = 0
+    for await (const chunk of engine.generate({ model: 'm', prompt: prompt(ids), maxTokens: 4000 })) {
+      if (chunk.done || stop) break
+      const now = performance.now()
+      if (last !== undefined && n >= 2 && recording) gaps.push(now - last)
+      last = now
+      n++
+      tokensSeen++
+      if (!longIds && n >= 40) break
+    }
+  })
+  let longTtftMs
+  if (longIds) {
+    while (tokensSeen < 8 * 3) await new Promise((r) => setTimeout(r, 5))
+    recording = true
+    longTtftMs = (await run(longIds, 1)).ttftMs
+    stop = true
+  }
+  await Promise.all(readers)
+  return { gaps, longTtftMs }
+}
+let smooth
+if (work.longPrompt) {
+  const alone = await streamGaps()
+  const during = await streamGaps(work.longPrompt)
+  smooth = {
+    promptTokens: work.longPrompt.length,
+    medianGapMs: quantile(alone.gaps, 0.5),
+    p99GapAloneMs: quantile(alone.gaps, 0.99),
+    p99GapDuringMs: quantile(during.gaps, 0.99),
+    longTtftMs: during.longTtftMs,
+  }
+}
 await engine.shutdown()
-console.log(JSON.stringify({ decodeTps: median(decode), ttftMs: ttft, aggregateTps: aggregate, eventLoopP99Ms, peakRssMiB: process.resourceUsage().maxRSS / 1024 }))
+console.log(JSON.stringify({ decodeTps: median(decode), ttftMs: ttft, aggregateTps: aggregate, eventLoopP99Ms, smooth, peakRssMiB: process.resourceUsage().maxRSS / 1024 }))

@@ -41,10 +41,12 @@ const PREFILL_CHUNK: usize = 256;
 /// many tokens (padding included) per forward pass.
 const PREFILL_GROUP_TOKENS: usize = 2048;
 
-/// While other sequences decode, a long prompt advances by chunks of this many
-/// tokens between their steps, so that it delays each of their tokens by about
-/// one decode step rather than by a full chunk.
-const INTERLEAVED_CHUNK: usize = 64;
+/// While other sequences decode, a long prompt advances between their steps
+/// by a token budget sized so that a chunk takes about as long as one decode
+/// step (from the measured cost of both), within these bounds: each running
+/// stream's next token is then delayed by about one step, not by a full chunk.
+const INTERLEAVED_CHUNK_MIN: usize = 16;
+const INTERLEAVED_CHUNK_FIRST: usize = 64;
 
 pub fn spawn(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet) -> JoinHandle<()> {
     std::thread::Builder::new()
@@ -88,6 +90,8 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         seqs: Vec::new(),
         cache,
         long: VecDeque::new(),
+        last_step: None,
+        prefill_per_token: None,
     };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
@@ -171,6 +175,10 @@ struct Worker {
     cache: KvCache,
     /// Prompts longer than a chunk, prefilled a chunk per tick, oldest first.
     long: VecDeque<PrefillJob>,
+    /// How long the last decode step took, and the measured prefill cost per
+    /// token (smoothed): together they size interleaved prefill chunks.
+    last_step: Option<std::time::Duration>,
+    prefill_per_token: Option<std::time::Duration>,
 }
 
 impl Worker {
@@ -203,7 +211,7 @@ impl Worker {
     /// sequence joins the batch.
     fn advance_long_prefill(&mut self) {
         let Some(mut job) = self.long.pop_front() else { return };
-        let chunk = if self.seqs.is_empty() { PREFILL_CHUNK } else { INTERLEAVED_CHUNK };
+        let chunk = self.interleaved_budget();
         let outcome = self.prefill_chunk(&mut job, chunk);
         match outcome {
             Ok(()) if job.is_complete() => self.join(job),
@@ -252,6 +260,19 @@ impl Worker {
 
     fn cache_layers(&self) -> usize {
         self.model.as_ref().map_or(0, |m| m.config.layers)
+    }
+
+    /// Tokens of a long prompt to prefill before the next decode step.
+    fn interleaved_budget(&self) -> usize {
+        if self.seqs.is_empty() {
+            return PREFILL_CHUNK;
+        }
+        match (self.last_step, self.prefill_per_token) {
+            (Some(step), Some(per_token)) if !per_token.is_zero() => {
+                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, PREFILL_CHUNK)
+            }
+            _ => INTERLEAVED_CHUNK_FIRST,
+        }
     }
 
     /// Drops sequences and long prefills whose request ended elsewhere (abort, timeout, return()).
@@ -382,8 +403,15 @@ impl Worker {
             .flat_map(|(p, &pad)| (start..end).map(move |c| if c < pad { 0 } else { p.ids[c - pad] as i32 }))
             .collect();
         let x = Array::from_slice(&tokens, &[job.group.len() as i32, (end - start) as i32]);
+        let started = Instant::now();
         let out = model.forward(&x, &mut job.cache)?;
         out.eval()?;
+        let per_token = started.elapsed() / (tokens.len().max(1) as u32);
+        // Later chunks attend to more context and cost more: follow the latest closely.
+        self.prefill_per_token = Some(match self.prefill_per_token {
+            Some(prev) => (prev + per_token * 3) / 4,
+            None => per_token,
+        });
         job.logits = Some(out);
         job.done = end;
         self.heartbeat.touch();
@@ -442,10 +470,12 @@ impl Worker {
         let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
         let batch = tokens.len() as i32;
         let x = Array::from_slice(&tokens, &[batch, 1]);
+        let started = Instant::now();
         let result = model.forward(&x, &mut self.cache).and_then(|logits| {
             logits.eval()?;
             Ok(logits)
         });
+        self.last_step = Some(started.elapsed());
         let logits = match result {
             Ok(l) => l,
             Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
