@@ -507,10 +507,10 @@ fn q3_k_affine(block: &[u8], codes: &mut [u8], scales: &mut [f32], biases: &mut 
 /// always when the two sub-scales are equal. Otherwise the group is
 /// requantized from its exact values to 256 levels between its minimum and
 /// maximum, an error of at most 1/510 of the group's range.
-/// Measured (`q6_k_and_q2_k_requantization_error`, random blocks, every
-/// sub-scale drawn uniformly from the i8 range, so a worst case): max error
-/// 0.19% of the group's range, mean abs error 0.04% of mean |w|... see that
-/// test's output for the numbers on each run.
+/// Measured against GGML's dequantization (`q6_k_and_q2_k_requantization_error`,
+/// random blocks with sub-scales uniform over the whole i8 range, a worse
+/// case than real models): max error 0.196% of a group's range, relative RMS
+/// error 0.40%, 5% of groups exact.
 fn q6_k_affine(block: &[u8], codes: &mut [u8], scales: &mut [f32], biases: &mut [f32]) {
     let d = half16(block, 208);
     for g in 0..QK_K / 32 {
@@ -537,9 +537,9 @@ fn q6_k_affine(block: &[u8], codes: &mut [u8], scales: &mut [f32], biases: &mut 
 /// 0..=3). Where both sub-blocks of a group share `a` and `m` the group is
 /// exact (scale `d * a`, bias `-dmin * m`); otherwise it is requantized from its
 /// exact values to 16 levels between its minimum and maximum, an error of at
-/// most 1/30 of the group's range. 8 bits would be 16x closer but take 10
-/// bits per weight instead of Q2_K's 2.6; the measured error is printed by
-/// `q6_k_and_q2_k_requantization_error`.
+/// most 1/30 of the group's range. Measured on random blocks: max error 3.3%
+/// of a group's range, relative RMS error 2.8%, 2% of groups exact. 8 bits
+/// would be 17x closer but take 10 bits per weight instead of Q2_K's 2.6.
 fn q2_k_affine(block: &[u8], codes: &mut [u8], scales: &mut [f32], biases: &mut [f32]) {
     let (d, dmin) = (half16(block, 80), half16(block, 82));
     for g in 0..QK_K / 32 {

@@ -245,3 +245,32 @@ fn q3_k_stays_exact_at_the_widest_span_of_its_scales() {
     let affine = BlockType::Q3_K.to_affine(&block, 256).unwrap();
     assert_eq!(bitwise_eq(&mlx_dequantize(&affine), &reference), None);
 }
+
+/// MLX's own GGUF loader (which reads Q4_0, Q4_1 and Q8_0) and ours give the
+/// default model's weights bit for bit.
+#[test]
+fn the_default_model_reads_like_mlx_s_own_gguf_loader() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let ours = Gguf::open(&path).expect("our reader");
+    let theirs = mlx_rs::io::GgufFile::load(&path).expect("MLX's reader").arrays().expect("MLX's arrays");
+    let mut checked = 0;
+    for t in ours.tensors() {
+        let values = ours.dequantize(t).unwrap();
+        let mlx = match (theirs.get(&t.name), t.name.strip_suffix(".weight")) {
+            (Some(w), _) if !t.ty.is_quantized() => w.as_dtype(Dtype::Float32).unwrap(),
+            (_, Some(base)) => {
+                let w = &theirs[&format!("{base}.weight")];
+                let s = theirs[&format!("{base}.scales")].as_dtype(Dtype::Float32).unwrap();
+                let b = theirs[&format!("{base}.biases")].as_dtype(Dtype::Float32).unwrap();
+                let bits = w.dim(-1) * 32 / (s.dim(-1) * 32);
+                dequantize(w, &s, &b, 32, bits).unwrap()
+            }
+            _ => panic!("MLX has no {}", t.name),
+        };
+        mlx.eval().unwrap();
+        assert_eq!(mlx.shape(), t.shape().as_slice(), "{}", t.name);
+        assert_eq!(bitwise_eq(mlx.as_slice::<f32>(), &values), None, "{} ({})", t.name, t.ty.name());
+        checked += 1;
+    }
+    assert_eq!(checked, ours.tensors().len());
+}

@@ -68,9 +68,12 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
     let meta = Metadata { gguf: &gguf };
 
     let arch = meta.string("general.architecture").map_err(fail)?.unwrap_or_default();
-    if !matches!(arch.as_str(), "llama" | "mistral" | "smollm") {
-        return Err(fail(format!("architecture '{arch}' is not supported (llama family only)")));
+    if !matches!(arch.as_str(), "llama" | "mistral" | "smollm" | "qwen2") {
+        return Err(fail(format!("architecture '{arch}' is not supported (llama, mistral, smollm, qwen2)")));
     }
+    // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
+    // pairs; qwen2's are stored as trained, for RoPE over halves.
+    let rope_traditional = arch != "qwen2";
     let spec = TokenizerSpec {
         model: meta.string("tokenizer.ggml.model").map_err(fail)?.unwrap_or_default(),
         pre: meta.string("tokenizer.ggml.pre").map_err(fail)?.unwrap_or_default(),
@@ -118,6 +121,7 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
         kv_heads,
         head_dim: hidden / heads,
         rope_base: meta.number(&format!("{arch}.rope.freq_base")).map_err(fail)?.unwrap_or(10000.0) as f32,
+        rope_traditional,
         rms_eps: meta.number(&format!("{arch}.attention.layer_norm_rms_epsilon")).map_err(fail)?.unwrap_or(1e-5) as f32,
         context_length: count("context_length")?,
         vocab_size: tokenizer.vocab_size(),
@@ -148,6 +152,14 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
                 take(&format!("{p}.attn_k"), kv_dim, hidden)?,
                 take(&format!("{p}.attn_v"), kv_dim, hidden)?,
             ])?,
+            qkv_bias: match gguf.tensor(&format!("{p}.attn_q.bias")) {
+                None => None,
+                Some(_) => Some([
+                    norm(&gguf, &format!("{p}.attn_q.bias"), hidden).map_err(fail)?,
+                    norm(&gguf, &format!("{p}.attn_k.bias"), kv_dim).map_err(fail)?,
+                    norm(&gguf, &format!("{p}.attn_v.bias"), kv_dim).map_err(fail)?,
+                ]),
+            },
             wo: take(&format!("{p}.attn_output"), hidden, hidden)?,
             ffn_norm: norm(&gguf, &format!("{p}.ffn_norm.weight"), hidden).map_err(fail)?,
             gate_up: Projections::new(vec![take(&format!("{p}.ffn_gate"), ffn, hidden)?, take(&format!("{p}.ffn_up"), ffn, hidden)?])?,
@@ -184,7 +196,7 @@ fn tensor<'a>(gguf: &'a Gguf, name: &str, shape: &[i32]) -> Result<&'a TensorInf
     Ok(t)
 }
 
-/// A norm's weight vector as f32.
+/// A vector (a norm's weight, a bias) as f32.
 fn norm(gguf: &Gguf, name: &str, len: i32) -> Result<Array, String> {
     let t = tensor(gguf, name, &[len])?;
     let values = gguf.dequantize(t)?;
