@@ -101,6 +101,13 @@ export interface MessageInput {
 export interface ModelInfoJs {
   id: string
   path: string
+  /** The file format: "gguf". */
+  format: string
+  /**
+   * The quantization as llama.cpp names it (e.g. "Q4_K_M"), else the block
+   * type holding most of the weights.
+   */
+  quantization: string
   architecture: string
   parameters: number
   contextLength: number

@@ -59,6 +59,10 @@ export interface LoadProgress {
 export interface ModelInfo {
   id: string
   path: string
+  /** The file format: 'gguf'. */
+  format: 'gguf' | (string & {})
+  /** The quantization as llama.cpp names it (`general.file_type`, e.g. 'Q4_K_M', 'Q4_1'), else the block type holding most of the weights. */
+  quantization: string
   architecture: string
   parameters: number
   contextLength: number

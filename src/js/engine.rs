@@ -21,6 +21,11 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 pub struct ModelInfoJs {
     pub id: String,
     pub path: String,
+    /// The file format: "gguf".
+    pub format: String,
+    /// The quantization as llama.cpp names it (e.g. "Q4_K_M"), else the block
+    /// type holding most of the weights.
+    pub quantization: String,
     pub architecture: String,
     pub parameters: f64,
     pub context_length: u32,
@@ -40,6 +45,8 @@ fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
     ModelInfoJs {
         id: id.to_string(),
         path: path.to_string(),
+        format: i.format,
+        quantization: i.quantization,
         architecture: i.architecture,
         parameters: i.parameters as f64,
         context_length: i.context_length as u32,

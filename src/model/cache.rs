@@ -58,11 +58,14 @@ pub enum Positions {
 }
 
 impl Positions {
-    /// Rotary position embedding of `x` ([rows, heads, len, head_dim]).
-    pub fn rope(&self, x: &Array, dims: i32, base: f32) -> Result<Array> {
+    /// Rotary position embedding of `x` ([rows, heads, len, head_dim]):
+    /// `traditional` rotates adjacent pairs (llama in GGUF, whose q/k rows
+    /// llama.cpp's converter permuted for it), otherwise the two halves of
+    /// each head (NeoX style: qwen2).
+    pub fn rope(&self, x: &Array, dims: i32, base: f32, traditional: bool) -> Result<Array> {
         Ok(match self {
-            Positions::Single(offset) => rope(x, dims, true, base, 1.0, *offset, None)?,
-            Positions::PerRow(offsets) => rope_dynamic(x, dims, true, base, 1.0, offsets, None)?,
+            Positions::Single(offset) => rope(x, dims, traditional, base, 1.0, *offset, None)?,
+            Positions::PerRow(offsets) => rope_dynamic(x, dims, traditional, base, 1.0, offsets, None)?,
         })
     }
 }

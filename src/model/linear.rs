@@ -1,4 +1,4 @@
-//! Linear layers over GGUF weights: dense (dequantized at load) or quantized.
+//! Linear layers: dense (dequantized at load) or in MLX's affine quantized layout.
 
 use mlx_rs::{
     ops::{
@@ -36,38 +36,15 @@ impl WeightFormat {
 
 /// A weight matrix `[out, in]`, applied as `x @ W^T`.
 pub enum Linear {
+    /// f32 `[out, in]`.
     Dense(Array),
-
+    /// MLX's affine layout: `weight` uint32 `[out, in * bits / 32]`, `scales`
+    /// and `biases` `[out, in / group_size]`. The loader sets `group_size` and
+    /// `bits` from the block type's conversion (`load::blocks`).
     Quantized { weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32 },
 }
 
 impl Linear {
-    /// Builds a layer from MLX's view of a GGUF tensor: either a float `weight`,
-    /// or a packed uint32 `weight` with `scales` and `biases` (bits follow from shapes).
-    pub fn from_parts(weight: Array, quant: Option<(Array, Array)>, format: WeightFormat) -> Result<Self> {
-        let Some((scales, biases)) = quant else {
-            let dense = weight.as_dtype(Dtype::Float32)?;
-            dense.eval()?;
-            return Ok(Linear::Dense(dense));
-        };
-        let packed = weight.dim(-1);
-        let groups = scales.dim(-1);
-        // uint32 words per row = in * bits / 32, with group size 32.
-        let group_size = 32;
-        let inputs = groups * group_size;
-        let bits = packed * 32 / inputs;
-        match format {
-            WeightFormat::Dense => {
-                // Scales and minimums are f16; dequantize in f32 so no weight is rounded to f16.
-                let (scales, biases) = (scales.as_dtype(Dtype::Float32)?, biases.as_dtype(Dtype::Float32)?);
-                let dense = dequantize(&weight, &scales, &biases, group_size, bits)?;
-                dense.eval()?;
-                Ok(Linear::Dense(dense))
-            }
-            WeightFormat::Quantized => Ok(Linear::Quantized { weight, scales, biases, group_size, bits }),
-        }
-    }
-
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(match self {
             Linear::Dense(w) => matmul(x, w.transpose_axes(&[1, 0])?)?,

@@ -1,5 +1,6 @@
-//! The llama architecture (also SmolLM, Mistral-style GQA models), built from
-//! GGUF weights. A model is data plus `forward`; it knows nothing of requests.
+//! The llama architecture (also SmolLM, Mistral-style GQA models, and qwen2:
+//! llama plus q/k/v biases and NeoX-style RoPE), built from GGUF weights. A
+//! model is data plus `forward`; it knows nothing of requests.
 
 use mlx_rs::{
     fast::{rms_norm, scaled_dot_product_attention},
@@ -22,6 +23,8 @@ pub struct LlamaConfig {
     pub kv_heads: i32,
     pub head_dim: i32,
     pub rope_base: f32,
+    /// RoPE over adjacent pairs (llama in GGUF) rather than halves (qwen2).
+    pub rope_traditional: bool,
     pub rms_eps: f32,
     pub context_length: usize,
     pub vocab_size: usize,
@@ -31,6 +34,8 @@ pub struct Block {
     pub attn_norm: Array,
     /// Query, key and value projections.
     pub qkv: Projections,
+    /// Their biases (qwen2), if any.
+    pub qkv_bias: Option<[Array; 3]>,
     pub wo: Linear,
     pub ffn_norm: Array,
     /// Gate and up projections of the MLP.
@@ -63,9 +68,12 @@ impl Llama {
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?;
             let split = |a: Array, heads: i32| a.reshape(&[batch, len, heads, c.head_dim])?.transpose_axes(&[0, 2, 1, 3]);
-            let [q, k, v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
-            let q = positions.rope(&split(q, c.heads)?, c.head_dim, c.rope_base)?;
-            let k = positions.rope(&split(k, c.kv_heads)?, c.head_dim, c.rope_base)?;
+            let [mut q, mut k, mut v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
+            if let Some([bq, bk, bv]) = &block.qkv_bias {
+                (q, k, v) = (q.add(bq)?, k.add(bk)?, v.add(bv)?);
+            }
+            let q = positions.rope(&split(q, c.heads)?, c.head_dim, c.rope_base, c.rope_traditional)?;
+            let k = positions.rope(&split(k, c.kv_heads)?, c.head_dim, c.rope_base, c.rope_traditional)?;
             let (keys, values) = cache.update(layer, &k, &split(v, c.kv_heads)?)?;
             let attn = attention(&q, &keys, &values, scale, &mask)?;
             let attn = attn.transpose_axes(&[0, 2, 1, 3])?.reshape(&[batch, len, c.heads * c.head_dim])?;

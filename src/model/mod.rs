@@ -2,12 +2,12 @@
 //! as plain data plus `forward`. Nothing here knows about requests or threads.
 
 mod cache;
-mod gguf;
+pub mod load;
 mod linear;
 mod llama;
 
 pub use cache::KvCache;
-pub use gguf::{load_gguf, LoadedModel, ModelInfo};
+pub use load::{load_gguf, LoadedModel, ModelInfo};
 pub use linear::WeightFormat;
 pub use llama::{Llama, LlamaConfig};
 

@@ -5,7 +5,13 @@ use std::collections::HashSet;
 
 use tokenizers::{
     models::bpe::{Vocab, BPE},
-    pre_tokenizers::{byte_level::ByteLevel, digits::Digits, sequence::Sequence},
+    pre_tokenizers::{
+        byte_level::ByteLevel,
+        digits::Digits,
+        sequence::Sequence,
+        split::{Split, SplitPattern},
+    },
+    SplitDelimiterBehavior,
     AddedToken, PreTokenizerWrapper,
 };
 
@@ -75,7 +81,7 @@ impl Tokenizer {
             .build()
             .map_err(|e| unsupported(format!("building BPE: {e}")))?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)));
+        inner.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)?));
         inner.with_decoder(Some(ByteLevel::default()));
 
         let is_special = |i: usize| matches!(spec.token_types.get(i), Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED));
@@ -161,16 +167,27 @@ impl Tokenizer {
     }
 }
 
-/// The pre-tokenizer for a `tokenizer.ggml.pre` flavour. All supported flavours
-/// split with the GPT-2 pattern; some first isolate each digit.
-fn pre_tokenizer(pre: &str) -> PreTokenizerWrapper {
+/// Qwen2's split pattern (llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`): GPT-2's,
+/// with case-insensitive contractions, single digits, and punctuation runs
+/// taking their trailing newlines.
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizer for a `tokenizer.ggml.pre` flavour. Most supported
+/// flavours split with the GPT-2 pattern, some first isolating each digit;
+/// qwen2 has its own pattern.
+fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     let byte_level = ByteLevel::new(false, false, true);
-    match pre {
+    Ok(match pre {
+        "qwen2" => {
+            let split = Split::new(SplitPattern::Regex(QWEN2_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
+                .map_err(|e| Error::internal(format!("qwen2 split pattern: {e}")))?;
+            Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into()
+        }
         "smollm" | "starcoder" | "refact" | "codeshell" | "minerva" | "exaone" => {
             Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
         }
         _ => byte_level.into(),
-    }
+    })
 }
 
 /// Inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.
