@@ -87,6 +87,11 @@ export interface GenerateInput {
   timeoutMs?: number
 }
 
+export interface LoadProgressJs {
+  bytesRead: number
+  totalBytes: number
+}
+
 export interface MemoryStatsJs {
   activeBytes: number
   peakBytes: number
@@ -133,6 +138,8 @@ export interface ModelStatsJs {
   tokensGenerated: number
   tokensPerSecond: number
   lastHeartbeatMsAgo: number
+  /** How much of its weights the current worker's load has read (complete once ready). */
+  loadProgress?: LoadProgressJs
 }
 
 /** The outcome of an async call: `error` set, or `info` (when there is one). */

@@ -27,6 +27,22 @@ describe('model lifecycle', () => {
     await engine.unloadModel('a')
   })
 
+  it('loadModel reports progress while it reads the weights, ending with all of them', async () => {
+    const reports: { bytesRead: number; totalBytes: number }[] = []
+    await engine.loadModel({ id: 'progress', path: MODEL_PATH, onProgress: (p) => reports.push(p) })
+    expect(reports.length).toBeGreaterThan(0)
+    const total = reports[0].totalBytes
+    expect(total).toBeGreaterThan(50e6)
+    for (const [i, r] of reports.entries()) {
+      expect(r.totalBytes).toBe(total)
+      expect(r.bytesRead).toBeLessThanOrEqual(total)
+      if (i > 0) expect(r.bytesRead).toBeGreaterThan(reports[i - 1].bytesRead)
+    }
+    expect(reports.at(-1)!.bytesRead).toBe(total)
+    await expect(engine.loadModel({ id: 'p2', path: MODEL_PATH, onProgress: 5 as never })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' })
+    await engine.unloadModel('progress')
+  })
+
   it('concurrent loads of one id share one load', async () => {
     const [x, y, z] = await Promise.all([1, 2, 3].map(() => engine.loadModel({ id: 'shared', path: MODEL_PATH })))
     expect(y.loadMs).toBe(x.loadMs)

@@ -181,7 +181,7 @@ export interface ModelStats {
   /** Over the last 5 seconds. */
   tokensPerSecond: number
   lastHeartbeatMsAgo: number
-  /** While the model loads: how much of its weights has been read. */
+  /** How much of its weights the model's (latest) load has read; complete once ready. */
   loadProgress?: LoadProgress
 }
 

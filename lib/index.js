@@ -261,18 +261,21 @@ class Engine {
     // Progress is read from the load's counters while waiting (no callback
     // crosses from the loading thread).
     let last = -1
+    let total
     const report = () => {
       const model = this.#core.stats().models.find((m) => m.id === id)
       const p = model && model.loadProgress
       if (p && p.bytesRead !== last) {
         last = p.bytesRead
+        total = p.totalBytes
         onProgress({ bytesRead: p.bytesRead, totalBytes: p.totalBytes })
       }
     }
+    report()
     const timer = setInterval(report, 100)
     try {
       const outcome = check(await ready)
-      const total = outcome.info.fileBytes
+      report() // the last report: everything read
       if (total !== undefined && last !== total) onProgress({ bytesRead: total, totalBytes: total })
       return outcome.info
     } finally {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::{heartbeat::Heartbeat, lock, request::Request, stats::Throughput, worker};
 use crate::{
     error::{Error, ErrorCode, Result},
-    model::{ModelInfo, WeightFormat},
+    model::{LoadProgress, ModelInfo, WeightFormat},
     tokenizer::{ChatTemplate, Tokenizer},
 };
 
@@ -68,6 +68,8 @@ pub struct WorkerRef {
     pub generation: u64,
     pub heartbeat: Arc<Heartbeat>,
     pub active: ActiveSet,
+    /// The bytes of the model this worker's load has read.
+    pub progress: Arc<LoadProgress>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -101,13 +103,13 @@ impl ModelSlot {
             served: RwLock::new(None),
             queue: Mutex::new(Queue { items: VecDeque::new(), stopping: false }),
             queued_cv: Condvar::new(),
-            worker: Mutex::new(WorkerRef { generation: 0, heartbeat: Arc::default(), active: Arc::default(), thread: None }),
+            worker: Mutex::new(WorkerRef { generation: 0, heartbeat: Arc::default(), active: Arc::default(), progress: Arc::default(), thread: None }),
             restarts: AtomicU32::new(0),
             abandoned: AtomicU32::new(0),
             throughput: Throughput::default(),
         });
         let mut w = lock(&slot.worker);
-        w.thread = Some(worker::spawn(slot.clone(), 0, w.heartbeat.clone(), w.active.clone()));
+        w.thread = Some(worker::spawn(slot.clone(), 0, w.heartbeat.clone(), w.active.clone(), w.progress.clone()));
         drop(w);
         slot
     }
@@ -219,10 +221,11 @@ impl ModelSlot {
         w.generation += 1;
         w.heartbeat = Arc::default();
         w.active = Arc::default();
+        w.progress = Arc::default();
         if !matches!(self.state(), ModelState::Draining) {
             self.state.send_replace(ModelState::Loading);
         }
-        w.thread = Some(worker::spawn(self.clone(), w.generation, w.heartbeat.clone(), w.active.clone()));
+        w.thread = Some(worker::spawn(self.clone(), w.generation, w.heartbeat.clone(), w.active.clone(), w.progress.clone()));
     }
 
     /// Watchdog side: is the current worker holding work without progress?
@@ -307,6 +310,10 @@ impl ModelSlot {
 
     pub fn stats(&self) -> super::stats::ModelStats {
         let (active, queued) = self.load();
+        let (heartbeat_ms_ago, load_progress) = {
+            let w = lock(&self.worker);
+            (w.heartbeat.ms_ago(), w.progress.get())
+        };
         super::stats::ModelStats {
             id: self.id.clone(),
             state: self.state().name().to_string(),
@@ -316,7 +323,8 @@ impl ModelSlot {
             abandoned_workers: self.abandoned.load(Ordering::Relaxed),
             tokens_generated: self.throughput.total(),
             tokens_per_second: self.throughput.per_second(),
-            last_heartbeat_ms_ago: lock(&self.worker).heartbeat.ms_ago(),
+            last_heartbeat_ms_ago: heartbeat_ms_ago,
+            load_progress,
         }
     }
 }

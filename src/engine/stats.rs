@@ -55,6 +55,8 @@ pub struct ModelStats {
     pub tokens_generated: u64,
     pub tokens_per_second: f64,
     pub last_heartbeat_ms_ago: u64,
+    /// `(bytes read, bytes in all)` of the weights by the current worker's load.
+    pub load_progress: Option<(u64, u64)>,
 }
 
 /// MLX allocator figures, in bytes.

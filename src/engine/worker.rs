@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorCode, Result},
-    model::{load_gguf, KvCache, LoadedModel},
+    model::{load_gguf_tracked, KvCache, LoadProgress, LoadedModel},
     sampling::Sampler,
 };
 
@@ -48,10 +48,10 @@ const PREFILL_GROUP_TOKENS: usize = 2048;
 const INTERLEAVED_CHUNK_MIN: usize = 16;
 const INTERLEAVED_CHUNK_FIRST: usize = 64;
 
-pub fn spawn(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet) -> JoinHandle<()> {
+pub fn spawn(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("mlx-serving:{}#{generation}", slot.id))
-        .spawn(move || run(slot, generation, heartbeat, active))
+        .spawn(move || run(slot, generation, heartbeat, active, progress))
         .expect("spawning a worker thread")
 }
 
@@ -63,10 +63,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet) {
+fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>) {
     let span = tracing::info_span!("worker", model = %slot.id, generation);
     let _enter = span.enter();
-    let loaded = match catch_unwind(AssertUnwindSafe(|| load_gguf(&slot.path, slot.options.format))) {
+    let loaded = match catch_unwind(AssertUnwindSafe(|| load_gguf_tracked(&slot.path, slot.options.format, &progress))) {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => return slot.set_failed(generation, &e),
         Err(panic) => {

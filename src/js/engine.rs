@@ -89,6 +89,14 @@ pub struct ModelStatsJs {
     pub tokens_generated: f64,
     pub tokens_per_second: f64,
     pub last_heartbeat_ms_ago: f64,
+    /// How much of its weights the current worker's load has read (complete once ready).
+    pub load_progress: Option<LoadProgressJs>,
+}
+
+#[napi(object)]
+pub struct LoadProgressJs {
+    pub bytes_read: f64,
+    pub total_bytes: f64,
 }
 
 #[napi(object)]
@@ -249,6 +257,7 @@ impl EngineCore {
                     tokens_generated: m.tokens_generated as f64,
                     tokens_per_second: m.tokens_per_second,
                     last_heartbeat_ms_ago: m.last_heartbeat_ms_ago as f64,
+                    load_progress: m.load_progress.map(|(read, total)| LoadProgressJs { bytes_read: read as f64, total_bytes: total as f64 }),
                 })
                 .collect(),
             memory: MemoryStatsJs {

@@ -7,7 +7,7 @@ mod linear;
 mod llama;
 
 pub use cache::KvCache;
-pub use load::{load_gguf, LoadedModel, ModelInfo};
+pub use load::{load_gguf, load_gguf_tracked, LoadProgress, LoadedModel, ModelInfo};
 pub use linear::WeightFormat;
 pub use llama::{Llama, LlamaConfig};
 

@@ -215,6 +215,8 @@ const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
 /// A parsed GGUF file: metadata and tensor infos in memory, tensor data read on demand.
 pub struct Gguf<S: Source = File> {
     source: S,
+    /// Where reads are counted, when someone watches the load.
+    progress: Option<std::sync::Arc<super::LoadProgress>>,
     pub version: u32,
     metadata: HashMap<String, Value>,
     tensors: Vec<TensorInfo>,
@@ -330,7 +332,7 @@ impl<S: Source> Gguf<S> {
                 return Err(format!("tensors {} and {} overlap", pair[0].2, pair[1].2));
             }
         }
-        Ok(Gguf { source, version, metadata, tensors, index, alignment, data_start })
+        Ok(Gguf { source, progress: None, version, metadata, tensors, index, alignment, data_start })
     }
 
     pub fn metadata(&self) -> &HashMap<String, Value> {
@@ -350,6 +352,12 @@ impl<S: Source> Gguf<S> {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// Counts the bytes of every tensor read from now on in `progress`.
+    pub fn report_to(&mut self, progress: std::sync::Arc<super::LoadProgress>) {
+        progress.start(self.tensors.iter().map(|t| t.bytes).sum());
+        self.progress = Some(progress);
+    }
+
     /// The raw bytes of a tensor.
     pub fn read(&self, t: &TensorInfo) -> Result<Vec<u8>, Why> {
         let len = usize::try_from(t.bytes).map_err(|_| format!("tensor {} is too large for this machine", t.name))?;
@@ -357,6 +365,9 @@ impl<S: Source> Gguf<S> {
         buf.try_reserve_exact(len).map_err(|_| format!("tensor {}: cannot allocate {len} bytes", t.name))?;
         buf.resize(len, 0);
         self.source.read_at(t.offset, &mut buf).map_err(|e| format!("tensor {}: reading its data: {e} (truncated?)", t.name))?;
+        if let Some(progress) = &self.progress {
+            progress.advance(t.bytes);
+        }
         Ok(buf)
     }
 

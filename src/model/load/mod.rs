@@ -23,6 +23,31 @@ use crate::{
     tokenizer::{ChatTemplate, Tokenizer, TokenizerSpec},
 };
 
+/// How much of a model's weights a load has read, for progress reports from
+/// another thread.
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    read: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl LoadProgress {
+    /// `(bytes read, bytes in all)`; `None` before the file's tensors are known.
+    pub fn get(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let total = self.total.load(Relaxed);
+        (total > 0).then(|| (self.read.load(Relaxed).min(total), total))
+    }
+
+    pub(crate) fn start(&self, total: u64) {
+        self.total.store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn advance(&self, bytes: u64) {
+        self.read.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What callers learn about a loaded model.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
@@ -62,9 +87,15 @@ pub(crate) fn load_failed(path: &Path, why: impl std::fmt::Display) -> Error {
 
 /// Loads a GGUF model. Every failure is `MODEL_LOAD_FAILED` with the reason.
 pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
+    load_gguf_tracked(path, format, &Arc::default())
+}
+
+/// [`load_gguf`], counting the tensor bytes read in `progress` as the load goes.
+pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadProgress>) -> Result<LoadedModel> {
     let started = Instant::now();
     let fail = |why: String| load_failed(path, why);
-    let gguf = Gguf::open(path).map_err(fail)?;
+    let mut gguf = Gguf::open(path).map_err(fail)?;
+    gguf.report_to(progress.clone());
     let meta = Metadata { gguf: &gguf };
 
     let arch = meta.string("general.architecture").map_err(fail)?.unwrap_or_default();
