@@ -56,6 +56,7 @@ fn load_failed(path: &Path, why: impl std::fmt::Display) -> Error {
 /// Loads a GGUF model. Every failure is `MODEL_LOAD_FAILED` with the reason.
 pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
     let started = Instant::now();
+    crate::kernels::check_runtime().map_err(|e| load_failed(path, e))?;
     let tensor_types = check_header(path).map_err(|e| load_failed(path, e))?;
     let gguf = GgufFile::load(path).map_err(|e| load_failed(path, e))?;
     let meta = Metadata { gguf: &gguf, path };
