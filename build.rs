@@ -1,5 +1,6 @@
 //! napi-rs setup, plus on Linux: find MLX's runtime in the project-local prefix
-//! without LD_LIBRARY_PATH, and route MLX's BLAS calls to OpenBLAS.
+//! without LD_LIBRARY_PATH, route MLX's BLAS calls to OpenBLAS, and compile our
+//! quantized-matmul MLX primitive (src/kernels/*.cpp) against MLX's headers.
 
 use std::{env, path::PathBuf};
 
@@ -7,6 +8,7 @@ fn main() {
     napi_build::setup();
     if env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         link_linux_runtime();
+        build_kernels();
     }
 }
 
@@ -31,4 +33,41 @@ fn link_linux_runtime() {
     // dependencies, so OpenBLAS serves those calls.
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-lopenblas");
+}
+
+/// The primitive (baseline CPU) and its SIMD kernels, each kernel set in its own
+/// translation unit with its own target flags; qmm.cpp calls one only after
+/// checking the CPU at run time. `DEP_MLX_INCLUDE` comes from mlx-sys: MLX's
+/// headers (the ones libmlx.so was built from) and mlx-c's.
+fn build_kernels() {
+    let includes = env::var_os("DEP_MLX_INCLUDE").expect("mlx-sys publishes MLX's include directories");
+    let includes: Vec<PathBuf> = env::split_paths(&includes).collect();
+    for file in ["qmm.cpp", "qmm_api.h", "qmm_kernels.h", "qmm_avx2.cpp", "qmm_avx512.cpp", "qmm_avxvnni.cpp"] {
+        println!("cargo:rerun-if-changed=src/kernels/{file}");
+    }
+    let build = |files: &[&str], flags: &[&str], name: &str| {
+        let mut b = cc::Build::new();
+        b.cpp(true).std("c++20").opt_level(3).warnings(true);
+        for dir in &includes {
+            // -isystem: MLX's headers are not ours to warn about.
+            b.flag(format!("-isystem{}", dir.display()));
+        }
+        for f in files {
+            b.file(format!("src/kernels/{f}"));
+        }
+        for f in flags {
+            b.flag(*f);
+        }
+        b.compile(name);
+    };
+    build(&["qmm.cpp"], &[], "mlx_serving_qmm");
+    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
+        build(&["qmm_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
+        build(
+            &["qmm_avx512.cpp"],
+            &["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
+            "mlx_serving_qmm_avx512",
+        );
+        build(&["qmm_avxvnni.cpp"], &["-mavx2", "-mfma", "-mf16c", "-mavxvnni"], "mlx_serving_qmm_avxvnni");
+    }
 }

@@ -72,7 +72,7 @@ export interface ModelInfo {
   heads: number
   kvHeads: number
   tensorTypes: string[]
-  /** 'dense' (dequantized at load; Linux CPU) or 'quantized' (Metal). */
+  /** 'quantized' (weights kept 4-/8-bit; the default) or 'dense' (dequantized to f32 at load, `MLX_SERVING_WEIGHTS=dense`). */
   weightFormat: 'dense' | 'quantized'
   hasChatTemplate: boolean
   loadMs: number

@@ -3,10 +3,12 @@
 //! Layers, top to bottom (imports point down only):
 //! - [`js`]: the napi surface (the only module that knows about Node);
 //! - [`engine`]: model slots, workers, scheduling, deadlines, watchdog, stats;
-//! - [`model`], [`tokenizer`], [`sampling`]: pure building blocks.
+//! - [`model`], [`tokenizer`], [`sampling`]: pure building blocks;
+//! - [`kernels`]: our CPU quantized-matmul MLX primitive, used by [`model`].
 
 pub mod engine;
 pub mod error;
+pub mod kernels;
 #[cfg(feature = "napi")]
 mod js;
 

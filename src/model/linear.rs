@@ -1,36 +1,75 @@
-//! Linear layers: dense (dequantized at load) or in MLX's affine quantized layout.
+//! Linear layers over GGUF weights: dense (dequantized at load) or quantized
+//! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU).
 
 use mlx_rs::{
     ops::{
         concatenate, dequantize,
         indexing::{Ellipsis, TryIndexOp},
-        matmul, quantized_matmul,
+        matmul,
     },
     Array, Dtype,
 };
 
-use crate::error::Result;
+use crate::{
+    error::Result,
+    kernels::{quantized_matmul, Activations, Isa},
+};
 
-/// How weights are kept in memory. On CPU, MLX's quantized matmul is slow and
-/// does not speed up with batch size, while f32 matmul goes through an
-/// optimized BLAS; on Metal, quantized kernels win.
+/// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightFormat {
-    /// Dequantize every tensor to f32 at load.
+    /// Dequantize every tensor to f32 at load (multiplied by BLAS's sgemm).
     Dense,
-    /// Keep quantized tensors as MLX affine-quantized arrays.
+    /// Keep quantized tensors as MLX affine-quantized arrays: on CPU multiplied
+    /// by our kernels ([`crate::kernels`]), on Metal by MLX's.
     Quantized,
 }
 
 impl WeightFormat {
-    /// The best format for this platform; `MLX_SERVING_WEIGHTS=dense|quantized` overrides.
+    /// Quantized everywhere; `MLX_SERVING_WEIGHTS=dense|quantized` overrides.
     pub fn for_platform() -> Self {
         match std::env::var("MLX_SERVING_WEIGHTS").as_deref() {
             Ok("dense") => WeightFormat::Dense,
-            Ok("quantized") => WeightFormat::Quantized,
-            _ if cfg!(target_os = "macos") => WeightFormat::Quantized,
-            _ => WeightFormat::Dense,
+            _ => WeightFormat::Quantized,
         }
+    }
+}
+
+/// An affine-quantized matrix `[out, in]` in MLX's layout.
+pub struct QuantizedWeight {
+    pub weight: Array,
+    pub scales: Array,
+    pub biases: Array,
+    pub group_size: i32,
+    pub bits: i32,
+    pub activations: Activations,
+}
+
+impl QuantizedWeight {
+    fn forward(&self, x: &Array) -> Result<Array> {
+        let q = self;
+        quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto)
+    }
+
+    /// Several matrices of one kind and width stacked along the output axis.
+    fn stack(parts: &[&QuantizedWeight]) -> Result<Option<QuantizedWeight>> {
+        let first = parts[0];
+        if parts.iter().any(|p| p.bits != first.bits || p.group_size != first.group_size || p.weight.dim(1) != first.weight.dim(1)) {
+            return Ok(None);
+        }
+        let cat = |f: fn(&QuantizedWeight) -> &Array| -> Result<Array> {
+            let a = concatenate(&parts.iter().map(|p| f(p)).collect::<Vec<_>>(), 0)?;
+            a.eval()?;
+            Ok(a)
+        };
+        Ok(Some(QuantizedWeight {
+            weight: cat(|p| &p.weight)?,
+            scales: cat(|p| &p.scales)?,
+            biases: cat(|p| &p.biases)?,
+            group_size: first.group_size,
+            bits: first.bits,
+            activations: first.activations,
+        }))
     }
 }
 
@@ -38,19 +77,16 @@ impl WeightFormat {
 pub enum Linear {
     /// f32 `[out, in]`.
     Dense(Array),
-    /// MLX's affine layout: `weight` uint32 `[out, in * bits / 32]`, `scales`
-    /// and `biases` `[out, in / group_size]`. The loader sets `group_size` and
-    /// `bits` from the block type's conversion (`load::blocks`).
-    Quantized { weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32 },
+    /// MLX's affine layout; the loader sets `group_size` and `bits` from the
+    /// block type's conversion (`load::blocks`).
+    Quantized(QuantizedWeight),
 }
 
 impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(match self {
             Linear::Dense(w) => matmul(x, w.transpose_axes(&[1, 0])?)?,
-            Linear::Quantized { weight, scales, biases, group_size, bits } => {
-                quantized_matmul(x, weight, scales, biases, true, *group_size, *bits)?
-            }
+            Linear::Quantized(q) => q.forward(x)?,
         })
     }
 
@@ -58,42 +94,49 @@ impl Linear {
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
             Linear::Dense(w) => w.try_index(ids)?,
-            Linear::Quantized { weight, scales, biases, group_size, bits } => dequantize(
-                weight.try_index(ids)?,
-                scales.try_index(ids)?,
-                &biases.try_index(ids)?,
-                *group_size,
-                *bits,
+            Linear::Quantized(q) => dequantize(
+                q.weight.try_index(ids)?,
+                q.scales.try_index(ids)?,
+                &q.biases.try_index(ids)?,
+                q.group_size,
+                q.bits,
             )?
             .as_dtype(Dtype::Float32)?,
         })
     }
 }
 
-
-/// Several linear layers applied to the same input (q/k/v, gate/up). Dense
-/// ones are stacked into one matrix, so one matmul serves all of them.
+/// Several linear layers applied to the same input (q/k/v, gate/up). When they
+/// are all dense, or all quantized alike, they are stacked into one matrix, so
+/// one matmul serves all of them (and, quantized, the input is quantized once).
 pub enum Projections {
-    Stacked { weight: Array, outputs: Vec<i32> },
+    Stacked { weight: Linear, outputs: Vec<i32> },
     Separate(Vec<Linear>),
 }
 
 impl Projections {
     pub fn new(parts: Vec<Linear>) -> Result<Self> {
-        let dense: Vec<&Array> = parts
+        let outputs: Vec<i32> = parts
             .iter()
-            .filter_map(|p| match p {
-                Linear::Dense(w) => Some(w),
-                Linear::Quantized { .. } => None,
+            .map(|p| match p {
+                Linear::Dense(w) => w.dim(0),
+                Linear::Quantized(q) => q.weight.dim(0),
             })
             .collect();
-        if dense.len() != parts.len() {
-            return Ok(Projections::Separate(parts));
+        let dense: Vec<&Array> = parts.iter().filter_map(|p| if let Linear::Dense(w) = p { Some(w) } else { None }).collect();
+        if dense.len() == parts.len() {
+            let weight = concatenate(&dense, 0)?;
+            weight.eval()?;
+            return Ok(Projections::Stacked { weight: Linear::Dense(weight), outputs });
         }
-        let outputs = dense.iter().map(|w| w.dim(0)).collect();
-        let weight = concatenate(&dense, 0)?;
-        weight.eval()?;
-        Ok(Projections::Stacked { weight, outputs })
+        let quantized: Vec<&QuantizedWeight> =
+            parts.iter().filter_map(|p| if let Linear::Quantized(q) = p { Some(q) } else { None }).collect();
+        if quantized.len() == parts.len() {
+            if let Some(stacked) = QuantizedWeight::stack(&quantized)? {
+                return Ok(Projections::Stacked { weight: Linear::Quantized(stacked), outputs });
+            }
+        }
+        Ok(Projections::Separate(parts))
     }
 
     /// One output per layer, in order.
@@ -101,7 +144,7 @@ impl Projections {
         match self {
             Projections::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
             Projections::Stacked { weight, outputs } => {
-                let y = matmul(x, weight.transpose_axes(&[1, 0])?)?;
+                let y = weight.forward(x)?;
                 let mut start = 0;
                 let mut out = Vec::with_capacity(outputs.len());
                 for &n in outputs {

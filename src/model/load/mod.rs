@@ -15,11 +15,12 @@ use self::{
     gguf::{ArrayValue, Gguf, TensorInfo, Value},
 };
 use super::{
-    linear::{Linear, Projections, WeightFormat},
+    linear::{Linear, Projections, QuantizedWeight, WeightFormat},
     llama::{Block, Llama, LlamaConfig},
 };
 use crate::{
     error::{Error, ErrorCode, Result},
+    kernels::Activations,
     tokenizer::{ChatTemplate, Tokenizer, TokenizerSpec},
 };
 
@@ -93,6 +94,7 @@ pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
 /// [`load_gguf`], counting the tensor bytes read in `progress` as the load goes.
 pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadProgress>) -> Result<LoadedModel> {
     let started = Instant::now();
+    crate::kernels::check_runtime().map_err(|e| load_failed(path, e))?;
     let fail = |why: String| load_failed(path, why);
     let mut gguf = Gguf::open(path).map_err(fail)?;
     gguf.report_to(progress.clone());
@@ -251,7 +253,8 @@ fn linear(gguf: &Gguf, t: &TensorInfo, format: WeightFormat) -> Result<Linear, S
             for a in [&weight, &scales, &biases] {
                 a.eval().map_err(mlx)?;
             }
-            return Ok(Linear::Quantized { weight, scales, biases, group_size: q.group_size, bits: q.bits });
+            let activations = Activations::from_env();
+            return Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size: q.group_size, bits: q.bits, activations }));
         }
     }
     let dense = Array::from_slice(&gguf.dequantize(t)?, &shape);

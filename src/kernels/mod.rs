@@ -1,0 +1,282 @@
+//! Our CPU quantized matmul, an MLX primitive: `x @ dequantize(w)^T` for affine
+//! 4-bit and 8-bit weights (group sizes 32, 64, 128) in MLX's own layout, so
+//! that weights stay quantized in memory and decode reads 4 or 8 bits per weight.
+//!
+//! # Design notes
+//!
+//! - **Why**: MLX's CPU `quantized_matmul` is scalar and single-threaded off
+//!   Apple (about 2 GFLOP/s, flat with batch size), and upstream takes no CPU
+//!   SIMD work for now. So we ship the kernel as an MLX extension the way MLX
+//!   documents them: a `UnaryPrimitive` (`src/kernels/qmm.cpp`) whose
+//!   `eval_cpu` enqueues our kernel on MLX's CPU stream, built by `build.rs`
+//!   with the `cc` crate against the headers of the installed MLX runtime
+//!   (`DEP_MLX_INCLUDE`, published by mlx-sys). The result is a lazy MLX array
+//!   like any other; it crosses to Rust as an `mlx_array` handle.
+//! - **Layout**: MLX's affine layout as loaded from GGUF (uint32 `[N, K*bits/32]`,
+//!   little end first; scales and biases `[N, K/group]`, kept as f32), read
+//!   in place, no repacking. Q4_0/Q4_1/Q8_0 all arrive in this form.
+//! - **Int8 mode** ([`Activations::Int8`], `MLX_SERVING_ACTIVATIONS=int8`): each activation row is
+//!   quantized to int8 per block of 32 (scale `max|x|/127`, llama.cpp's Q8
+//!   scheme) and multiplied with `_mm256_maddubs_epi16` (AVX2) or `vpdpbusd`
+//!   (AVX-512 VNNI). For 4-bit weights the activation block is stored even
+//!   elements first, odd second, matching the low/high nibbles of MLX's packing,
+//!   so a weight block is one load, a shift and a mask. 8-bit weights are taken
+//!   as `q - 128` with `abs`/`sign` so `maddubs` cannot saturate. The affine
+//!   offset is applied with the exact f32 sum of the activations of each group,
+//!   so only the `scale * q` part sees the activation rounding.
+//! - **Exact mode** ([`Activations::F32`], the default for now): f32 activations,
+//!   weights widened to f32 eight at a time; agrees with MLX's op to float
+//!   rounding. It is the default because the int8 mode is not batch-invariant
+//!   to the 2e-3 in logits that `model::tests` asks (see [`Activations::Int8`]).
+//! - **Batches**: tiles of 4 activation rows x 2 weight rows share every weight
+//!   unpack and activation load, so decode at 4-64 rows costs far less per row
+//!   than at 1. From `MLX_SERVING_QMM_SGEMM_ROWS` rows on (48 by default,
+//!   measured: see the report in the commit log), a tile of about 1 MiB of weights is
+//!   dequantized to f32 at a time and multiplied by OpenBLAS's `sgemm`, which
+//!   is faster there (prefill), in both modes.
+//! - **Threads**: a persistent pool sized by the CPU affinity mask
+//!   (`MLX_SERVING_THREADS` overrides); MLX's stream thread takes part, work is
+//!   handed out in chunks of weight rows. Workers spin for 100 us after a job
+//!   (the next projection follows within microseconds) and then sleep on a
+//!   futex, leaving the cores to OpenBLAS between steps.
+//! - **Dispatch**: the kernels are compiled in their own translation units with
+//!   target flags (`qmm_avx2.cpp`: AVX2+FMA; `qmm_avx512.cpp`: AVX-512 VNNI;
+//!   `qmm_avxvnni.cpp`: AVX-VNNI) and called only after a run-time CPU check;
+//!   the tests run every set the CPU has. Anything else (other bits or group
+//!   sizes, no AVX2, non-x86, a GPU default device) goes to MLX's own
+//!   `quantized_matmul`. `MLX_SERVING_QMM_ISA=avx2|mlx` forces a choice.
+//! - **Versions**: a primitive compiled against one MLX's headers may crash on
+//!   another's runtime, so [`check_runtime`] compares them before a model loads.
+
+use crate::error::{Error, ErrorCode, Result};
+use mlx_rs::Array;
+
+/// How activations enter the quantized matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Quantized to int8 per block of 32 (llama.cpp's Q8 scheme): fast; the
+    /// result differs from the f32 product by up to ~1e-2 of its largest value.
+    /// Not batch-invariant to 2e-3 in logits: float noise from attention can
+    /// flip an activation's rounding, so a prompt batched and alone may differ.
+    Int8,
+    /// Kept in f32: agrees with MLX's own `quantized_matmul` to float rounding.
+    #[default]
+    F32,
+}
+
+impl Activations {
+    /// `MLX_SERVING_ACTIVATIONS=int8` selects the int8 mode; exact f32 otherwise.
+    pub fn from_env() -> Self {
+        match std::env::var("MLX_SERVING_ACTIVATIONS").as_deref() {
+            Ok("int8") => Activations::Int8,
+            _ => Activations::F32,
+        }
+    }
+}
+
+/// Which kernels serve the matmul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// The best this CPU runs.
+    Auto = 0,
+    /// AVX2 + FMA.
+    Avx2 = 1,
+    /// AVX-512 with VNNI.
+    Avx512 = 2,
+    /// MLX's own `quantized_matmul` (scalar on x86).
+    Mlx = 3,
+    /// AVX2 with AVX-VNNI (the VEX-encoded int8 dot product).
+    AvxVnni = 4,
+}
+
+impl Isa {
+    /// Whether this CPU runs these kernels ([`Isa::Mlx`] always; [`Isa::Auto`] too).
+    pub fn available(self) -> bool {
+        imp::isa_available(self)
+    }
+
+    /// The kernels [`Isa::Auto`] resolves to here.
+    pub fn in_use() -> Isa {
+        imp::isa_in_use()
+    }
+}
+
+/// `x @ dequantize(weight, scales, biases)^T` for MLX affine-quantized weights
+/// (`weight` uint32 `[N, K * bits / 32]`, `scales`/`biases` `[N, K / group_size]`),
+/// with `x` `[..., K]`; the result is f32 `[..., N]`, lazy like any MLX op.
+///
+/// ```no_run
+/// # use mlx_rs::{ops::quantize, random::normal, Array};
+/// # use mlx_serving::kernels::{quantized_matmul, Activations, Isa};
+/// let w = normal::<f32>(&[64, 128], None, None, None).unwrap();
+/// let (wq, scales, biases) = quantize(&w, 32, 4).unwrap();
+/// let x = normal::<f32>(&[3, 128], None, None, None).unwrap();
+/// let y = quantized_matmul(&x, &wq, &scales, &biases, 32, 4, Activations::Int8, Isa::Auto).unwrap();
+/// assert_eq!(y.shape(), &[3, 64]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_matmul(
+    x: &Array,
+    weight: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: i32,
+    bits: i32,
+    activations: Activations,
+    isa: Isa,
+) -> Result<Array> {
+    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa)
+}
+
+/// Fails with a clear error when the MLX runtime loaded is not the one whose
+/// headers the primitive was compiled against (a mismatch may crash instead).
+pub fn check_runtime() -> Result<()> {
+    let (headers, runtime) = imp::versions();
+    // Dev builds append ".devYYYYMMDD+hash"; the release number must match.
+    if runtime == headers || runtime.starts_with(&format!("{headers}.dev")) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorCode::ModelLoadFailed,
+        format!(
+            "the MLX runtime is {runtime} but mlx-serving was built against MLX {headers}; \
+             install the matching runtime (scripts/setup.sh) or rebuild"
+        ),
+    ))
+}
+
+/// The MLX versions: (headers built against, runtime loaded).
+pub fn mlx_versions() -> (String, String) {
+    imp::versions()
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::ffi::{c_char, c_int, c_void, CStr};
+
+    use mlx_rs::Array;
+
+    use super::{Activations, Isa};
+    use crate::error::{Error, Result};
+
+    extern "C" {
+        fn mlx_serving_qmm(
+            out: *mut *mut c_void,
+            x: *mut c_void,
+            w: *mut c_void,
+            scales: *mut c_void,
+            biases: *mut c_void,
+            group: c_int,
+            bits: c_int,
+            mode: c_int,
+            isa: c_int,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+        fn mlx_serving_qmm_isa(isa: c_int) -> c_int;
+        fn mlx_serving_mlx_header_version() -> *const c_char;
+        fn mlx_serving_mlx_runtime_version() -> *const c_char;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantized_matmul(
+        x: &Array,
+        weight: &Array,
+        scales: &Array,
+        biases: &Array,
+        group_size: i32,
+        bits: i32,
+        activations: Activations,
+        isa: Isa,
+    ) -> Result<Array> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        let mut err = [0 as c_char; 512];
+        let mode = match activations {
+            Activations::Int8 => 0,
+            Activations::F32 => 1,
+        };
+        // SAFETY: the four handles are live MLX arrays (`ctx` of an mlx_array is
+        // a heap `mlx::core::array`), borrowed for the call; on success `out` is
+        // a new heap array that we own from here on, as mlx-c's functions return.
+        let rc = unsafe {
+            mlx_serving_qmm(
+                &mut out,
+                x.as_ptr().ctx,
+                weight.as_ptr().ctx,
+                scales.as_ptr().ctx,
+                biases.as_ptr().ctx,
+                group_size,
+                bits,
+                mode,
+                isa as c_int,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if rc != 0 || out.is_null() {
+            // SAFETY: the C side wrote a NUL-terminated message (snprintf).
+            let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            return Err(Error::internal(format!("quantized_matmul: {why}")));
+        }
+        // SAFETY: `out` is an owned heap mlx::core::array, the representation of mlx_array.
+        Ok(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })
+    }
+
+    pub fn isa_available(isa: Isa) -> bool {
+        isa == Isa::Auto || unsafe { mlx_serving_qmm_isa(isa as c_int) } == 1
+    }
+
+    pub fn isa_in_use() -> Isa {
+        match unsafe { mlx_serving_qmm_isa(0) } {
+            1 => Isa::Avx2,
+            2 => Isa::Avx512,
+            4 => Isa::AvxVnni,
+            _ => Isa::Mlx,
+        }
+    }
+
+    pub fn versions() -> (String, String) {
+        // SAFETY: both return static NUL-terminated strings.
+        let get = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+        unsafe { (get(mlx_serving_mlx_header_version()), get(mlx_serving_mlx_runtime_version())) }
+    }
+}
+
+/// Off Linux (macOS: Metal), MLX's own op serves every call.
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use mlx_rs::{ops, Array};
+
+    use super::{Activations, Isa};
+    use crate::error::Result;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn quantized_matmul(
+        x: &Array,
+        weight: &Array,
+        scales: &Array,
+        biases: &Array,
+        group_size: i32,
+        bits: i32,
+        _activations: Activations,
+        _isa: Isa,
+    ) -> Result<Array> {
+        Ok(ops::quantized_matmul(x, weight, scales, biases, true, group_size, bits)?)
+    }
+
+    pub fn isa_available(isa: Isa) -> bool {
+        matches!(isa, Isa::Auto | Isa::Mlx)
+    }
+
+    pub fn isa_in_use() -> Isa {
+        Isa::Mlx
+    }
+
+    /// MLX is linked statically here: headers and runtime are one build.
+    pub fn versions() -> (String, String) {
+        ("static".into(), "static".into())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,430 @@
+// The quantized-matmul MLX primitive: `y = x @ dequantize(w)^T` for affine 4-bit
+// and 8-bit weights in MLX's own layout, evaluated on the CPU by our SIMD kernels
+// (qmm_kernels.h) split over a small persistent thread pool. Compiled for the
+// baseline CPU; the kernels are picked at run time by CPU features. Anything the
+// kernels do not cover goes to MLX's own `quantized_matmul`.
+//
+// The C entry points at the bottom are what src/kernels/mod.rs calls. Arrays
+// cross as the `ctx` pointer of an `mlx_array` (a heap `mlx::core::array`), the
+// representation mlx-c and mlx-rs use.
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+#include "mlx/version.h"
+
+#include "qmm_api.h"
+
+extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a,
+                            int lda, const float* b, int ldb, float beta, float* c, int ldc);
+
+namespace mx = mlx::core;
+
+namespace mlx_serving::qmm {
+namespace {
+
+enum Mode { kInt8 = 0, kF32 = 1 };
+enum Isa { kAuto = 0, kAvx2 = 1, kAvx512 = 2, kMlx = 3, kAvxVnni = 4 };
+
+// From this many activation rows on, a tile of the weights is dequantized and
+// multiplied by OpenBLAS's sgemm instead (see the design notes in mod.rs).
+int sgemm_rows() {
+  static const int rows = [] {
+    const char* v = std::getenv("MLX_SERVING_QMM_SGEMM_ROWS");
+    return v ? std::atoi(v) : 48;
+  }();
+  return rows;
+}
+
+bool has_isa(Isa isa) {
+#if defined(__x86_64__)
+  switch (isa) {
+    case kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case kAvx512:
+      return has_isa(kAvx2) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    case kAvxVnni:
+      return has_isa(kAvx2) && __builtin_cpu_supports("avxvnni");
+    default:
+      return false;
+  }
+#else
+  (void)isa;
+  return false;
+#endif
+}
+
+// The best kernel set this CPU runs, or the one asked for (kMlx: none).
+Isa resolve(Isa asked) {
+  if (asked == kAuto) {
+    static const Isa best = [] {
+      const char* forced = std::getenv("MLX_SERVING_QMM_ISA");
+      if (forced && std::strcmp(forced, "mlx") == 0) return kMlx;
+      if (forced && std::strcmp(forced, "avx2") == 0 && has_isa(kAvx2)) return kAvx2;
+      if (has_isa(kAvx512)) return kAvx512;
+      if (has_isa(kAvxVnni)) return kAvxVnni;
+      if (has_isa(kAvx2)) return kAvx2;
+      return kMlx;
+    }();
+    return best;
+  }
+  return asked == kMlx || has_isa(asked) ? asked : kMlx;
+}
+
+const Kernels* kernels_for(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == kAvx512) return avx512_kernels();
+  if (isa == kAvxVnni) return avxvnni_kernels();
+  if (isa == kAvx2) return avx2_kernels();
+#endif
+  (void)isa;
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// A persistent pool. The caller (MLX's CPU stream thread) takes part; workers
+// spin briefly after a job, since the next matmul of a decode step follows
+// within microseconds, then sleep on a futex so that they leave the cores to
+// OpenBLAS and MLX between steps.
+class Pool {
+ public:
+  static Pool& get() {
+    static Pool pool;
+    return pool;
+  }
+
+  int threads() const { return (int)workers_.size() + 1; }
+
+  // Calls fn(ctx, i0, i1) over [0, n) in chunks of `chunk`, on every thread.
+  // A second caller while the pool is busy (another MLX stream) runs alone.
+  void parallel_for(int n, int chunk, void (*fn)(void*, int, int), void* ctx) {
+    std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock() || workers_.empty() || n <= chunk) {
+      fn(ctx, 0, n);
+      return;
+    }
+    job_ = {fn, ctx, n, chunk};
+    next_.store(0, std::memory_order_relaxed);
+    busy_.store((int)workers_.size(), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_seq_cst);
+    wake_all();
+    work();
+    while (busy_.load(std::memory_order_acquire) != 0) pause();
+  }
+
+ private:
+  struct Job {
+    void (*fn)(void*, int, int);
+    void* ctx;
+    int n, chunk;
+  };
+
+  Pool() {
+    int n = 0;
+    if (const char* v = std::getenv("MLX_SERVING_THREADS")) n = std::atoi(v);
+    if (n <= 0) {
+      cpu_set_t set;
+      n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : (int)std::thread::hardware_concurrency();
+    }
+    n = std::max(1, std::min(n, 64));
+    // Workers start from generation 0: a job posted before a worker first runs
+    // is still seen as new.
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(0); });
+  }
+
+  ~Pool() {
+    stop_.store(true);
+    generation_.fetch_add(1);
+    futex(FUTEX_WAKE_PRIVATE, INT32_MAX);
+    for (auto& t : workers_) t.join();
+  }
+
+  static void pause() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  void work() {
+    const Job job = job_;
+    for (;;) {
+      const int i0 = next_.fetch_add(job.chunk, std::memory_order_relaxed);
+      if (i0 >= job.n) return;
+      job.fn(job.ctx, i0, std::min(job.n, i0 + job.chunk));
+    }
+  }
+
+  void loop(uint32_t seen) {
+    for (;;) {
+      const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(spin_us());
+      uint32_t now = seen;
+      for (int i = 0; (now = generation_.load(std::memory_order_acquire)) == seen; ++i) {
+        if ((i & 63) == 0 && std::chrono::steady_clock::now() > spin_until) {
+          // Announce the sleep, then sleep only if no job came meanwhile; the
+          // kernel re-checks the word, so a wake-up cannot be lost.
+          sleepers_.fetch_add(1, std::memory_order_seq_cst);
+          if (generation_.load(std::memory_order_seq_cst) == seen) futex(FUTEX_WAIT_PRIVATE, seen);
+          sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        } else {
+          pause();
+        }
+      }
+      seen = now;
+      if (stop_.load()) return;
+      work();
+      busy_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void futex(int op, uint32_t value) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&generation_), op, value, nullptr, nullptr, 0);
+  }
+
+  void wake_all() {
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) futex(FUTEX_WAKE_PRIVATE, INT32_MAX);
+  }
+
+  static int spin_us() {
+    static const int us = [] {
+      const char* v = std::getenv("MLX_SERVING_QMM_SPIN_US");
+      return v ? std::atoi(v) : 100;
+    }();
+    return us;
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  // Bumped per job; also the futex word sleeping workers wait on.
+  std::atomic<uint32_t> generation_{0};
+  static_assert(sizeof(std::atomic<uint32_t>) == 4 && std::atomic<uint32_t>::is_always_lock_free);
+  std::atomic<int> sleepers_{0};
+  std::atomic<int> busy_{0};
+  std::atomic<int> next_{0};
+  std::atomic<bool> stop_{false};
+  Job job_{};
+};
+
+// ---------------------------------------------------------------------------
+// One evaluation: out [M, N] = x [M, K] @ W^T.
+
+struct Call {
+  const Kernels* k;
+  Weights W;
+  const float* x;
+  int M;
+  Acts acts;
+  const float* xsum;
+  float* out;
+};
+
+void run_int8(void* ctx, int n0, int n1) {
+  auto* c = static_cast<Call*>(ctx);
+  c->k->matmul_int8(c->acts, c->W, n0, n1, c->out);
+}
+
+void run_f32(void* ctx, int n0, int n1) {
+  auto* c = static_cast<Call*>(ctx);
+  c->k->matmul_f32(c->x, c->xsum, c->M, c->W, n0, n1, c->out);
+}
+
+// Work items of whole weight rows, a few per thread so that a core slowed by
+// another process does not hold the others up.
+int chunk_for(int N, int threads) {
+  int chunk = N / (threads * 6);
+  chunk = std::max(16, chunk - chunk % 2);
+  return chunk;
+}
+
+void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& W, float* out) {
+  thread_local std::vector<int8_t> q;
+  thread_local std::vector<float> d, xsum, tile;
+  const int K = W.K, G = K / W.group;
+  Pool& pool = Pool::get();
+  if (M >= sgemm_rows()) {
+    // Dequantize a tile of weight rows at a time (about 1 MiB of f32) and let
+    // OpenBLAS multiply; both modes are exact here.
+    int rows = std::max(16, (1 << 18) / K);
+    tile.resize((size_t)rows * K);
+    for (int n0 = 0; n0 < W.N; n0 += rows) {
+      const int n1 = std::min(W.N, n0 + rows);
+      k->dequantize(W, n0, n1, tile.data());
+      cblas_sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, M, n1 - n0, K, 1.0f, x, K, tile.data(), K,
+                  0.0f, out + n0, W.N);
+    }
+    return;
+  }
+  xsum.resize((size_t)M * G);
+  Call c{k, W, x, M, {}, xsum.data(), out};
+  if (mode == kInt8) {
+    q.resize((size_t)M * K);
+    d.resize((size_t)M * (K / 32));
+    k->quantize(x, M, K, W.group, W.bits, q.data(), d.data(), xsum.data());
+    c.acts = {q.data(), d.data(), xsum.data(), M};
+    pool.parallel_for(W.N, chunk_for(W.N, pool.threads()), run_int8, &c);
+  } else {
+    k->group_sums(x, M, K, W.group, xsum.data());
+    pool.parallel_for(W.N, chunk_for(W.N, pool.threads()), run_f32, &c);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+class QuantizedMatmul : public mx::UnaryPrimitive {
+ public:
+  QuantizedMatmul(mx::Stream s, const Kernels* k, int group, int bits, Mode mode)
+      : mx::UnaryPrimitive(s), k_(k), group_(group), bits_(bits), mode_(mode) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const mx::array& x = inputs[0];
+    const mx::array& w = inputs[1];
+    const mx::array& scales = inputs[2];
+    const mx::array& biases = inputs[3];
+    for (const mx::array* a : {&w, &scales, &biases}) {
+      if (!a->flags().row_contiguous) throw std::invalid_argument("mlx_serving quantized_matmul: weights must be row-contiguous");
+    }
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    encoder.set_input_array(x);
+    encoder.set_input_array(w);
+    encoder.set_input_array(scales);
+    encoder.set_input_array(biases);
+    encoder.set_output_array(out);
+    const int K = x.shape(-1);
+    const int M = K == 0 ? 0 : (int)(x.size() / K);
+    const int N = w.shape(0);
+    Weights W{w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), N, K, group_, bits_};
+    encoder.dispatch([k = k_, mode = mode_, x, M, W, out_ptr = out.data<float>()]() {
+      if (M == 0 || W.N == 0) return;
+      const float* xp = x.data<float>();
+      std::vector<float> packed;
+      if (!x.flags().row_contiguous) {
+        // Gather a strided input into rows (rare: the model's inputs are contiguous).
+        packed.resize(x.size());
+        const auto& shape = x.shape();
+        const auto& strides = x.strides();
+        for (size_t i = 0; i < x.size(); ++i) {
+          size_t rest = i;
+          int64_t offset = 0;
+          for (int dim = (int)shape.size() - 1; dim >= 0; --dim) {
+            offset += (int64_t)(rest % shape[dim]) * strides[dim];
+            rest /= shape[dim];
+          }
+          packed[i] = xp[offset];
+        }
+        xp = packed.data();
+      }
+      compute(k, mode, xp, M, W, out_ptr);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("mlx_serving quantized_matmul runs on the CPU only");
+  }
+
+  const char* name() const override { return "MlxServingQuantizedMatmul"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const QuantizedMatmul*>(&other);
+    return o && o->k_ == k_ && o->group_ == group_ && o->bits_ == bits_ && o->mode_ == mode_;
+  }
+
+ private:
+  const Kernels* k_;
+  int group_, bits_;
+  Mode mode_;
+};
+
+mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                           int group, int bits, Mode mode, Isa isa) {
+  if (w.ndim() != 2 || w.dtype() != mx::uint32 || scales.ndim() != 2 || biases.ndim() != 2 || x.ndim() < 1) {
+    throw std::invalid_argument("quantized_matmul: expected uint32 weights [N, K * bits / 32] with 2-D scales and biases");
+  }
+  const int N = w.shape(0);
+  const int K = x.shape(-1);
+  const Kernels* k = kernels_for(resolve(isa));
+  const bool ours = k && (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128) && K % group == 0 &&
+                    (int64_t)w.shape(1) * 32 == (int64_t)K * bits && scales.shape(0) == N && biases.shape(0) == N &&
+                    scales.shape(1) == K / group && biases.shape(1) == K / group && mx::default_device() == mx::Device::cpu;
+  if (!ours) return mx::quantized_matmul(x, w, scales, biases, true, group, bits, "affine");
+  auto f32 = [](const mx::array& a) { return a.dtype() == mx::float32 ? a : mx::astype(a, mx::float32); };
+  mx::Shape shape = x.shape();
+  shape.back() = N;
+  auto stream = mx::default_stream(mx::Device::cpu);
+  return mx::array(std::move(shape), mx::float32, std::make_shared<QuantizedMatmul>(stream, k, group, bits, mode),
+                   {f32(x), w, f32(scales), f32(biases)});
+}
+
+void set_error(char* err, size_t len, const char* what) {
+  if (err && len) {
+    std::snprintf(err, len, "%s", what);
+  }
+}
+
+}  // namespace
+}  // namespace mlx_serving::qmm
+
+using namespace mlx_serving::qmm;
+
+extern "C" {
+
+// y = x @ dequantize(w)^T into *out (a new heap mx::array, the ctx of an
+// mlx_array). mode: 0 int8 activations, 1 f32 activations. isa: 0 best
+// available, 1 AVX2, 2 AVX-512 VNNI, 3 MLX's own op, 4 AVX-VNNI. Returns 0, or 1 with a
+// message in err.
+int mlx_serving_qmm(void** out, void* x, void* w, void* scales, void* biases, int group, int bits, int mode, int isa,
+                    char* err, size_t err_len) {
+  try {
+    auto get = [](void* p) -> const mx::array& { return *static_cast<const mx::array*>(p); };
+    mx::array y = quantized_matmul(get(x), get(w), get(scales), get(biases), group, bits, mode == 1 ? kF32 : kInt8,
+                                   isa >= 0 && isa <= 4 ? static_cast<Isa>(isa) : kAuto);
+    *out = new mx::array(std::move(y));
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, err_len, e.what());
+    return 1;
+  }
+}
+
+// Whether the kernels of `isa` (numbered as above) run on this CPU; isa 0 asks
+// which set is in use (its number, or 3 when MLX's op serves every call).
+int mlx_serving_qmm_isa(int isa) {
+  if (isa == 0) return resolve(kAuto);
+  return isa == kMlx || has_isa(static_cast<Isa>(isa)) ? 1 : 0;
+}
+
+// The version of the MLX headers this file was compiled against.
+const char* mlx_serving_mlx_header_version() {
+#define QMM_STR2(x) #x
+#define QMM_STR(x) QMM_STR2(x)
+  return QMM_STR(MLX_VERSION_MAJOR) "." QMM_STR(MLX_VERSION_MINOR) "." QMM_STR(MLX_VERSION_PATCH);
+}
+
+// The version of the MLX runtime loaded.
+const char* mlx_serving_mlx_runtime_version() { return mx::version(); }
+
+// Threads the kernels use (the pool's workers plus the calling thread).
+int mlx_serving_qmm_threads() { return Pool::get().threads(); }
+
+}  // extern "C"

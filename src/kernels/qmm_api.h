@@ -1,0 +1,42 @@
+// What the generic part of the quantized matmul (qmm.cpp) and the SIMD kernel
+// translation units share: plain pointers and function tables, no MLX types and
+// no target-specific code, so that including it never pulls AVX into a file
+// compiled for the baseline CPU.
+#pragma once
+
+#include <cstdint>
+
+namespace mlx_serving::qmm {
+
+// Weights in MLX's affine layout: row n holds K values of `bits` bits packed
+// little-end first into uint32 words; value = scale * q + bias per group.
+struct Weights {
+  const uint8_t* w;
+  const float* scales;  // [N, K / group]
+  const float* biases;  // [N, K / group]
+  int N, K, group, bits;
+};
+
+// Activations quantized to int8 per block of 32 (see `quantize`).
+struct Acts {
+  const int8_t* q;     // [M, K]
+  const float* d;      // [M, K / 32]
+  const float* xsum;   // [M, K / group], exact
+  int M;
+};
+
+struct Kernels {
+  void (*quantize)(const float* x, int rows, int K, int group, int bits, int8_t* q, float* d, float* xsum);
+  void (*group_sums)(const float* x, int rows, int K, int group, float* xsum);
+  // out[m, n] for n in [n0, n1), every row m; out is [M, N].
+  void (*matmul_int8)(const Acts& a, const Weights& W, int n0, int n1, float* out);
+  void (*matmul_f32)(const float* x, const float* xsum, int M, const Weights& W, int n0, int n1, float* out);
+  void (*dequantize)(const Weights& W, int n0, int n1, float* dst);
+};
+
+// Defined by the SIMD translation units; call only on a CPU that has the features.
+const Kernels* avx2_kernels();
+const Kernels* avx512_kernels();
+const Kernels* avxvnni_kernels();
+
+}  // namespace mlx_serving::qmm

@@ -1,0 +1,265 @@
+// The SIMD kernels of the quantized matmul. No MLX types here: plain pointers in
+// MLX's affine layout. This header is compiled twice, by qmm_avx2.cpp and
+// qmm_avx512.cpp and qmm_avxvnni.cpp, each with its own target flags; QMM_VNNI
+// picks the int8 dot product: `vpdpbusd` on 256-bit vectors (1: AVX-512 VNNI
+// encoding, 2: AVX-VNNI encoding) or AVX2 `maddubs` + `madd` (0). Everything
+// else is AVX2 + FMA.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "qmm_api.h"
+
+namespace mlx_serving::qmm::QMM_NS {
+
+static inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Sum over 8 lanes of u8 (first) x s8 (second) products, 4 per i32 lane.
+static inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#if QMM_VNNI == 1
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#elif QMM_VNNI == 2
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+static inline float dot_f32(const float* a, const float* b, int n) {
+  __m256 acc = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+static inline int log2i(int v) {
+  int r = 0;
+  while ((1 << r) < v) ++r;
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// Activations: int8 per 32-block (scale = max|x| / 127), plus the exact f32 sum
+// of each weight group, which carries the weights' affine offset. For 4-bit
+// weights each block is stored even elements first, then odd ones, to match
+// the low and high nibbles of MLX's packing (element 2j in the low nibble of
+// byte j), so the weights need no shuffle.
+static void quantize(const float* x, int rows, int K, int group, int bits, int8_t* q, float* d, float* xsum) {
+  const int nb = K / 32, G = K / group;
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  alignas(32) float tmp[32];
+  for (int m = 0; m < rows; ++m) {
+    const float* xr = x + (size_t)m * K;
+    for (int g = 0; g < G; ++g) {
+      __m256 s = _mm256_setzero_ps();
+      for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(xr + g * group + k));
+      xsum[(size_t)m * G + g] = hsum(s);
+    }
+    for (int b = 0; b < nb; ++b) {
+      const float* src = xr + b * 32;
+      if (bits == 4) {
+        for (int j = 0; j < 16; ++j) {
+          tmp[j] = src[2 * j];
+          tmp[16 + j] = src[2 * j + 1];
+        }
+        src = tmp;
+      }
+      __m256 v[4];
+      __m256 amax = _mm256_setzero_ps();
+      for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_loadu_ps(src + 8 * i);
+        amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[i]));
+      }
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+      const float mx = _mm_cvtss_f32(m4);
+      const float scale = mx / 127.0f;
+      const float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+      d[(size_t)m * nb + b] = scale;
+      const __m256 vi = _mm256_set1_ps(inv);
+      __m256i i32[4];
+      for (int i = 0; i < 4; ++i)
+        i32[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], vi), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      __m256i p16 = _mm256_packs_epi32(i32[0], i32[1]);
+      __m256i p16b = _mm256_packs_epi32(i32[2], i32[3]);
+      __m256i p8 = _mm256_packs_epi16(p16, p16b);
+      p8 = _mm256_permutevar8x32_epi32(p8, order);
+      _mm256_storeu_si256((__m256i*)(q + (size_t)m * K + b * 32), p8);
+    }
+  }
+}
+
+// R activation rows x NR weight rows, all of K. 8-bit weights are taken as
+// signed (q - 128) so that `maddubs` cannot saturate (|q'| * 127 * 2 < 2^15);
+// their offset then grows by 128 * scale.
+template <int BITS, int R, int NR>
+static inline void tile_int8(const Acts& a, const Weights& W, int m0, int n, float* out, int ldo) {
+  const int K = W.K, nb = K / 32, G = K / W.group, shift = log2i(W.group / 32);
+  const size_t row_bytes = (size_t)K * BITS / 8;
+  __m256 acc[NR][R];
+  for (int j = 0; j < NR; ++j)
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_ps();
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  const __m256i flip = _mm256_set1_epi8((char)0x80);
+  for (int b = 0; b < nb; ++b) {
+    __m256i wv[NR], wsigned[NR];
+    float s[NR];
+    for (int j = 0; j < NR; ++j) {
+      const uint8_t* p = W.w + (size_t)(n + j) * row_bytes + (size_t)b * 32 * BITS / 8;
+      if constexpr (BITS == 4) {
+        __m128i v = _mm_loadu_si128((const __m128i*)p);
+        wv[j] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), low);
+      } else {
+        wsigned[j] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)p), flip);
+        wv[j] = _mm256_abs_epi8(wsigned[j]);
+      }
+      s[j] = W.scales[(size_t)(n + j) * G + (b >> shift)];
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256i x = _mm256_loadu_si256((const __m256i*)(a.q + (size_t)(m0 + r) * K + b * 32));
+      const float dx = a.d[(size_t)(m0 + r) * nb + b];
+      for (int j = 0; j < NR; ++j) {
+        __m256i xs = x;
+        if constexpr (BITS == 8) xs = _mm256_sign_epi8(x, wsigned[j]);
+        const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(wv[j], xs));
+        acc[j][r] = _mm256_fmadd_ps(p, _mm256_set1_ps(s[j] * dx), acc[j][r]);
+      }
+    }
+  }
+  for (int j = 0; j < NR; ++j) {
+    const float* sc = W.scales + (size_t)(n + j) * G;
+    const float* bi = W.biases + (size_t)(n + j) * G;
+    for (int r = 0; r < R; ++r) {
+      const float* xs = a.xsum + (size_t)(m0 + r) * G;
+      float v = hsum(acc[j][r]) + dot_f32(bi, xs, G);
+      if constexpr (BITS == 8) v += 128.0f * dot_f32(sc, xs, G);
+      out[(size_t)(m0 + r) * ldo + n + j] = v;
+    }
+  }
+}
+
+template <int BITS, int R>
+static void cols_int8(const Acts& a, const Weights& W, int m0, int n0, int n1, float* out) {
+  int n = n0;
+  for (; n + 2 <= n1; n += 2) tile_int8<BITS, R, 2>(a, W, m0, n, out, W.N);
+  if (n < n1) tile_int8<BITS, R, 1>(a, W, m0, n, out, W.N);
+}
+
+template <int BITS>
+static void matmul_int8_bits(const Acts& a, const Weights& W, int n0, int n1, float* out) {
+  for (int m0 = 0; m0 < a.M; m0 += 4) {
+    switch (a.M - m0) {
+      case 1: cols_int8<BITS, 1>(a, W, m0, n0, n1, out); break;
+      case 2: cols_int8<BITS, 2>(a, W, m0, n0, n1, out); break;
+      case 3: cols_int8<BITS, 3>(a, W, m0, n0, n1, out); break;
+      default: cols_int8<BITS, 4>(a, W, m0, n0, n1, out); break;
+    }
+  }
+}
+
+static void matmul_int8(const Acts& a, const Weights& W, int n0, int n1, float* out) {
+  if (W.bits == 4) matmul_int8_bits<4>(a, W, n0, n1, out);
+  else matmul_int8_bits<8>(a, W, n0, n1, out);
+}
+
+// ---------------------------------------------------------------------------
+// Exact mode: f32 activations; per group s * sum(q * x) + b * sum(x).
+
+// Eight consecutive weights (from element k of a row) as floats.
+template <int BITS>
+static inline __m256 unpack8(const uint8_t* row, int k) {
+  if constexpr (BITS == 4) {
+    uint32_t word;
+    std::memcpy(&word, row + k / 2, 4);
+    const __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)word), sh), _mm256_set1_epi32(15)));
+  } else {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(row + k))));
+  }
+}
+
+template <int BITS, int R>
+static inline void tile_f32(const float* x, const float* xsum, const Weights& W, int m0, int n, float* out) {
+  const int K = W.K, group = W.group, G = K / group;
+  const uint8_t* row = W.w + (size_t)n * K * BITS / 8;
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int g = 0; g < G; ++g) {
+    __m256 ga[R];
+    for (int r = 0; r < R; ++r) ga[r] = _mm256_setzero_ps();
+    for (int k = g * group; k < (g + 1) * group; k += 8) {
+      const __m256 w = unpack8<BITS>(row, k);
+      for (int r = 0; r < R; ++r) ga[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + (size_t)(m0 + r) * K + k), ga[r]);
+    }
+    const __m256 s = _mm256_set1_ps(W.scales[(size_t)n * G + g]);
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(ga[r], s, acc[r]);
+  }
+  for (int r = 0; r < R; ++r)
+    out[(size_t)(m0 + r) * W.N + n] = hsum(acc[r]) + dot_f32(W.biases + (size_t)n * G, xsum + (size_t)(m0 + r) * G, G);
+}
+
+template <int BITS>
+static void matmul_f32_bits(const float* x, const float* xsum, int M, const Weights& W, int n0, int n1, float* out) {
+  for (int m0 = 0; m0 < M; m0 += 4) {
+    for (int n = n0; n < n1; ++n) {
+      switch (M - m0) {
+        case 1: tile_f32<BITS, 1>(x, xsum, W, m0, n, out); break;
+        case 2: tile_f32<BITS, 2>(x, xsum, W, m0, n, out); break;
+        case 3: tile_f32<BITS, 3>(x, xsum, W, m0, n, out); break;
+        default: tile_f32<BITS, 4>(x, xsum, W, m0, n, out); break;
+      }
+    }
+  }
+}
+
+static void matmul_f32(const float* x, const float* xsum, int M, const Weights& W, int n0, int n1, float* out) {
+  if (W.bits == 4) matmul_f32_bits<4>(x, xsum, M, W, n0, n1, out);
+  else matmul_f32_bits<8>(x, xsum, M, W, n0, n1, out);
+}
+
+static void group_sums(const float* x, int rows, int K, int group, float* xsum) {
+  const int G = K / group;
+  for (int m = 0; m < rows; ++m)
+    for (int g = 0; g < G; ++g) {
+      __m256 s = _mm256_setzero_ps();
+      for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(x + (size_t)m * K + g * group + k));
+      xsum[(size_t)m * G + g] = hsum(s);
+    }
+}
+
+// Rows n0..n1 of the weights as f32 (s * q + b), into dst [(n1 - n0), K].
+template <int BITS>
+static void dequantize_bits(const Weights& W, int n0, int n1, float* dst) {
+  const int K = W.K, group = W.group, G = K / group;
+  for (int n = n0; n < n1; ++n) {
+    const uint8_t* row = W.w + (size_t)n * K * BITS / 8;
+    float* o = dst + (size_t)(n - n0) * K;
+    for (int g = 0; g < G; ++g) {
+      const __m256 s = _mm256_set1_ps(W.scales[(size_t)n * G + g]);
+      const __m256 b = _mm256_set1_ps(W.biases[(size_t)n * G + g]);
+      for (int k = g * group; k < (g + 1) * group; k += 8) _mm256_storeu_ps(o + k, _mm256_fmadd_ps(unpack8<BITS>(row, k), s, b));
+    }
+  }
+}
+
+static void dequantize(const Weights& W, int n0, int n1, float* dst) {
+  if (W.bits == 4) dequantize_bits<4>(W, n0, n1, dst);
+  else dequantize_bits<8>(W, n0, n1, dst);
+}
+
+static const Kernels kKernels = {quantize, group_sums, matmul_int8, matmul_f32, dequantize};
+
+}  // namespace mlx_serving::qmm::QMM_NS
