@@ -216,12 +216,7 @@ impl Worker {
         match outcome {
             Ok(()) if job.is_complete() => self.join(job),
             Ok(()) => self.long.push_front(job),
-            Err(e) => {
-                for p in &job.group {
-                    p.request.end(Event::Error(e.clone()));
-                    self.forget(&p.request);
-                }
-            }
+            Err(e) => self.fail_job(&job, e),
         }
     }
 
@@ -383,12 +378,15 @@ impl Worker {
         }
         match outcome {
             Ok(()) => self.join(job),
-            Err(e) => {
-                for p in &job.group {
-                    p.request.end(Event::Error(e.clone()));
-                    self.forget(&p.request);
-                }
-            }
+            Err(e) => self.fail_job(&job, e),
+        }
+    }
+
+    /// Ends every request of a job whose prefill failed; no other request is touched.
+    fn fail_job(&self, job: &PrefillJob, e: Error) {
+        for p in &job.group {
+            p.request.end(Event::Error(e.clone()));
+            self.forget(&p.request);
         }
     }
 

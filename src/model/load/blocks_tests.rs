@@ -13,18 +13,10 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use super::*;
 use crate::model::load::gguf::Gguf;
 
-const QUANTIZED: [BlockType; 10] = [
-    BlockType::Q4_0,
-    BlockType::Q4_1,
-    BlockType::Q5_0,
-    BlockType::Q5_1,
-    BlockType::Q8_0,
-    BlockType::Q2_K,
-    BlockType::Q3_K,
-    BlockType::Q4_K,
-    BlockType::Q5_K,
-    BlockType::Q6_K,
-];
+/// The quantized block types: every supported one but the float types.
+fn quantized() -> impl Iterator<Item = BlockType> {
+    SUPPORTED.into_iter().filter(|t| !matches!(t, BlockType::F32 | BlockType::F16 | BlockType::BF16))
+}
 
 /// Byte offsets of the f16 scale fields of a block.
 fn half_fields(ty: BlockType) -> &'static [usize] {
@@ -157,7 +149,7 @@ fn exact_block_types_convert_bitwise_into_mlx_affine() {
 #[test]
 fn the_fixture_converts_into_mlx_affine_like_the_gguf_package_dequantizes() {
     let gguf = fixture();
-    for ty in QUANTIZED {
+    for ty in quantized() {
         let t = gguf.tensor(ty.name()).unwrap();
         let expected = gguf.dequantize(gguf.tensor(&format!("{}.expected", ty.name())).unwrap()).unwrap();
         let mlx = mlx_dequantize(&gguf.affine(t).unwrap().expect("quantized"));
@@ -173,7 +165,7 @@ fn the_fixture_converts_into_mlx_affine_like_the_gguf_package_dequantizes() {
 #[test]
 fn our_reading_of_the_affine_layout_matches_mlx_for_every_type() {
     let mut rng = StdRng::seed_from_u64(3);
-    for ty in QUANTIZED {
+    for ty in quantized() {
         let bytes = random_rows(ty, 3, 256, &mut rng);
         let affine = ty.to_affine(&bytes, 256).unwrap();
         assert_eq!(bitwise_eq(&affine.dequantize(), &mlx_dequantize(&affine)), None, "{}", ty.name());
