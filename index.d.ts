@@ -53,6 +53,7 @@ export interface EngineOptionsInput {
   maxQueued?: number
   defaultTimeoutMs?: number
   hangTimeoutMs?: number
+  prefixCacheMb?: number
 }
 
 export interface EngineStatsJs {
@@ -85,6 +86,10 @@ export interface GenerateInput {
   seed?: number
   stop?: Array<string>
   timeoutMs?: number
+  /** Prefill the prompt and write its cache to this file instead of generating. */
+  saveCache?: string
+  /** Read this cache file into the model's prefix cache (no prompt). */
+  loadCache?: string
 }
 
 export interface LoadProgressJs {
@@ -140,12 +145,30 @@ export interface ModelStatsJs {
   lastHeartbeatMsAgo: number
   /** How much of its weights the current worker's load has read (complete once ready). */
   loadProgress?: LoadProgressJs
+  /** Keys and values kept for prefix reuse by the current worker. */
+  prefixCache: PrefixCacheStatsJs
 }
 
 /** The outcome of an async call: `error` set, or `info` (when there is one). */
 export interface Outcome {
   info?: ModelInfoJs
   error?: ErrorInfo
+}
+
+export interface PrefixCacheStatsJs {
+  /** Sequences held. */
+  entries: number
+  /** Tokens held, over all entries. */
+  cachedTokens: number
+  bytes: number
+  /** Prompts that started from a cached prefix. */
+  hits: number
+  /** Prompts that found no cached prefix (of at least 32 tokens). */
+  misses: number
+  /** Prompt tokens not prefilled thanks to hits. */
+  tokensReused: number
+  /** Entries dropped to stay within the budget. */
+  evictions: number
 }
 
 /** One event of a stream: `kind` is "token", "end" or "error". */

@@ -13,7 +13,8 @@ const CONCURRENCY = 12
 let engine: InstanceType<typeof Engine>
 
 beforeAll(async () => {
-  engine = await engineWithModel({ maxBatchSize: 8 })
+  // A small prefix cache: churned through (inserts and evictions) under load, bounded in memory.
+  engine = await engineWithModel({ maxBatchSize: 8, prefixCacheMb: 16 })
 })
 afterAll(async () => {
   await engine?.shutdown()
@@ -118,6 +119,7 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
     rssAfterMiB: +(rssAfter / 2 ** 20).toFixed(1),
     rssGrowthPct: +((100 * (rssAfter - rssWarm)) / rssWarm).toFixed(2),
     tokensGenerated: stats.tokensGenerated,
+    prefixCache: stats.prefixCache,
   }
   console.log('soak figures', JSON.stringify(figures))
   fs.mkdirSync(path.join(__dirname, '..', 'target'), { recursive: true })
@@ -128,6 +130,8 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
   expect(byPlan.abort.ABORTED ?? 0).toBeGreaterThan(0)
   expect(byPlan.timeout.TIMEOUT ?? 0).toBeGreaterThan(0)
   expect(rssAfter).toBeLessThan(rssWarm * 1.15)
+  expect(stats.prefixCache.evictions).toBeGreaterThan(0)
+  expect(stats.prefixCache.bytes).toBeLessThanOrEqual(16 << 20)
   expect(stats.activeRequests).toBe(0)
   expect(stats.queuedRequests).toBe(0)
   expect(getEventListeners(shared, 'abort')).toHaveLength(0)

@@ -62,6 +62,8 @@ describe('error codes', () => {
       'CONTEXT_OVERFLOW',
       'WORKER_CRASHED',
       'WORKER_HUNG',
+      'CACHE_INVALID',
+      'CACHE_WRITE_FAILED',
       'INTERNAL',
     ])
     for (const [k, v] of Object.entries(ErrorCode)) expect(v).toBe(k)

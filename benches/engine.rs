@@ -18,6 +18,7 @@ async fn run(engine: &Engine, prompt: &str, max_tokens: usize) -> (f64, f64) {
         sampling: SamplingParams::default(),
         stop: vec![],
         timeout: None,
+        action: Default::default(),
     };
     let started = Instant::now();
     let (_request, mut events) = engine.generate(params).expect("generate");

@@ -20,6 +20,10 @@ export declare const ErrorCode: {
   readonly WORKER_CRASHED: 'WORKER_CRASHED'
   /** The worker serving the request stopped making progress; it was replaced, retry. */
   readonly WORKER_HUNG: 'WORKER_HUNG'
+  /** A prompt cache file cannot be used: another model's, another format version, truncated or altered. */
+  readonly CACHE_INVALID: 'CACHE_INVALID'
+  /** A prompt cache file could not be written; the message says why. */
+  readonly CACHE_WRITE_FAILED: 'CACHE_WRITE_FAILED'
   /** A bug in mlx-serving; please report it. */
   readonly INTERNAL: 'INTERNAL'
 }
@@ -40,6 +44,14 @@ export interface EngineOptions {
   defaultTimeoutMs?: number
   /** A worker holding work that finishes no step for this long is replaced (WORKER_HUNG). Default 30000. */
   hangTimeoutMs?: number
+  /**
+   * MiB of keys and values each model keeps from recent prompts and finished
+   * sequences, so a prompt that starts the same way (a conversation's
+   * history, a shared system prompt) prefills only what is new. Least
+   * recently used entries go first; at most half of MLX's memory limit.
+   * 0 turns it off. Default 256.
+   */
+  prefixCacheMb?: number
 }
 
 export interface ModelSpec {
@@ -183,6 +195,31 @@ export interface ModelStats {
   lastHeartbeatMsAgo: number
   /** How much of its weights the model's (latest) load has read; complete once ready. */
   loadProgress?: LoadProgress
+  /** The current worker's prefix cache (emptied when a worker is replaced or the model unloaded). */
+  prefixCache: PrefixCacheStats
+}
+
+export interface PrefixCacheStats {
+  /** Sequences held. */
+  entries: number
+  /** Tokens held, over all entries. */
+  cachedTokens: number
+  bytes: number
+  /** Prompts that started from a cached prefix. */
+  hits: number
+  /** Prompts that found no cached prefix of at least 32 tokens. */
+  misses: number
+  /** Prompt tokens that were not prefilled thanks to hits. */
+  tokensReused: number
+  /** Entries dropped to stay within `prefixCacheMb`. */
+  evictions: number
+}
+
+/** A prompt to prefill and save: `prompt` or `messages`, as in `generate`. */
+export interface CachePrompt {
+  model: string
+  prompt?: string
+  messages?: ChatMessage[]
 }
 
 export interface EngineStats {
@@ -200,6 +237,18 @@ export declare class Engine {
   unloadModel(id: string, options?: { drainTimeoutMs?: number }): Promise<void>
   /** Streams a completion. Throws synchronously (INVALID_ARGUMENT, MODEL_NOT_FOUND, QUEUE_FULL, SHUTTING_DOWN) before any work. */
   generate(request: GenerateRequest, options?: CallOptions): Generation
+  /**
+   * Prefills the prompt and writes its keys and values to `path` (a
+   * safetensors file with the model's fingerprint, the token ids and a
+   * checksum; replaced atomically). CACHE_WRITE_FAILED if it cannot be written.
+   */
+  saveCache(request: CachePrompt, path: string, options?: CallOptions): Promise<{ path: string; tokens: number; bytes: number }>
+  /**
+   * Reads a `saveCache` file into the model's prefix cache; a prompt that
+   * starts with its tokens then prefills only the rest. CACHE_INVALID for a
+   * file of another model or format version, truncated or altered.
+   */
+  loadCache(model: string, path: string, options?: CallOptions): Promise<{ tokens: number }>
   tokenize(model: string, text: string): number[]
   detokenize(model: string, ids: number[]): string
   /** The prompt text `messages` become with the model's chat template. */

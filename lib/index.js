@@ -222,7 +222,7 @@ class Generation {
 
 // --- the engine ----------------------------------------------------------
 
-const ENGINE_KEYS = ['maxBatchSize', 'maxQueued', 'defaultTimeoutMs', 'hangTimeoutMs']
+const ENGINE_KEYS = ['maxBatchSize', 'maxQueued', 'defaultTimeoutMs', 'hangTimeoutMs', 'prefixCacheMb']
 
 /** Local LLM inference on MLX. See README.md for the full contract. */
 class Engine {
@@ -297,6 +297,37 @@ class Engine {
     onlyKeys(o, 'options', ['signal', 'timeoutMs'])
     const signal = abortSignal(o)
     return new Generation(this.#core, generateInput(request, o), signal)
+  }
+
+  /**
+   * Prefills a prompt (`{ model, prompt }` or `{ model, messages }`) and
+   * writes its keys and values to `path` (written atomically: a crash leaves
+   * the old file or the new one). Resolves with `{ path, tokens, bytes }`.
+   */
+  async saveCache(request, path, options) {
+    plainObject(request, 'request')
+    onlyKeys(request, 'request', ['model', 'prompt', 'messages'])
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['signal', 'timeoutMs'])
+    const input = generateInput(request, o)
+    input.saveCache = str(path, 'path')
+    const { usage } = await new Generation(this.#core, input, abortSignal(o)).collect()
+    return { path, tokens: usage.promptTokens, bytes: require('node:fs').statSync(path).size }
+  }
+
+  /**
+   * Reads a file written by `saveCache` into the model's prefix cache, after
+   * checking it was made by this model (CACHE_INVALID otherwise); prompts
+   * that start with its tokens then skip their prefill. Resolves with `{ tokens }`.
+   */
+  async loadCache(model, path, options) {
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['signal', 'timeoutMs'])
+    const input = { model: str(model, 'model'), loadCache: str(path, 'path') }
+    const timeoutMs = optNumber(o, 'timeoutMs')
+    if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
+    const { usage } = await new Generation(this.#core, input, abortSignal(o)).collect()
+    return { tokens: usage.promptTokens }
   }
 
   tokenize(model, text) {

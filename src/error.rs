@@ -26,13 +26,18 @@ pub enum ErrorCode {
     WorkerCrashed,
     /// The worker serving the request stopped making progress; it has been replaced.
     WorkerHung,
+    /// A prompt cache file cannot be used: made by another model, of another
+    /// format version, truncated or altered (the message says which).
+    CacheInvalid,
+    /// A prompt cache file could not be written (the message says why).
+    CacheWriteFailed,
     /// A bug in this library. Please report it.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidArgument,
         ErrorCode::ModelNotFound,
         ErrorCode::ModelLoadFailed,
@@ -43,6 +48,8 @@ impl ErrorCode {
         ErrorCode::ContextOverflow,
         ErrorCode::WorkerCrashed,
         ErrorCode::WorkerHung,
+        ErrorCode::CacheInvalid,
+        ErrorCode::CacheWriteFailed,
         ErrorCode::Internal,
     ];
 
@@ -59,6 +66,8 @@ impl ErrorCode {
             ErrorCode::ContextOverflow => "CONTEXT_OVERFLOW",
             ErrorCode::WorkerCrashed => "WORKER_CRASHED",
             ErrorCode::WorkerHung => "WORKER_HUNG",
+            ErrorCode::CacheInvalid => "CACHE_INVALID",
+            ErrorCode::CacheWriteFailed => "CACHE_WRITE_FAILED",
             ErrorCode::Internal => "INTERNAL",
         }
     }

@@ -2,8 +2,10 @@
 //! (load, unload, shutdown), a watchdog and statistics. Pure Rust; the napi
 //! layer in `crate::js` is one client, the bench binary another.
 
+mod cache_file;
 mod fault;
 mod heartbeat;
+mod prefix;
 mod request;
 mod sequence;
 mod slot;
@@ -21,8 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use request::{Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
+pub use request::{Action, Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
 pub use slot::ModelState;
+pub use prefix::PrefixSnapshot;
 pub use stats::{EngineStats, MemoryStats, ModelStats};
 use slot::{ModelSlot, SlotOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -54,6 +57,9 @@ pub struct EngineOptions {
     pub hang_timeout: Duration,
     /// Dense or quantized weights; default per platform (see `WeightFormat`).
     pub weight_format: WeightFormat,
+    /// Bytes of keys and values each model keeps for prefix reuse (0 turns
+    /// it off), within half of MLX's memory limit. Default 256 MiB.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +70,7 @@ impl Default for EngineOptions {
             default_timeout: None,
             hang_timeout: Duration::from_secs(30),
             weight_format: WeightFormat::for_platform(),
+            prefix_cache_bytes: 256 << 20,
         }
     }
 }
@@ -151,6 +158,7 @@ impl Engine {
                     max_batch_size: self.shared.options.max_batch_size,
                     max_queued: self.shared.options.max_queued,
                     format: self.shared.options.weight_format,
+                    prefix_cache_bytes: self.shared.options.prefix_cache_bytes,
                 };
                 models.insert(id.to_string(), ModelSlot::start(id.to_string(), PathBuf::from(path), options));
             }

@@ -23,6 +23,18 @@ pub enum Prompt {
     Messages(Vec<ChatMessage>),
 }
 
+/// What a request asks of the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Action {
+    /// Stream a completion of the prompt.
+    #[default]
+    Generate,
+    /// Prefill the prompt and write its keys and values to this file.
+    SaveCache(std::path::PathBuf),
+    /// Read a file written by `SaveCache` into the prefix cache.
+    LoadCache(std::path::PathBuf),
+}
+
 /// Validated parameters of one `generate` call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
@@ -33,6 +45,7 @@ pub struct GenerateParams {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub timeout: Option<Duration>,
+    pub action: Action,
 }
 
 /// Why a generation ended normally.
@@ -183,6 +196,7 @@ mod tests {
             sampling: SamplingParams::default(),
             stop: vec![],
             timeout: None,
+            action: Action::Generate,
         };
         Request::new(1, params)
     }

@@ -13,6 +13,9 @@ pub struct Sequence {
     pub request: Arc<Request>,
     pub sampler: Sampler,
     pub last_token: u32,
+    /// The prompt's ids and every token sampled since: what the cache row
+    /// holds, plus the last token (not yet fed to the model).
+    pub tokens: Vec<u32>,
     utf8: Utf8Stream,
     stops: StopMatcher,
     prompt_tokens: usize,
@@ -31,12 +34,14 @@ pub enum Progress {
 }
 
 impl Sequence {
-    pub fn new(request: Arc<Request>, sampler: Sampler, prompt_tokens: usize, max_tokens: usize, admitted: Instant) -> Self {
+    pub fn new(request: Arc<Request>, sampler: Sampler, prompt: Vec<u32>, max_tokens: usize, admitted: Instant) -> Self {
         let stops = StopMatcher::new(request.params.stop.clone());
+        let prompt_tokens = prompt.len();
         Sequence {
             request,
             sampler,
             last_token: 0,
+            tokens: prompt,
             utf8: Utf8Stream::default(),
             stops,
             prompt_tokens,
@@ -53,6 +58,7 @@ impl Sequence {
         let now = Instant::now();
         self.first_token.get_or_insert(now);
         self.last_token = token;
+        self.tokens.push(token);
         if tokenizer.is_end(token) {
             let rest = self.flush();
             if !rest.0.is_empty() && !self.request.send_token(rest.0, Vec::new()) {

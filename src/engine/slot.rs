@@ -15,7 +15,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{heartbeat::Heartbeat, lock, request::Request, stats::Throughput, worker};
+use super::{heartbeat::Heartbeat, lock, prefix::PrefixStats, request::Request, stats::Throughput, worker};
 use crate::{
     error::{Error, ErrorCode, Result},
     model::{LoadProgress, ModelInfo, WeightFormat},
@@ -58,6 +58,8 @@ pub struct SlotOptions {
     pub max_batch_size: usize,
     pub max_queued: usize,
     pub format: WeightFormat,
+    /// Bytes of keys and values kept for prefix reuse (0: off).
+    pub prefix_cache_bytes: usize,
 }
 
 /// Requests admitted by one worker, keyed by request id.
@@ -70,6 +72,8 @@ pub struct WorkerRef {
     pub active: ActiveSet,
     /// The bytes of the model this worker's load has read.
     pub progress: Arc<LoadProgress>,
+    /// This worker's prefix cache figures.
+    pub prefix: Arc<PrefixStats>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,13 +107,13 @@ impl ModelSlot {
             served: RwLock::new(None),
             queue: Mutex::new(Queue { items: VecDeque::new(), stopping: false }),
             queued_cv: Condvar::new(),
-            worker: Mutex::new(WorkerRef { generation: 0, heartbeat: Arc::default(), active: Arc::default(), progress: Arc::default(), thread: None }),
+            worker: Mutex::new(WorkerRef { generation: 0, heartbeat: Arc::default(), active: Arc::default(), progress: Arc::default(), prefix: Arc::default(), thread: None }),
             restarts: AtomicU32::new(0),
             abandoned: AtomicU32::new(0),
             throughput: Throughput::default(),
         });
         let mut w = lock(&slot.worker);
-        w.thread = Some(worker::spawn(slot.clone(), 0, w.heartbeat.clone(), w.active.clone(), w.progress.clone()));
+        w.thread = Some(worker::spawn(slot.clone(), 0, &w));
         drop(w);
         slot
     }
@@ -222,10 +226,11 @@ impl ModelSlot {
         w.heartbeat = Arc::default();
         w.active = Arc::default();
         w.progress = Arc::default();
+        w.prefix = Arc::default();
         if !matches!(self.state(), ModelState::Draining) {
             self.state.send_replace(ModelState::Loading);
         }
-        w.thread = Some(worker::spawn(self.clone(), w.generation, w.heartbeat.clone(), w.active.clone(), w.progress.clone()));
+        w.thread = Some(worker::spawn(self.clone(), w.generation, &w));
     }
 
     /// Watchdog side: is the current worker holding work without progress?
@@ -310,9 +315,9 @@ impl ModelSlot {
 
     pub fn stats(&self) -> super::stats::ModelStats {
         let (active, queued) = self.load();
-        let (heartbeat_ms_ago, load_progress) = {
+        let (heartbeat_ms_ago, load_progress, prefix_cache) = {
             let w = lock(&self.worker);
-            (w.heartbeat.ms_ago(), w.progress.get())
+            (w.heartbeat.ms_ago(), w.progress.get(), w.prefix.snapshot())
         };
         super::stats::ModelStats {
             id: self.id.clone(),
@@ -325,6 +330,7 @@ impl ModelSlot {
             tokens_per_second: self.throughput.per_second(),
             last_heartbeat_ms_ago: heartbeat_ms_ago,
             load_progress,
+            prefix_cache,
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct ModelStats {
     pub last_heartbeat_ms_ago: u64,
     /// `(bytes read, bytes in all)` of the weights by the current worker's load.
     pub load_progress: Option<(u64, u64)>,
+    /// The current worker's prefix cache.
+    pub prefix_cache: super::prefix::PrefixSnapshot,
 }
 
 /// MLX allocator figures, in bytes.

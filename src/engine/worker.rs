@@ -18,12 +18,14 @@ use std::{
 use mlx_rs::Array;
 
 use super::{
+    cache_file::{self, ModelIdentity},
     fault,
     heartbeat::Heartbeat,
     lock,
-    request::{Event, FinishReason, Prompt, Request, Timings, Usage},
+    prefix::{PrefixCache, PrefixStats},
+    request::{Action, Event, FinishReason, Prompt, Request, Timings, Usage},
     sequence::{Progress, Sequence},
-    slot::{ActiveSet, ModelSlot, Served},
+    slot::{ActiveSet, ModelSlot, Served, WorkerRef},
 };
 use crate::{
     error::{Error, ErrorCode, Result},
@@ -48,10 +50,11 @@ const PREFILL_GROUP_TOKENS: usize = 2048;
 const INTERLEAVED_CHUNK_MIN: usize = 16;
 const INTERLEAVED_CHUNK_FIRST: usize = 64;
 
-pub fn spawn(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>) -> JoinHandle<()> {
+pub fn spawn(slot: Arc<ModelSlot>, generation: u64, w: &WorkerRef) -> JoinHandle<()> {
+    let (heartbeat, active, progress, prefix) = (w.heartbeat.clone(), w.active.clone(), w.progress.clone(), w.prefix.clone());
     std::thread::Builder::new()
         .name(format!("mlx-serving:{}#{generation}", slot.id))
-        .spawn(move || run(slot, generation, heartbeat, active, progress))
+        .spawn(move || run(slot, generation, heartbeat, active, progress, prefix))
         .expect("spawning a worker thread")
 }
 
@@ -63,7 +66,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>) {
+fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>, prefix: Arc<PrefixStats>) {
     let span = tracing::info_span!("worker", model = %slot.id, generation);
     let _enter = span.enter();
     let loaded = match catch_unwind(AssertUnwindSafe(|| load_gguf_tracked(&slot.path, slot.options.format, &progress))) {
@@ -78,6 +81,9 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
     let cache = KvCache::batch(model.config.layers);
+    // Never more than half of what MLX may allocate.
+    let limit = mlx_rs::memory::memory_limit().unwrap_or(usize::MAX) / 2;
+    let prefix = PrefixCache::new(slot.options.prefix_cache_bytes.min(limit), prefix);
     let mut worker = Worker {
         slot: slot.clone(),
         generation,
@@ -92,6 +98,8 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         long: VecDeque::new(),
         last_step: None,
         prefill_per_token: None,
+        prefix,
+        identity: None,
     };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
@@ -145,6 +153,13 @@ impl PrefillJob {
         PrefillJob { group, pads, longest, cache, done: 0, logits: None }
     }
 
+    /// One prompt, starting after its first `hit.tokens` tokens, whose keys
+    /// and values come from the prefix cache.
+    fn resumed(p: Pending, hit: crate::engine::prefix::Hit) -> Self {
+        let longest = p.ids.len();
+        PrefillJob { group: vec![p], pads: vec![0], longest, cache: KvCache::from_prefix(hit.layers, hit.tokens as i32), done: hit.tokens, logits: None }
+    }
+
     fn is_complete(&self) -> bool {
         self.done >= self.longest
     }
@@ -179,6 +194,10 @@ struct Worker {
     /// token (smoothed): together they size interleaved prefill chunks.
     last_step: Option<std::time::Duration>,
     prefill_per_token: Option<std::time::Duration>,
+    /// Keys and values of recent sequences, for prompts that start the same way.
+    prefix: PrefixCache,
+    /// What a cache file must match; computed on first use.
+    identity: Option<ModelIdentity>,
 }
 
 impl Worker {
@@ -225,6 +244,9 @@ impl Worker {
         if indices.is_empty() {
             return;
         }
+        for &i in indices {
+            self.remember(i);
+        }
         let mut kept_rows = Vec::with_capacity(self.seqs.len());
         let mut active = lock(&self.active);
         for (i, seq) in std::mem::take(&mut self.seqs).into_iter().enumerate() {
@@ -238,6 +260,21 @@ impl Worker {
         drop(active);
         if let Err(e) = self.cache.retain(&kept_rows) {
             self.fail_all(&format!("compacting the cache failed: {}", e.message));
+        }
+    }
+
+    /// Keeps batch row `i`'s keys and values (its sequence is retiring) for prefix reuse.
+    fn remember(&mut self, i: usize) {
+        if !self.prefix.is_enabled() {
+            return;
+        }
+        let len = self.cache.len(i) as usize;
+        if len < crate::engine::prefix::MIN_TOKENS {
+            return;
+        }
+        match self.cache.row(i) {
+            Ok(layers) => self.prefix.insert(self.seqs[i].tokens[..len].to_vec(), layers),
+            Err(e) => tracing::warn!("keeping a finished sequence for reuse failed: {}", e.message),
         }
     }
 
@@ -291,9 +328,18 @@ impl Worker {
         let mut short = Vec::new();
         for request in admitted {
             lock(&self.active).insert(request.id, request.clone());
+            if let Action::LoadCache(path) = &request.params.action {
+                self.load_cache_file(&request, path);
+                self.forget(&request);
+                self.heartbeat.touch();
+                continue;
+            }
             match self.prepare(&request, now) {
-                Ok(Some(p)) if p.ids.len() <= PREFILL_CHUNK => short.push(p),
-                Ok(Some(p)) => self.long.push_back(PrefillJob::new(vec![p], self.cache_layers())),
+                Ok(Some(p)) => {
+                    if let Some(p) = self.start_alone(p) {
+                        short.push(p);
+                    }
+                }
                 Ok(None) => self.forget(&request),
                 Err(e) => {
                     request.end(Event::Error(e));
@@ -316,6 +362,78 @@ impl Worker {
         if !group.is_empty() {
             self.prefill(group);
         }
+    }
+
+    /// Starts a prompt that is not prefilled with others: one that reuses a
+    /// cached prefix, a cache file to write, or one longer than a chunk (queued
+    /// for `advance_long_prefill`). Gives back a short prompt to group.
+    fn start_alone(&mut self, p: Pending) -> Option<Pending> {
+        let hit = self.prefix.lookup(&p.ids);
+        let saving = matches!(p.request.params.action, Action::SaveCache(_));
+        let job = match hit {
+            Some(hit) => {
+                tracing::debug!(parent: &p.request.span, reused = hit.tokens, prompt_tokens = p.ids.len(), "prefix reused");
+                PrefillJob::resumed(p, hit)
+            }
+            None if saving || p.ids.len() > PREFILL_CHUNK => PrefillJob::new(vec![p], self.cache_layers()),
+            None => return Some(p),
+        };
+        if job.longest - job.done <= PREFILL_CHUNK {
+            self.run_job(job);
+        } else {
+            self.long.push_back(job);
+        }
+        None
+    }
+
+    /// Reads a cache file into the prefix cache and ends the request with
+    /// the number of tokens it holds.
+    fn load_cache_file(&mut self, request: &Arc<Request>, path: &std::path::Path) {
+        let _enter = request.span.enter();
+        let outcome = self.identity().and_then(|identity| {
+            if !self.prefix.is_enabled() {
+                return Err(Error::invalid("prefixCacheMb", "the prefix cache is off (0), so a cache file has nowhere to go"));
+            }
+            let budget = self.slot.options.prefix_cache_bytes as u64;
+            // Headroom for the file's header and token ids beyond the tensors.
+            cache_file::load(path, &identity, budget + (1 << 20))
+        });
+        match outcome {
+            Ok((tokens, layers)) => {
+                let n = tokens.len();
+                self.prefix.insert(tokens, layers);
+                let now = Instant::now();
+                request.end(Event::End {
+                    finish_reason: FinishReason::Length,
+                    usage: Usage { prompt_tokens: n, completion_tokens: 0 },
+                    timings: Timings { total_ms: now.duration_since(request.created).as_secs_f64() * 1000.0, ..Default::default() },
+                });
+            }
+            Err(e) => {
+                request.end(Event::Error(e));
+            }
+        }
+    }
+
+    /// The model's identity for cache files (its fingerprint costs a read of the file's header).
+    fn identity(&mut self) -> Result<ModelIdentity> {
+        if let Some(identity) = &self.identity {
+            return Ok(identity.clone());
+        }
+        let path = &self.slot.path;
+        let gguf = crate::model::load::gguf::Gguf::open(path).map_err(|e| Error::new(ErrorCode::ModelLoadFailed, format!("{}: {e}", path.display())))?;
+        let fingerprint = cache_file::fingerprint(path, gguf.data_start)?;
+        let info = &self.info;
+        let identity = ModelIdentity {
+            fingerprint,
+            layers: info.layers,
+            kv_heads: info.kv_heads,
+            head_dim: info.hidden_size / info.heads,
+            context_length: info.context_length,
+            vocab_size: info.vocab_size,
+        };
+        self.identity = Some(identity.clone());
+        Ok(identity)
     }
 
     fn forget(&self, request: &Request) {
@@ -371,7 +489,11 @@ impl Worker {
         for p in over {
             self.forget(&p.request);
         }
-        let mut job = PrefillJob::new(group, self.cache_layers());
+        self.run_job(PrefillJob::new(group, self.cache_layers()));
+    }
+
+    /// Prefills the whole job now, then joins it.
+    fn run_job(&mut self, mut job: PrefillJob) {
         let mut outcome = Ok(());
         while outcome.is_ok() && !job.is_complete() {
             outcome = self.prefill_chunk(&mut job, PREFILL_CHUNK);
@@ -419,6 +541,19 @@ impl Worker {
     /// A complete job: samples each prompt's first token and joins the
     /// sequences that go on into the batch. Whatever does not join has ended.
     fn join(&mut self, job: PrefillJob) {
+        if self.prefix.is_enabled() {
+            for (row, p) in job.group.iter().enumerate() {
+                if p.ids.len() >= crate::engine::prefix::MIN_TOKENS {
+                    match job.cache.row(row) {
+                        Ok(layers) => self.prefix.insert(p.ids.clone(), layers),
+                        Err(e) => tracing::warn!("keeping a prompt for reuse failed: {}", e.message),
+                    }
+                }
+            }
+        }
+        if let Some(Action::SaveCache(path)) = job.group.first().map(|p| p.request.params.action.clone()) {
+            return self.save_cache_file(job, path);
+        }
         let requests: Vec<Arc<Request>> = job.group.iter().map(|p| p.request.clone()).collect();
         let outcome = self.first_tokens(job).and_then(|(seqs, cache)| {
             self.cache.join(vec![cache])?;
@@ -436,6 +571,33 @@ impl Worker {
         }
     }
 
+    /// Writes a prefilled prompt's keys and values to `path` and ends its
+    /// request with the prompt's token count; nothing is sampled.
+    fn save_cache_file(&mut self, job: PrefillJob, path: std::path::PathBuf) {
+        let p = &job.group[0];
+        let _enter = p.request.span.enter();
+        let outcome = self.identity().and_then(|identity| {
+            let layers = job.cache.row(0)?;
+            cache_file::save(&path, &identity, &p.ids, &layers)
+        });
+        match outcome {
+            Ok(bytes) => {
+                tracing::debug!(bytes, tokens = p.ids.len(), "cache file written");
+                let now = Instant::now();
+                p.request.end(Event::End {
+                    finish_reason: FinishReason::Length,
+                    usage: Usage { prompt_tokens: p.ids.len(), completion_tokens: 0 },
+                    timings: Timings { total_ms: now.duration_since(p.request.created).as_secs_f64() * 1000.0, ..Default::default() },
+                });
+            }
+            Err(e) => {
+                p.request.end(Event::Error(e));
+            }
+        }
+        self.forget(&p.request);
+        self.heartbeat.touch();
+    }
+
     fn first_tokens(&mut self, job: PrefillJob) -> Result<(Vec<Sequence>, KvCache)> {
         let PrefillJob { group, mut cache, logits, .. } = job;
         let Some(logits) = logits else {
@@ -445,11 +607,13 @@ impl Worker {
         let data = logits.as_slice::<f32>();
         let (mut seqs, mut rows, size) = (Vec::new(), Vec::new(), group.len());
         for (row, p) in group.into_iter().enumerate() {
-            let _enter = p.request.span.enter();
+            let span = p.request.span.clone();
+            let _enter = span.enter();
             let mut sampler = Sampler::new(p.request.params.sampling.clone(), &p.ids);
             let token = sampler.sample(&data[row * vocab..(row + 1) * vocab]);
-            let mut seq = Sequence::new(p.request.clone(), sampler, p.ids.len(), p.max_tokens, p.admitted);
-            tracing::debug!(prompt_tokens = p.ids.len(), group = size, "prefilled");
+            let prompt_tokens = p.ids.len();
+            let mut seq = Sequence::new(p.request.clone(), sampler, p.ids, p.max_tokens, p.admitted);
+            tracing::debug!(prompt_tokens, group = size, "prefilled");
             // Counted before delivery, so stats never lag behind what a caller saw.
             self.slot.throughput.record(1);
             if seq.accept(token, &self.tokenizer) == Progress::Continue {

@@ -91,6 +91,25 @@ pub struct ModelStatsJs {
     pub last_heartbeat_ms_ago: f64,
     /// How much of its weights the current worker's load has read (complete once ready).
     pub load_progress: Option<LoadProgressJs>,
+    /// Keys and values kept for prefix reuse by the current worker.
+    pub prefix_cache: PrefixCacheStatsJs,
+}
+
+#[napi(object)]
+pub struct PrefixCacheStatsJs {
+    /// Sequences held.
+    pub entries: u32,
+    /// Tokens held, over all entries.
+    pub cached_tokens: f64,
+    pub bytes: f64,
+    /// Prompts that started from a cached prefix.
+    pub hits: f64,
+    /// Prompts that found no cached prefix (of at least 32 tokens).
+    pub misses: f64,
+    /// Prompt tokens not prefilled thanks to hits.
+    pub tokens_reused: f64,
+    /// Entries dropped to stay within the budget.
+    pub evictions: f64,
 }
 
 #[napi(object)]
@@ -258,6 +277,15 @@ impl EngineCore {
                     tokens_per_second: m.tokens_per_second,
                     last_heartbeat_ms_ago: m.last_heartbeat_ms_ago as f64,
                     load_progress: m.load_progress.map(|(read, total)| LoadProgressJs { bytes_read: read as f64, total_bytes: total as f64 }),
+                    prefix_cache: PrefixCacheStatsJs {
+                        entries: m.prefix_cache.entries as u32,
+                        cached_tokens: m.prefix_cache.cached_tokens as f64,
+                        bytes: m.prefix_cache.bytes as f64,
+                        hits: m.prefix_cache.hits as f64,
+                        misses: m.prefix_cache.misses as f64,
+                        tokens_reused: m.prefix_cache.tokens_reused as f64,
+                        evictions: m.prefix_cache.evictions as f64,
+                    },
                 })
                 .collect(),
             memory: MemoryStatsJs {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::{
-    engine::{EngineOptions, GenerateParams, Prompt},
+    engine::{Action, EngineOptions, GenerateParams, Prompt},
     error::{Error, Result},
     sampling::SamplingParams,
     tokenizer::ChatMessage,
@@ -22,6 +22,7 @@ pub struct EngineOptionsInput {
     pub max_queued: Option<f64>,
     pub default_timeout_ms: Option<f64>,
     pub hang_timeout_ms: Option<f64>,
+    pub prefix_cache_mb: Option<f64>,
 }
 
 #[napi(object)]
@@ -44,6 +45,10 @@ pub struct GenerateInput {
     pub seed: Option<f64>,
     pub stop: Option<Vec<String>>,
     pub timeout_ms: Option<f64>,
+    /// Prefill the prompt and write its cache to this file instead of generating.
+    pub save_cache: Option<String>,
+    /// Read this cache file into the model's prefix cache (no prompt).
+    pub load_cache: Option<String>,
 }
 
 fn count(field: &str, v: f64, min: f64, max: f64) -> Result<usize> {
@@ -82,6 +87,9 @@ impl EngineOptionsInput {
         if let Some(v) = self.hang_timeout_ms {
             o.hang_timeout = millis("hangTimeoutMs", v)?;
         }
+        if let Some(v) = self.prefix_cache_mb {
+            o.prefix_cache_bytes = count("prefixCacheMb", v, 0.0, 1048576.0)? << 20;
+        }
         Ok(o)
     }
 }
@@ -89,6 +97,31 @@ impl EngineOptionsInput {
 impl GenerateInput {
     pub fn validate(self) -> Result<GenerateParams> {
         validate_model_id("model", &self.model)?;
+        let path = |field: &str, p: String| -> Result<std::path::PathBuf> {
+            if p.is_empty() || p.contains('\0') {
+                return Err(Error::invalid(field, "must be a non-empty path"));
+            }
+            Ok(p.into())
+        };
+        let action = match (self.save_cache, self.load_cache) {
+            (None, None) => Action::Generate,
+            (Some(p), None) => Action::SaveCache(path("path", p)?),
+            (None, Some(p)) => {
+                if self.prompt.is_some() || self.messages.is_some() {
+                    return Err(Error::invalid("prompt", "loading a cache file takes no prompt"));
+                }
+                return Ok(GenerateParams {
+                    model: self.model,
+                    prompt: Prompt::Text(String::new()),
+                    max_tokens: None,
+                    sampling: SamplingParams::default(),
+                    stop: Vec::new(),
+                    timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
+                    action: Action::LoadCache(path("path", p)?),
+                });
+            }
+            (Some(_), Some(_)) => return Err(Error::invalid("path", "save or load, not both")),
+        };
         let prompt = match (self.prompt, self.messages) {
             (Some(p), None) => Prompt::Text(p),
             (None, Some(m)) => {
@@ -147,6 +180,7 @@ impl GenerateInput {
             sampling: s,
             stop,
             timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
+            action,
         })
     }
 }

@@ -82,6 +82,27 @@ impl KvCache {
         KvCache { layers: (0..layers).map(|_| None).collect(), pads, end: 0 }
     }
 
+    /// A one-row cache holding a sequence's first positions already: per
+    /// layer, keys and values [1, kv_heads, len, head_dim] (a reused prefix).
+    pub fn from_prefix(layers: Vec<(Array, Array)>, len: i32) -> Self {
+        KvCache { layers: layers.into_iter().map(Some).collect(), pads: vec![0], end: len }
+    }
+
+    /// A copy of `row`'s positions, per layer: keys and values
+    /// [1, kv_heads, len, head_dim], evaluated and holding no other row's data.
+    pub fn row(&self, row: usize) -> Result<Vec<(Array, Array)>> {
+        let (r, pad) = (row as i32, self.pads[row]);
+        let mut out = Vec::with_capacity(self.layers.len());
+        for slot in &self.layers {
+            let (k, v) = slot.as_ref().ok_or_else(|| crate::error::Error::internal("copying a row of an unfilled cache"))?;
+            let copy = |a: &Array| a.index((r..r + 1, .., pad..self.end, ..)).contiguous();
+            out.push((copy(k)?, copy(v)?));
+        }
+        let arrays: Vec<&Array> = out.iter().flat_map(|(k, v)| [k, v]).collect();
+        mlx_rs::transforms::eval(arrays)?;
+        Ok(out)
+    }
+
     /// An empty batch, which sequences join after their prefill.
     pub fn batch(layers: usize) -> Self {
         KvCache::with_rows(layers, Vec::new())
