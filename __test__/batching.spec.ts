@@ -120,22 +120,25 @@ describe('continuous batching', () => {
   // A ceiling for "it hung": on a busy 2-core machine this takes minutes.
   it('running streams keep flowing while a long prompt prefills, and the long prompt gives the same result as alone', { timeout: 900_000 }, async () => {
     const long = { model: MODEL, prompt: 'The quick brown fox jumps over the lazy dog. '.repeat(70) + 'Summary:', maxTokens: 4 }
-    const alone = await drain(engine.generate(long))
     const running = drain(engine.generate({ model: MODEL, prompt: '1, 2, 3, 4, 5, 6, 7, 8, 9, 10,', maxTokens: 200 }))
     await waitFor(() => engine.stats().models[0].tokensGenerated > 0 && engine.stats().models[0].activeRequests === 1, 'the first stream decodes')
     // Tokens generated (counted as they are made, before delivery) between the
     // long prompt's submission and its first token went to the running stream.
     const generated = () => engine.stats().models[0].tokensGenerated
+    const hits = engine.stats().models[0].prefixCache.hits
     const submitted = generated()
     const stream = engine.generate(long)
     const first = await stream.next()
     const during = generated() - submitted - 1
     const longIds = [...(first.value as { tokenIds: number[] }).tokenIds, ...(await drain(stream)).ids]
     await running
+    // Prefilled from scratch (nothing cached matched it).
+    expect(engine.stats().models[0].prefixCache.hits).toBe(hits)
     // The prompt (~700 tokens) is prefilled in chunks between the running
     // stream's decode steps, so that stream got tokens all along; prefilled
     // at once, it would have got at most the one step already under way.
     expect(during).toBeGreaterThan(5)
+    const alone = await drain(engine.generate(long))
     expect(longIds).toEqual(alone.ids)
   })
 })

@@ -29,6 +29,8 @@ const workload = {
   decodeTokens: 128,
   ttftPrompts: { 32: tok(longText).slice(0, 32), 512: tok(longText).slice(0, 512) },
   longPrompt: tok(longText).slice(0, 4096),
+  // Conversation histories of 2000 tokens, one per repeat, none sharing a start.
+  histories: [0, 1, 2, 3, 4].map((i) => tok(longText).slice(600 * i, 600 * i + 2000)),
   streamPrefixes: Array.from({ length: 16 }, (_, i) => tok(`Sequence ${i + 1}: `)),
   streamTokens: 64,
   streams: [1, 4, 8, 16],
@@ -71,6 +73,10 @@ function runChild(name, cmd, args, env = {}) {
 const results = {}
 log('mlx-serving (Node)')
 results.ours = runChild('ours', process.execPath, [path.join(bench, 'engines', 'ours.mjs'), JSON.stringify(workload)])
+log('mlx-serving: conversation turn 2 with prefix reuse')
+results.conversation = runChild('ours-conversation', process.execPath, [path.join(bench, 'engines', 'ours.mjs'), JSON.stringify(workload)], {
+  BENCH_SCENARIO: 'conversation',
+}).conversation
 log('node-llama-cpp')
 results.llamacpp = runChild('llamacpp', process.execPath, [path.join(bench, 'engines', 'llamacpp.mjs'), JSON.stringify(workload)])
 log('mlx-lm')
@@ -144,7 +150,12 @@ if (sm) {
   md += `(p99 ${f(sm.p99GapAloneMs, 0)} ms), p99 ${f(sm.p99GapDuringMs, 0)} ms while it prefills (${ratio(sm.p99GapDuringMs, sm.medianGapMs)} the median; target <= 3x); `
   md += `its first token after ${f(sm.longTtftMs / 1000, 1)} s.\n`
 }
-for (const [name, r] of [...engines, ['overhead pairing', o]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
+const cv = results.conversation
+if (cv) {
+  md += `Conversation turn 2 (history of ${cv.runs[0].historyTokens} tokens + a 32-token answer, turn 2 of ${cv.runs[0].turn2Tokens} tokens): `
+  md += `first token ${f(cv.warmMs, 0)} ms with prefix reuse (${cv.runs[0].reused} tokens reused) vs ${f(cv.coldMs, 0)} ms cold (${(100 * cv.ratio).toFixed(1)}%; target <= 15%).\n`
+}
+for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nMachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 
 const out = path.join(bench, 'results')

@@ -7,9 +7,47 @@ const require = createRequire(import.meta.url)
 const { Engine } = require('../../lib/index.js')
 const work = JSON.parse(process.argv[2])
 
-const engine = await Engine.create({ maxBatchSize: Math.max(...work.streams) })
+// Every figure but the conversation's is of cold prompts: prefix reuse off.
+let engine = await Engine.create({ maxBatchSize: Math.max(...work.streams), prefixCacheMb: 0 })
 await engine.loadModel({ id: 'm', path: work.model })
 const prompt = (ids) => engine.detokenize('m', ids)
+
+if (process.env.BENCH_SCENARIO === 'conversation') {
+  // Turn 2 of a conversation whose turn 1 had a long history: first token
+  // with prefix reuse (turn 1 and its answer cached) vs the same prompt cold.
+  // Each repeat uses another history, so turn 1 itself is always cold.
+  const turn2 = []
+  for (let i = 0; i < work.repeats; i++) {
+    const history = prompt(work.histories[i]) + '\n\nQuestion: what is this text about?\nAnswer:'
+    engine = await reload(engine, 0)
+    const answer = await collect(history, 32)
+    const next = history + answer.text + '\n\nQuestion: and who is it for?\nAnswer:'
+    const cold = await collect(next, 1)
+    engine = await reload(engine, 1024)
+    await collect(history, 32)
+    const warm = await collect(next, 1)
+    const reused = engine.stats().models[0].prefixCache.tokensReused
+    turn2.push({ historyTokens: work.histories[i].length, turn2Tokens: warm.promptTokens, reused, coldMs: cold.ttftMs, warmMs: warm.ttftMs })
+  }
+  await engine.shutdown()
+  const coldMs = median(turn2.map((t) => t.coldMs))
+  const warmMs = median(turn2.map((t) => t.warmMs))
+  console.log(JSON.stringify({ conversation: { runs: turn2, coldMs, warmMs, ratio: warmMs / coldMs } }))
+  process.exit(0)
+}
+
+async function reload(old, prefixCacheMb) {
+  await old.shutdown()
+  const e = await Engine.create({ prefixCacheMb })
+  await e.loadModel({ id: 'm', path: work.model })
+  return e
+}
+
+async function collect(text, maxTokens) {
+  const started = performance.now()
+  const r = await engine.generate({ model: 'm', prompt: text, maxTokens }).collect()
+  return { text: r.text, promptTokens: r.usage.promptTokens, ttftMs: r.timings.ttftMs ?? performance.now() - started }
+}
 
 async function run(ids, maxTokens) {
   const started = performance.now()

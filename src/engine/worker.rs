@@ -272,7 +272,11 @@ impl Worker {
         if len < crate::engine::prefix::MIN_TOKENS {
             return;
         }
-        match self.cache.row(i) {
+        let copied = self.cache.row(i).and_then(|layers| {
+            mlx_rs::transforms::eval(layers.iter().flat_map(|(k, v)| [k, v]))?;
+            Ok(layers)
+        });
+        match copied {
             Ok(layers) => self.prefix.insert(self.seqs[i].tokens[..len].to_vec(), layers),
             Err(e) => tracing::warn!("keeping a finished sequence for reuse failed: {}", e.message),
         }
@@ -541,19 +545,34 @@ impl Worker {
     /// A complete job: samples each prompt's first token and joins the
     /// sequences that go on into the batch. Whatever does not join has ended.
     fn join(&mut self, job: PrefillJob) {
+        // Copies of the prompts' keys and values for reuse, made (evaluated)
+        // once the first tokens went out.
+        let mut keep = Vec::new();
         if self.prefix.is_enabled() {
             for (row, p) in job.group.iter().enumerate() {
                 if p.ids.len() >= crate::engine::prefix::MIN_TOKENS {
                     match job.cache.row(row) {
-                        Ok(layers) => self.prefix.insert(p.ids.clone(), layers),
+                        Ok(layers) => keep.push((p.ids.clone(), layers)),
                         Err(e) => tracing::warn!("keeping a prompt for reuse failed: {}", e.message),
                     }
                 }
             }
         }
         if let Some(Action::SaveCache(path)) = job.group.first().map(|p| p.request.params.action.clone()) {
-            return self.save_cache_file(job, path);
+            self.save_cache_file(job, path);
+        } else {
+            self.join_batch(job);
         }
+        for (ids, layers) in keep {
+            let arrays: Vec<&Array> = layers.iter().flat_map(|(k, v)| [k, v]).collect();
+            match mlx_rs::transforms::eval(arrays) {
+                Ok(()) => self.prefix.insert(ids, layers),
+                Err(e) => tracing::warn!("keeping a prompt for reuse failed: {e}"),
+            }
+        }
+    }
+
+    fn join_batch(&mut self, job: PrefillJob) {
         let requests: Vec<Arc<Request>> = job.group.iter().map(|p| p.request.clone()).collect();
         let outcome = self.first_tokens(job).and_then(|(seqs, cache)| {
             self.cache.join(vec![cache])?;

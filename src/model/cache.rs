@@ -89,7 +89,8 @@ impl KvCache {
     }
 
     /// A copy of `row`'s positions, per layer: keys and values
-    /// [1, kv_heads, len, head_dim], evaluated and holding no other row's data.
+    /// [1, kv_heads, len, head_dim], holding no other row's data. Lazy: the
+    /// copy happens when the arrays are evaluated.
     pub fn row(&self, row: usize) -> Result<Vec<(Array, Array)>> {
         let (r, pad) = (row as i32, self.pads[row]);
         let mut out = Vec::with_capacity(self.layers.len());
@@ -98,8 +99,6 @@ impl KvCache {
             let copy = |a: &Array| a.index((r..r + 1, .., pad..self.end, ..)).contiguous();
             out.push((copy(k)?, copy(v)?));
         }
-        let arrays: Vec<&Array> = out.iter().flat_map(|(k, v)| [k, v]).collect();
-        mlx_rs::transforms::eval(arrays)?;
         Ok(out)
     }
 
