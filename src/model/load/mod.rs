@@ -107,17 +107,7 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
     // pairs; qwen2's are stored as trained, for RoPE over halves.
     let rope_traditional = arch != "qwen2";
-    let spec = TokenizerSpec {
-        model: meta.string("tokenizer.ggml.model").map_err(fail)?.unwrap_or_default(),
-        pre: meta.string("tokenizer.ggml.pre").map_err(fail)?.unwrap_or_default(),
-        tokens: meta.strings("tokenizer.ggml.tokens").map_err(fail)?.unwrap_or_default(),
-        merges: meta.strings("tokenizer.ggml.merges").map_err(fail)?.unwrap_or_default(),
-        token_types: meta.ints("tokenizer.ggml.token_type").map_err(fail)?.unwrap_or_default(),
-        bos: meta.id("tokenizer.ggml.bos_token_id").map_err(fail)?,
-        eos: meta.id("tokenizer.ggml.eos_token_id").map_err(fail)?,
-        eot: meta.id("tokenizer.ggml.eot_token_id").map_err(fail)?,
-        add_bos: meta.number("tokenizer.ggml.add_bos_token").map_err(fail)?.is_some_and(|v| v != 0.0),
-    };
+    let spec = tokenizer_spec(&meta).map_err(fail)?;
     let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
     let template_source = meta.string("tokenizer.chat_template").map_err(fail)?;
     let template = match &template_source {
@@ -218,6 +208,32 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     };
     let model = Llama { config, embed, blocks, norm: final_norm, output };
     Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
+}
+
+/// What the file says about its tokenizer.
+fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec, String> {
+    Ok(TokenizerSpec {
+        model: meta.string("tokenizer.ggml.model")?.unwrap_or_default(),
+        pre: meta.string("tokenizer.ggml.pre")?.unwrap_or_default(),
+        tokens: meta.strings("tokenizer.ggml.tokens")?.unwrap_or_default(),
+        merges: meta.strings("tokenizer.ggml.merges")?.unwrap_or_default(),
+        scores: meta.floats("tokenizer.ggml.scores")?.unwrap_or_default(),
+        token_types: meta.ints("tokenizer.ggml.token_type")?.unwrap_or_default(),
+        // llama.cpp's default for SentencePiece vocabularies that do not say.
+        add_space_prefix: meta.number("tokenizer.ggml.add_space_prefix")?.is_none_or(|v| v != 0.0),
+        bos: meta.id("tokenizer.ggml.bos_token_id")?,
+        eos: meta.id("tokenizer.ggml.eos_token_id")?,
+        eot: meta.id("tokenizer.ggml.eot_token_id")?,
+        add_bos: meta.number("tokenizer.ggml.add_bos_token")?.is_some_and(|v| v != 0.0),
+    })
+}
+
+/// The tokenizer of a GGUF file alone (tests compare it with llama.cpp's).
+#[cfg(test)]
+pub(crate) fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let gguf = Gguf::open(path).map_err(|e| load_failed(path, e))?;
+    let spec = tokenizer_spec(&Metadata { gguf: &gguf }).map_err(|e| load_failed(path, e))?;
+    Tokenizer::from_spec(&spec)
 }
 
 /// The tensor `name`, which must have `shape` (MLX order).
@@ -339,6 +355,15 @@ impl Metadata<'_> {
             None => Ok(None),
             Some(v) if v >= 0.0 && v <= u32::MAX as f64 && v.fract() == 0.0 => Ok(Some(v as u32)),
             Some(v) => Err(format!("metadata {key} = {v} is not a token id")),
+        }
+    }
+
+    fn floats(&self, key: &str) -> Result<Option<Vec<f32>>, String> {
+        match self.gguf.get(key) {
+            None => Ok(None),
+            Some(Value::Array(ArrayValue::F32(v))) => Ok(Some(v.clone())),
+            Some(Value::Array(a)) if a.is_empty() => Ok(Some(Vec::new())),
+            Some(_) => Err(format!("metadata {key} is not an array of f32")),
         }
     }
 
