@@ -77,7 +77,7 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     tracing::info!(load_ms = loaded.info.load_ms, "model ready");
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
-    let cache = KvCache::batch(model.config.layers);
+    let cache = KvCache::batch(model.layers());
     let mut worker = Worker {
         slot: slot.clone(),
         generation,
@@ -166,7 +166,7 @@ struct Worker {
     generation: u64,
     heartbeat: Arc<Heartbeat>,
     active: ActiveSet,
-    model: Option<crate::model::Llama>,
+    model: Option<crate::model::Model>,
     tokenizer: Arc<crate::tokenizer::Tokenizer>,
     template: Option<Arc<crate::tokenizer::ChatTemplate>>,
     info: crate::model::ModelInfo,
@@ -254,7 +254,7 @@ impl Worker {
     }
 
     fn cache_layers(&self) -> usize {
-        self.model.as_ref().map_or(0, |m| m.config.layers)
+        self.model.as_ref().map_or(0, |m| m.layers())
     }
 
     /// Tokens of a long prompt to prefill before the next decode step.

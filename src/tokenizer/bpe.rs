@@ -67,18 +67,19 @@ pub(super) fn unsupported(what: String) -> Error {
 
 impl Tokenizer {
     pub fn from_spec(spec: &TokenizerSpec) -> Result<Self> {
+        if !matches!(spec.model.as_str(), "gpt2" | "llama") {
+            return Err(unsupported(format!(
+                "tokenizer model '{}' is not supported (gpt2 byte-level BPE, llama SentencePiece)",
+                spec.model
+            )));
+        }
         if spec.tokens.is_empty() {
             return Err(unsupported("GGUF has no tokenizer.ggml.tokens".into()));
         }
         let is_special = |i: usize| matches!(spec.token_types.get(i), Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED));
         let (mut inner, token_bytes) = match spec.model.as_str() {
-            "gpt2" => byte_level_bpe(spec, is_special)?,
             "llama" => super::spm::build(spec)?,
-            other => {
-                return Err(unsupported(format!(
-                    "tokenizer model '{other}' is not supported (gpt2 byte-level BPE, llama SentencePiece)"
-                )))
-            }
+            _ => byte_level_bpe(spec, is_special)?,
         };
         let specials: Vec<AddedToken> = (0..spec.tokens.len())
             .filter(|&i| is_special(i))
