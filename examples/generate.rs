@@ -10,7 +10,7 @@ fn main() {
     let prompt = m.template.as_ref().unwrap().render(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]).unwrap();
     let ids = m.tokenizer.encode(&prompt).unwrap();
     eprintln!("prompt {} tokens: {:?}", ids.len(), ids);
-    let mut cache = KvCache::new(m.model.config.layers);
+    let mut cache = KvCache::new(m.model.layers());
     let t = Instant::now();
     let x = Array::from_slice(&ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[1, ids.len() as i32]);
     let logits = m.model.forward(&x, &mut cache).unwrap();

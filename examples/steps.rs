@@ -15,7 +15,7 @@ fn main() {
     let batches: Vec<usize> = args.get(1).map_or(vec![1, 4, 8, 16], |s| s.split(',').map(|b| b.parse().unwrap()).collect());
     let steps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(32);
     let model = load_gguf(path.as_ref(), WeightFormat::for_platform()).expect("load").model;
-    let layers = model.config.layers;
+    let layers = model.layers();
 
     let prefills: &[usize] = if std::env::var_os("STEPS_DECODE_ONLY").is_some() { &[] } else { &[32, 128, 512] };
     let prefills: Vec<usize> = std::env::var("STEPS_PREFILL").ok().map_or(prefills.to_vec(), |s| s.split(',').map(|b| b.parse().unwrap()).collect());

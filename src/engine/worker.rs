@@ -80,7 +80,7 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     tracing::info!(load_ms = loaded.info.load_ms, "model ready");
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
-    let cache = KvCache::batch(model.config.layers);
+    let cache = KvCache::batch(model.layers());
     // Never more than half of what MLX may allocate.
     let limit = mlx_rs::memory::memory_limit().unwrap_or(usize::MAX) / 2;
     let prefix = PrefixCache::new(slot.options.prefix_cache_bytes.min(limit), prefix);
@@ -181,7 +181,7 @@ struct Worker {
     generation: u64,
     heartbeat: Arc<Heartbeat>,
     active: ActiveSet,
-    model: Option<crate::model::Llama>,
+    model: Option<crate::model::Model>,
     tokenizer: Arc<crate::tokenizer::Tokenizer>,
     template: Option<Arc<crate::tokenizer::ChatTemplate>>,
     info: crate::model::ModelInfo,
@@ -295,7 +295,7 @@ impl Worker {
     }
 
     fn cache_layers(&self) -> usize {
-        self.model.as_ref().map_or(0, |m| m.config.layers)
+        self.model.as_ref().map_or(0, |m| m.layers())
     }
 
     /// Tokens of a long prompt to prefill before the next decode step.
@@ -432,7 +432,7 @@ impl Worker {
             fingerprint,
             layers: info.layers,
             kv_heads: info.kv_heads,
-            head_dim: info.hidden_size / info.heads,
+            head_dim: info.head_dim,
             context_length: info.context_length,
             vocab_size: info.vocab_size,
         };

@@ -57,15 +57,36 @@ pub enum Positions {
     PerRow(Array),
 }
 
+/// A rotary position embedding's parameters.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// Leading dimensions of each head that rotate (all of them here).
+    pub dims: i32,
+    pub base: f32,
+    /// Positions are multiplied by this (linear RoPE scaling: 1 / factor).
+    pub scale: f32,
+    /// Rotate adjacent pairs (llama in GGUF, whose q/k rows llama.cpp's
+    /// converter permuted for it) rather than the two halves of each head
+    /// (NeoX style: qwen2, gemma3).
+    pub traditional: bool,
+    /// Per-pair periods `base^(2i/dims)` already adjusted (llama 3's scaling
+    /// by `rope_freqs`); they replace `base`.
+    pub periods: Option<Array>,
+}
+
+impl Rope {
+    pub fn new(dims: i32, base: f32, traditional: bool) -> Self {
+        Rope { dims, base, scale: 1.0, traditional, periods: None }
+    }
+}
+
 impl Positions {
-    /// Rotary position embedding of `x` ([rows, heads, len, head_dim]):
-    /// `traditional` rotates adjacent pairs (llama in GGUF, whose q/k rows
-    /// llama.cpp's converter permuted for it), otherwise the two halves of
-    /// each head (NeoX style: qwen2).
-    pub fn rope(&self, x: &Array, dims: i32, base: f32, traditional: bool) -> Result<Array> {
+    /// Rotary position embedding of `x` ([rows, heads, len, head_dim]).
+    pub fn rope(&self, x: &Array, r: &Rope) -> Result<Array> {
+        let base = if r.periods.is_some() { None } else { Some(r.base) };
         Ok(match self {
-            Positions::Single(offset) => rope(x, dims, traditional, base, 1.0, *offset, None)?,
-            Positions::PerRow(offsets) => rope_dynamic(x, dims, traditional, base, 1.0, offsets, None)?,
+            Positions::Single(offset) => rope(x, r.dims, r.traditional, base, r.scale, *offset, r.periods.as_ref())?,
+            Positions::PerRow(offsets) => rope_dynamic(x, r.dims, r.traditional, base, r.scale, offsets, r.periods.as_ref())?,
         })
     }
 }
@@ -129,18 +150,28 @@ impl KvCache {
     /// no softmax row is empty (its output is never read). `explicit` asks
     /// for an array even where `Causal` would do.
     pub fn mask(&self, len: i32, explicit: bool) -> Mask {
+        self.window_mask(len, explicit, None)
+    }
+
+    /// [`KvCache::mask`] for sliding-window attention: with `Some(window)`,
+    /// a position also sees only itself and the `window - 1` positions
+    /// before it.
+    pub fn window_mask(&self, len: i32, explicit: bool, window: Option<i32>) -> Mask {
         let unpadded = self.pads.iter().all(|&p| p == 0);
-        match (len, unpadded) {
-            (1, true) => return Mask::None,
-            (_, true) if self.rows() == 1 && !explicit => return Mask::Causal,
+        // The farthest a query looks back is `end + len - 1` columns.
+        let window = window.filter(|&w| self.end + len > w);
+        match (len, unpadded, window) {
+            (1, true, None) => return Mask::None,
+            (_, true, None) if self.rows() == 1 && !explicit => return Mask::Causal,
             _ => {}
         }
+        let reach = window.unwrap_or(i32::MAX);
         let columns = self.end + len;
         let mut used = Vec::with_capacity(self.rows() * (len * columns) as usize);
         for &pad in &self.pads {
             for i in 0..len {
                 let position = self.end + i;
-                used.extend((0..columns).map(|c| c == position || (c <= position && c >= pad)));
+                used.extend((0..columns).map(|c| c == position || (c <= position && c >= pad && position - c < reach)));
             }
         }
         Mask::Rows(Array::from_slice(&used, &[self.rows() as i32, 1, len, columns]))

@@ -1,15 +1,20 @@
 //! Models on mlx-rs: weights loaded from GGUF, a KV cache, and architectures
-//! as plain data plus `forward`. Nothing here knows about requests or threads.
+//! as plain data plus `forward` ([`arch`]). Nothing here knows about requests
+//! or threads.
 
+pub mod arch;
 mod cache;
 pub mod load;
 mod linear;
-mod llama;
 
+pub use arch::{
+    gemma3::{Gemma3, Gemma3Config},
+    llama::{Llama, LlamaConfig},
+    Model,
+};
 pub use cache::KvCache;
 pub use load::{load_gguf, load_gguf_tracked, LoadProgress, LoadedModel, ModelInfo};
 pub use linear::WeightFormat;
-pub use llama::{Llama, LlamaConfig};
 
 #[cfg(test)]
 mod tests;

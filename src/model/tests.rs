@@ -1,16 +1,28 @@
-//! The batch cache against the real model: prompts prefilled side by side
+//! The batch cache against real models: prompts prefilled side by side
 //! (padded on the left) and decoded together must match each prompt alone.
+//! SmolLM2 (llama) always; Gemma 3 (sliding-window layers) when
+//! `scripts/setup.sh --gemma3` has fetched it.
 
 use std::path::PathBuf;
 
 use mlx_rs::Array;
 
-use super::{load_gguf, KvCache, Llama, WeightFormat};
+use super::{load_gguf, KvCache, Model, WeightFormat};
 
-fn model() -> Llama {
+fn model() -> Model {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(path.exists(), "{} is missing: run scripts/setup.sh", path.display());
     load_gguf(&path, WeightFormat::for_platform()).expect("the default model loads").model
+}
+
+/// Gemma 3 270M, or `None` (with a note) when it was not fetched.
+fn gemma3() -> Option<Model> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/gemma-3-270m-q4_k_m.gguf");
+    if !path.exists() {
+        eprintln!("skipped: {} is missing (scripts/setup.sh --gemma3)", path.display());
+        return None;
+    }
+    Some(load_gguf(&path, WeightFormat::for_platform()).expect("gemma3 loads").model)
 }
 
 fn rows(logits: &Array) -> Vec<Vec<f32>> {
@@ -25,8 +37,8 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 }
 
 /// Alone: prefill, then `steps` greedy decode steps; every step's logits.
-fn alone(model: &Llama, prompt: &[i32], steps: usize) -> Vec<Vec<f32>> {
-    let mut cache = KvCache::new(model.config.layers);
+fn alone(model: &Model, prompt: &[i32], steps: usize) -> Vec<Vec<f32>> {
+    let mut cache = KvCache::new(model.layers());
     let mut out = vec![rows(&model.forward(&Array::from_slice(prompt, &[1, prompt.len() as i32]), &mut cache).unwrap()).remove(0)];
     for _ in 0..steps {
         let token = crate::sampling::argmax(out.last().unwrap()) as i32;
@@ -37,9 +49,31 @@ fn alone(model: &Llama, prompt: &[i32], steps: usize) -> Vec<Vec<f32>> {
 
 #[test]
 fn padded_prefill_and_batched_decode_match_each_prompt_alone() {
-    let model = model();
-    let layers = model.config.layers;
-    let prompts: Vec<Vec<i32>> = vec![(1..=9).collect(), (200..203).collect(), (40..60).collect()];
+    batched_matches_alone(&model(), 0);
+}
+
+#[test]
+fn gemma3_batched_matches_alone() {
+    if let Some(model) = gemma3() {
+        batched_matches_alone(&model, 1000);
+    }
+}
+
+/// Gemma 3 with its sliding window narrowed to 8 positions, so that the
+/// window hides columns in padded prefill, in batched decode and after a
+/// row leaves the batch.
+#[test]
+fn gemma3_narrow_window_batched_matches_alone() {
+    let Some(mut model) = gemma3() else { return };
+    let Model::Gemma3(g) = &mut model else { panic!("gemma3 loads as Gemma3") };
+    g.config.sliding_window = 8;
+    batched_matches_alone(&model, 1000);
+}
+
+/// Three prompts (token ids from `base`) of 9, 3 and 20 tokens.
+fn batched_matches_alone(model: &Model, base: i32) {
+    let layers = model.layers();
+    let prompts: Vec<Vec<i32>> = vec![(base + 1..=base + 9).collect(), (base + 200..base + 203).collect(), (base + 40..base + 60).collect()];
     let steps = 6;
     let expected: Vec<Vec<Vec<f32>>> = prompts.iter().map(|p| alone(&model, p, steps)).collect();
 
@@ -84,4 +118,28 @@ fn joining_empty_caches_changes_nothing() {
     assert_eq!(batch.rows(), 0);
     batch.retain(&[]).unwrap();
     assert_eq!(batch.rows(), 0);
+}
+
+#[test]
+fn window_mask_hides_columns_beyond_the_window() {
+    use super::cache::Mask;
+    let allowed = |mask: Mask| -> Vec<bool> {
+        match mask {
+            Mask::Rows(a) => a.as_slice::<bool>().to_vec(),
+            _ => panic!("expected an explicit mask"),
+        }
+    };
+    // Two rows of a prefill, the second padded by one column; 3 tokens, window 2.
+    let cache = KvCache::with_rows(1, vec![0, 1]);
+    let got = allowed(cache.window_mask(3, true, Some(2)));
+    #[rustfmt::skip]
+    let expected = [
+        true, false, false,   true, true, false,   false, true, true,
+        true, false, false,   false, true, false,  false, true, true,
+    ];
+    assert_eq!(got, expected);
+    // A window wider than every row changes nothing: the plain causal mask.
+    assert!(matches!(cache.window_mask(3, false, Some(8)), Mask::Rows(_)));
+    assert!(matches!(KvCache::new(1).window_mask(3, false, Some(3)), Mask::Causal));
+    assert!(matches!(KvCache::new(1).window_mask(4, false, Some(3)), Mask::Rows(_)));
 }

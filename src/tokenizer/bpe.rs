@@ -1,5 +1,6 @@
-//! A GPT-2 style byte-level BPE tokenizer, built from the `tokenizer.ggml.*`
-//! metadata of a GGUF file with the `tokenizers` crate.
+//! Tokenizers built from the `tokenizer.ggml.*` metadata of a GGUF file with
+//! the `tokenizers` crate: GPT-2 style byte-level BPE here, SentencePiece
+//! vocabularies in [`super::spm`].
 
 use std::collections::HashSet;
 
@@ -18,19 +19,25 @@ use tokenizers::{
 use crate::error::{Error, ErrorCode, Result};
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
-const TOKEN_TYPE_CONTROL: i32 = 3;
+pub(super) const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+/// `<0xNN>`, the byte fallback of SentencePiece vocabularies.
+pub(super) const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// What a GGUF file says about its tokenizer.
 #[derive(Debug, Clone, Default)]
 pub struct TokenizerSpec {
-    /// `tokenizer.ggml.model`; only `gpt2` (byte-level BPE) is supported.
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
     pub model: String,
     /// `tokenizer.ggml.pre`, the pre-tokenizer flavour.
     pub pre: String,
     pub tokens: Vec<String>,
     pub merges: Vec<String>,
+    /// `tokenizer.ggml.scores` (SentencePiece: a piece's merge priority).
+    pub scores: Vec<f32>,
     pub token_types: Vec<i32>,
+    /// `tokenizer.ggml.add_space_prefix` (SentencePiece: a `▁` before the text).
+    pub add_space_prefix: bool,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -54,56 +61,31 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-fn unsupported(what: String) -> Error {
+pub(super) fn unsupported(what: String) -> Error {
     Error::new(ErrorCode::ModelLoadFailed, what)
 }
 
 impl Tokenizer {
     pub fn from_spec(spec: &TokenizerSpec) -> Result<Self> {
-        if spec.model != "gpt2" {
-            return Err(unsupported(format!("tokenizer model '{}' is not supported (only gpt2 byte-level BPE)", spec.model)));
+        if !matches!(spec.model.as_str(), "gpt2" | "llama") {
+            return Err(unsupported(format!(
+                "tokenizer model '{}' is not supported (gpt2 byte-level BPE, llama SentencePiece)",
+                spec.model
+            )));
         }
         if spec.tokens.is_empty() {
             return Err(unsupported("GGUF has no tokenizer.ggml.tokens".into()));
         }
-        let vocab: Vocab = spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let merges = spec
-            .merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| unsupported(format!("malformed BPE merge '{m}'")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| unsupported(format!("building BPE: {e}")))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)?));
-        inner.with_decoder(Some(ByteLevel::default()));
-
         let is_special = |i: usize| matches!(spec.token_types.get(i), Some(&TOKEN_TYPE_CONTROL | &TOKEN_TYPE_USER_DEFINED));
+        let (mut inner, token_bytes) = match spec.model.as_str() {
+            "llama" => super::spm::build(spec)?,
+            _ => byte_level_bpe(spec, is_special)?,
+        };
         let specials: Vec<AddedToken> = (0..spec.tokens.len())
             .filter(|&i| is_special(i))
             .map(|i| AddedToken::from(spec.tokens[i].clone(), true).normalized(false))
             .collect();
         inner.add_special_tokens(&specials);
-
-        let byte_of = byte_decoder();
-        let token_bytes = spec
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                if is_special(i) {
-                    t.as_bytes().to_vec()
-                } else {
-                    t.chars().map(|c| byte_of(c).unwrap_or(b'?')).collect()
-                }
-            })
-            .collect();
 
         let mut end_tokens: HashSet<u32> = spec.eos.into_iter().chain(spec.eot).collect();
         for (i, t) in spec.tokens.iter().enumerate() {
@@ -165,6 +147,44 @@ impl Tokenizer {
     pub fn eos_text(&self) -> String {
         self.eos.and_then(|id| self.token_bytes.get(id as usize)).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
     }
+}
+
+/// The model, pre-tokenizer and decoder of a GPT-2 style byte-level BPE, plus
+/// each token's raw bytes.
+fn byte_level_bpe(spec: &TokenizerSpec, is_special: impl Fn(usize) -> bool) -> Result<(tokenizers::Tokenizer, Vec<Vec<u8>>)> {
+    let vocab: Vocab = spec.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let merges = spec
+        .merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| unsupported(format!("malformed BPE merge '{m}'")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| unsupported(format!("building BPE: {e}")))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)?));
+    inner.with_decoder(Some(ByteLevel::default()));
+
+    let byte_of = byte_decoder();
+    let token_bytes = spec
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if is_special(i) {
+                t.as_bytes().to_vec()
+            } else {
+                t.chars().map(|c| byte_of(c).unwrap_or(b'?')).collect()
+            }
+        })
+        .collect();
+
+    Ok((inner, token_bytes))
 }
 
 /// Qwen2's split pattern (llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`): GPT-2's,

@@ -1,8 +1,9 @@
-//! Tokenization: a byte-level BPE built from GGUF metadata (`bpe`), chat
-//! templates (`template`) and incremental, UTF-8-safe detokenization with stop
-//! strings (`stream`).
+//! Tokenization: a byte-level BPE (`bpe`) or SentencePiece vocabulary (`spm`)
+//! built from GGUF metadata, chat templates (`template`) and incremental,
+//! UTF-8-safe detokenization with stop strings (`stream`).
 
 mod bpe;
+mod spm;
 mod stream;
 mod template;
 

@@ -384,6 +384,37 @@ impl Affine {
     }
 }
 
+impl Affine {
+    /// The code of element `i` of row `r`.
+    fn code(&self, r: usize, i: usize) -> u8 {
+        let bits = self.bits as usize;
+        let row = &self.weight[r * (self.cols * bits / 32)..];
+        let bit = i * bits;
+        let (w, off) = (bit / 32, bit % 32);
+        let mut v = (row[w] as u64) >> off;
+        if off + bits > 32 {
+            v |= (row[w + 1] as u64) << (32 - off);
+        }
+        (v & ((1 << bits) - 1)) as u8
+    }
+
+    /// The same matrix with its codes stored in `bits` (more than now) bits
+    /// each: scales and biases are unchanged, so every value is exactly the
+    /// same. (Our CPU kernel takes 4 and 8 bits; a 5-bit matrix would go to
+    /// MLX's scalar `quantized_matmul`, tens of times slower.)
+    pub fn widened(&self, bits: i32) -> Affine {
+        assert!(bits >= self.bits && bits <= 8, "widening {} bits to {bits}", self.bits);
+        let mut weight = Vec::with_capacity(self.rows * self.cols * bits as usize / 32);
+        let mut codes = Vec::with_capacity(self.cols);
+        for r in 0..self.rows {
+            codes.clear();
+            codes.extend((0..self.cols).map(|i| self.code(r, i)));
+            pack_row(&codes, bits as u32, &mut weight);
+        }
+        Affine { weight, bits, ..self.clone() }
+    }
+}
+
 /// 256 elements per K-quant super-block.
 const QK_K: usize = 256;
 

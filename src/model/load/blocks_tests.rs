@@ -266,3 +266,20 @@ fn the_default_model_reads_like_mlx_s_own_gguf_loader() {
     }
     assert_eq!(checked, ours.tensors().len());
 }
+
+#[test]
+fn widening_five_bit_codes_to_eight_keeps_every_value() {
+    // Two rows of 64 elements (two groups each), codes 0..32 in a pattern.
+    let (rows, cols) = (2usize, 64usize);
+    let codes: Vec<u8> = (0..rows * cols).map(|i| ((i * 7 + i / 5) % 32) as u8).collect();
+    let mut weight = Vec::new();
+    for r in 0..rows {
+        pack_row(&codes[r * cols..(r + 1) * cols], 5, &mut weight);
+    }
+    let five = Affine { weight, scales: vec![0.5, -0.25, 1.5, 0.125], biases: vec![-8.0, 3.0, 0.0, -1.0], rows, cols, bits: 5, group_size: 32 };
+    let eight = five.widened(8);
+    assert_eq!(eight.bits, 8);
+    assert_eq!(eight.weight.len(), rows * cols / 4);
+    assert_eq!(eight.dequantize(), five.dequantize());
+    assert_eq!(eight.weight[0] & 0xFF, codes[0] as u32);
+}

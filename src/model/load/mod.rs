@@ -15,8 +15,13 @@ use self::{
     gguf::{ArrayValue, Gguf, TensorInfo, Value},
 };
 use super::{
+    arch::{
+        gemma3::{self, Gemma3, Gemma3Block, Gemma3Config},
+        llama::{Block, Llama, LlamaConfig},
+        Model,
+    },
+    cache::Rope,
     linear::{Linear, Projections, QuantizedWeight, WeightFormat},
-    llama::{Block, Llama, LlamaConfig},
 };
 use crate::{
     error::{Error, ErrorCode, Result},
@@ -65,6 +70,8 @@ pub struct ModelInfo {
     pub hidden_size: usize,
     pub heads: usize,
     pub kv_heads: usize,
+    /// Width of one attention head (keys and values).
+    pub head_dim: usize,
     /// Block types present in the file, e.g. `["F32", "Q4_K", "Q6_K"]`.
     pub tensor_types: Vec<String>,
     pub weight_format: WeightFormat,
@@ -74,7 +81,7 @@ pub struct ModelInfo {
 
 /// A model ready to run: the network, its tokenizer and chat template.
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Option<Arc<ChatTemplate>>,
     /// The chat template's source, as found in the GGUF.
@@ -101,23 +108,10 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     let meta = Metadata { gguf: &gguf };
 
     let arch = meta.string("general.architecture").map_err(fail)?.unwrap_or_default();
-    if !matches!(arch.as_str(), "llama" | "mistral" | "smollm" | "qwen2") {
-        return Err(fail(format!("architecture '{arch}' is not supported (llama, mistral, smollm, qwen2)")));
+    if !SUPPORTED.contains(&arch.as_str()) {
+        return Err(fail(format!("architecture '{arch}' is not supported ({})", SUPPORTED.join(", "))));
     }
-    // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
-    // pairs; qwen2's are stored as trained, for RoPE over halves.
-    let rope_traditional = arch != "qwen2";
-    let spec = TokenizerSpec {
-        model: meta.string("tokenizer.ggml.model").map_err(fail)?.unwrap_or_default(),
-        pre: meta.string("tokenizer.ggml.pre").map_err(fail)?.unwrap_or_default(),
-        tokens: meta.strings("tokenizer.ggml.tokens").map_err(fail)?.unwrap_or_default(),
-        merges: meta.strings("tokenizer.ggml.merges").map_err(fail)?.unwrap_or_default(),
-        token_types: meta.ints("tokenizer.ggml.token_type").map_err(fail)?.unwrap_or_default(),
-        bos: meta.id("tokenizer.ggml.bos_token_id").map_err(fail)?,
-        eos: meta.id("tokenizer.ggml.eos_token_id").map_err(fail)?,
-        eot: meta.id("tokenizer.ggml.eot_token_id").map_err(fail)?,
-        add_bos: meta.number("tokenizer.ggml.add_bos_token").map_err(fail)?.is_some_and(|v| v != 0.0),
-    };
+    let spec = tokenizer_spec(&meta).map_err(fail)?;
     let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
     let template_source = meta.string("tokenizer.chat_template").map_err(fail)?;
     let template = match &template_source {
@@ -127,97 +121,263 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
         None => None,
     };
 
-    let count = |key: &str| -> Result<usize> {
-        let v = meta.number(&format!("{arch}.{key}")).map_err(fail)?.ok_or_else(|| fail(format!("metadata {arch}.{key} is missing")))?;
-        if !(v >= 1.0 && v <= i32::MAX as f64 && v.fract() == 0.0) {
-            return Err(fail(format!("metadata {arch}.{key} = {v} is out of range")));
-        }
-        Ok(v as usize)
+    let hp = HyperParameters::read(&meta, &arch, &gguf, tokenizer.vocab_size()).map_err(fail)?;
+    let mut weights = Weights { gguf: &gguf, format, parameters: 0 };
+    let model = match arch.as_str() {
+        "gemma3" => Model::Gemma3(gemma3(&mut weights, &hp, &meta).map_err(fail)?),
+        _ => Model::Llama(llama(&mut weights, &hp, &arch).map_err(fail)?),
     };
-    let hidden = count("embedding_length")? as i32;
-    let heads = count("attention.head_count")? as i32;
-    let kv_heads = match meta.number(&format!("{arch}.attention.head_count_kv")).map_err(fail)? {
-        Some(_) => count("attention.head_count_kv")? as i32,
-        None => heads,
-    };
-    if hidden % heads != 0 || heads % kv_heads != 0 {
-        return Err(fail("inconsistent attention head counts".into()));
-    }
-    let layers = count("block_count")?;
-    if layers > gguf.tensors().len() {
-        return Err(fail(format!("{arch}.block_count = {layers} but the file has only {} tensors", gguf.tensors().len())));
-    }
-    let config = LlamaConfig {
-        layers,
-        hidden,
-        heads,
-        kv_heads,
-        head_dim: hidden / heads,
-        rope_base: meta.number(&format!("{arch}.rope.freq_base")).map_err(fail)?.unwrap_or(10000.0) as f32,
-        rope_traditional,
-        rms_eps: meta.number(&format!("{arch}.attention.layer_norm_rms_epsilon")).map_err(fail)?.unwrap_or(1e-5) as f32,
-        context_length: count("context_length")?,
-        vocab_size: tokenizer.vocab_size(),
-    };
-
-    let tied = gguf.tensor("output.weight").is_none();
-    let mut parameters = 0u64;
-    let kv_dim = config.kv_heads * config.head_dim;
-    let mut take = |name: &str, rows: i32, cols: i32| -> Result<Linear> {
-        let t = tensor(&gguf, &format!("{name}.weight"), &[rows, cols]).map_err(fail)?;
-        parameters += t.elements;
-        linear(&gguf, t, format).map_err(fail)
-    };
-    let vocab = config.vocab_size as i32;
-    let embed = take("token_embd", vocab, hidden)?;
-    let output = if tied { None } else { Some(take("output", vocab, hidden)?) };
-    let ffn = match gguf.tensor("blk.0.ffn_up.weight") {
-        Some(t) if t.dims.len() == 2 => t.dims[1] as i32,
-        _ => return Err(fail("tensor blk.0.ffn_up.weight is missing or not a matrix".into())),
-    };
-    let mut blocks = Vec::with_capacity(config.layers);
-    for i in 0..config.layers {
-        let p = format!("blk.{i}");
-        blocks.push(Block {
-            attn_norm: norm(&gguf, &format!("{p}.attn_norm.weight"), hidden).map_err(fail)?,
-            qkv: Projections::new(vec![
-                take(&format!("{p}.attn_q"), hidden, hidden)?,
-                take(&format!("{p}.attn_k"), kv_dim, hidden)?,
-                take(&format!("{p}.attn_v"), kv_dim, hidden)?,
-            ])?,
-            qkv_bias: match gguf.tensor(&format!("{p}.attn_q.bias")) {
-                None => None,
-                Some(_) => Some([
-                    norm(&gguf, &format!("{p}.attn_q.bias"), hidden).map_err(fail)?,
-                    norm(&gguf, &format!("{p}.attn_k.bias"), kv_dim).map_err(fail)?,
-                    norm(&gguf, &format!("{p}.attn_v.bias"), kv_dim).map_err(fail)?,
-                ]),
-            },
-            wo: take(&format!("{p}.attn_output"), hidden, hidden)?,
-            ffn_norm: norm(&gguf, &format!("{p}.ffn_norm.weight"), hidden).map_err(fail)?,
-            gate_up: Projections::new(vec![take(&format!("{p}.ffn_gate"), ffn, hidden)?, take(&format!("{p}.ffn_up"), ffn, hidden)?])?,
-            down: take(&format!("{p}.ffn_down"), hidden, ffn)?,
-        });
-    }
-    let final_norm = norm(&gguf, "output_norm.weight", hidden).map_err(fail)?;
     let info = ModelInfo {
         format: "gguf".into(),
         quantization: quantization(&gguf),
         architecture: arch,
-        parameters,
-        context_length: config.context_length,
-        vocab_size: config.vocab_size,
-        layers: config.layers,
-        hidden_size: config.hidden as usize,
-        heads: config.heads as usize,
-        kv_heads: config.kv_heads as usize,
+        parameters: weights.parameters,
+        context_length: hp.context_length,
+        vocab_size: hp.vocab_size,
+        layers: hp.layers,
+        hidden_size: hp.hidden as usize,
+        heads: hp.heads as usize,
+        kv_heads: hp.kv_heads as usize,
+        head_dim: hp.head_dim as usize,
         tensor_types: tensor_types(&gguf),
         weight_format: format,
         has_chat_template: template.is_some(),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
-    let model = Llama { config, embed, blocks, norm: final_norm, output };
     Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
+}
+
+/// `general.architecture` values this loader builds.
+const SUPPORTED: &[&str] = &["llama", "mistral", "smollm", "qwen2", "qwen3", "gemma3"];
+
+/// The `{arch}.*` metadata every architecture here reads.
+struct HyperParameters {
+    layers: usize,
+    hidden: i32,
+    heads: i32,
+    kv_heads: i32,
+    head_dim: i32,
+    /// The MLP's inner width.
+    ffn: i32,
+    rope_base: f32,
+    rms_eps: f32,
+    context_length: usize,
+    vocab_size: usize,
+}
+
+impl HyperParameters {
+    fn read(meta: &Metadata, arch: &str, gguf: &Gguf, vocab_size: usize) -> Result<Self, String> {
+        let tensors = gguf.tensors().len();
+        let count = |key: &str| -> Result<usize, String> {
+            let v = meta.number(&format!("{arch}.{key}"))?.ok_or_else(|| format!("metadata {arch}.{key} is missing"))?;
+            if !(v >= 1.0 && v <= i32::MAX as f64 && v.fract() == 0.0) {
+                return Err(format!("metadata {arch}.{key} = {v} is out of range"));
+            }
+            Ok(v as usize)
+        };
+        let optional = |key: &str| -> Result<Option<usize>, String> {
+            Ok(match meta.number(&format!("{arch}.{key}"))? {
+                Some(_) => Some(count(key)?),
+                None => None,
+            })
+        };
+        let hidden = count("embedding_length")? as i32;
+        let heads = count("attention.head_count")? as i32;
+        let kv_heads = optional("attention.head_count_kv")?.map_or(heads, |n| n as i32);
+        // Heads may be narrower or wider than hidden / heads (gemma3, qwen3).
+        let head_dim = match optional("attention.key_length")? {
+            Some(n) => n as i32,
+            None if hidden % heads == 0 => hidden / heads,
+            None => return Err("inconsistent attention head counts".into()),
+        };
+        if heads % kv_heads != 0 || optional("attention.value_length")?.is_some_and(|v| v as i32 != head_dim) {
+            return Err("inconsistent attention head counts".into());
+        }
+        let layers = count("block_count")?;
+        if layers > tensors {
+            return Err(format!("{arch}.block_count = {layers} but the file has only {tensors} tensors"));
+        }
+        Ok(HyperParameters {
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn: match (optional("feed_forward_length")?, gguf.tensor("blk.0.ffn_down.weight")) {
+                (Some(n), _) => n as i32,
+                (None, Some(t)) if t.dims.len() == 2 => t.dims[0] as i32,
+                _ => return Err("tensor blk.0.ffn_down.weight is missing or not a matrix".into()),
+            },
+            rope_base: meta.number(&format!("{arch}.rope.freq_base"))?.unwrap_or(10000.0) as f32,
+            rms_eps: meta.number(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
+            context_length: count("context_length")?,
+            vocab_size,
+        })
+    }
+}
+
+/// Reads weights of the file, counting the parameters taken.
+struct Weights<'a> {
+    gguf: &'a Gguf,
+    format: WeightFormat,
+    parameters: u64,
+}
+
+impl Weights<'_> {
+    /// The matrix `{name}.weight` [rows, cols] as a [`Linear`].
+    fn linear(&mut self, name: &str, rows: i32, cols: i32) -> Result<Linear, String> {
+        let t = tensor(self.gguf, &format!("{name}.weight"), &[rows, cols])?;
+        self.parameters += t.elements;
+        linear(self.gguf, t, self.format)
+    }
+
+    /// The vector `name` (a norm's weight, a bias).
+    fn vector(&mut self, name: &str, len: i32) -> Result<Array, String> {
+        self.parameters += len as u64;
+        norm(self.gguf, name, len)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.gguf.tensor(name).is_some()
+    }
+}
+
+/// llama and the architectures that are llama plus flags: mistral and smollm
+/// (the same), qwen2 (q/k/v biases), qwen3 (per-head q/k norms); qwen's RoPE
+/// rotates halves.
+fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str) -> Result<Llama, String> {
+    let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
+    // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
+    // pairs; qwen's are stored as trained, for RoPE over halves.
+    let rope_traditional = !matches!(arch, "qwen2" | "qwen3");
+    let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
+    let output = if w.has("output.weight") { Some(w.linear("output", hp.vocab_size as i32, hidden)?) } else { None };
+    let mut blocks = Vec::with_capacity(hp.layers);
+    for i in 0..hp.layers {
+        let p = format!("blk.{i}");
+        blocks.push(Block {
+            attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
+            qkv: Projections::new(vec![
+                w.linear(&format!("{p}.attn_q"), q_dim, hidden)?,
+                w.linear(&format!("{p}.attn_k"), kv_dim, hidden)?,
+                w.linear(&format!("{p}.attn_v"), kv_dim, hidden)?,
+            ])
+            .map_err(|e| e.to_string())?,
+            qkv_bias: match w.has(&format!("{p}.attn_q.bias")) {
+                false => None,
+                true => Some([
+                    w.vector(&format!("{p}.attn_q.bias"), q_dim)?,
+                    w.vector(&format!("{p}.attn_k.bias"), kv_dim)?,
+                    w.vector(&format!("{p}.attn_v.bias"), kv_dim)?,
+                ]),
+            },
+            qk_norm: match arch {
+                "qwen3" => Some([
+                    w.vector(&format!("{p}.attn_q_norm.weight"), hp.head_dim)?,
+                    w.vector(&format!("{p}.attn_k_norm.weight"), hp.head_dim)?,
+                ]),
+                _ => None,
+            },
+            wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
+            ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
+            gate_up: Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), ffn, hidden)?, w.linear(&format!("{p}.ffn_up"), ffn, hidden)?])
+                .map_err(|e| e.to_string())?,
+            down: w.linear(&format!("{p}.ffn_down"), hidden, ffn)?,
+        });
+    }
+    let config = LlamaConfig {
+        layers: hp.layers,
+        hidden,
+        heads: hp.heads,
+        kv_heads: hp.kv_heads,
+        head_dim: hp.head_dim,
+        rope: Rope::new(hp.head_dim, hp.rope_base, rope_traditional),
+        rms_eps: hp.rms_eps,
+        context_length: hp.context_length,
+        vocab_size: hp.vocab_size,
+    };
+    Ok(Llama { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)?, output })
+}
+
+/// Gemma 3's text model (see [`super::arch::gemma3`]).
+fn gemma3(w: &mut Weights, hp: &HyperParameters, meta: &Metadata) -> Result<Gemma3, String> {
+    let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
+    let window = meta.number("gemma3.attention.sliding_window")?.ok_or("metadata gemma3.attention.sliding_window is missing")?;
+    if !(window >= 1.0 && window <= i32::MAX as f64 && window.fract() == 0.0) {
+        return Err(format!("metadata gemma3.attention.sliding_window = {window} is out of range"));
+    }
+    // Larger Gemma 3 models stretch the global layers' positions linearly.
+    let mut rope_global = Rope::new(hp.head_dim, hp.rope_base, false);
+    if let Some(factor) = meta.number("gemma3.rope.scaling.factor")? {
+        if !(factor >= 1.0 && factor.is_finite()) {
+            return Err(format!("metadata gemma3.rope.scaling.factor = {factor} is out of range"));
+        }
+        rope_global.scale = 1.0 / factor as f32;
+    }
+    let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
+    let mut blocks = Vec::with_capacity(hp.layers);
+    for i in 0..hp.layers {
+        let p = format!("blk.{i}");
+        blocks.push(Gemma3Block {
+            attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
+            qkv: Projections::new(vec![
+                w.linear(&format!("{p}.attn_q"), q_dim, hidden)?,
+                w.linear(&format!("{p}.attn_k"), kv_dim, hidden)?,
+                w.linear(&format!("{p}.attn_v"), kv_dim, hidden)?,
+            ])
+            .map_err(|e| e.to_string())?,
+            q_norm: w.vector(&format!("{p}.attn_q_norm.weight"), hp.head_dim)?,
+            k_norm: w.vector(&format!("{p}.attn_k_norm.weight"), hp.head_dim)?,
+            wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
+            post_attn_norm: w.vector(&format!("{p}.post_attention_norm.weight"), hidden)?,
+            ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
+            gate_up: Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), ffn, hidden)?, w.linear(&format!("{p}.ffn_up"), ffn, hidden)?])
+                .map_err(|e| e.to_string())?,
+            down: w.linear(&format!("{p}.ffn_down"), hidden, ffn)?,
+            post_ffn_norm: w.vector(&format!("{p}.post_ffw_norm.weight"), hidden)?,
+        });
+    }
+    let config = Gemma3Config {
+        layers: hp.layers,
+        hidden,
+        heads: hp.heads,
+        kv_heads: hp.kv_heads,
+        head_dim: hp.head_dim,
+        sliding_window: window as i32,
+        rope_global,
+        rope_local: Rope::new(hp.head_dim, gemma3::LOCAL_ROPE_BASE, false),
+        attention_scale: 1.0 / (hp.head_dim as f32).sqrt(),
+        rms_eps: hp.rms_eps,
+        context_length: hp.context_length,
+        vocab_size: hp.vocab_size,
+    };
+    Ok(Gemma3 { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)? })
+}
+
+/// What the file says about its tokenizer.
+fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec, String> {
+    Ok(TokenizerSpec {
+        model: meta.string("tokenizer.ggml.model")?.unwrap_or_default(),
+        pre: meta.string("tokenizer.ggml.pre")?.unwrap_or_default(),
+        tokens: meta.strings("tokenizer.ggml.tokens")?.unwrap_or_default(),
+        merges: meta.strings("tokenizer.ggml.merges")?.unwrap_or_default(),
+        scores: meta.floats("tokenizer.ggml.scores")?.unwrap_or_default(),
+        token_types: meta.ints("tokenizer.ggml.token_type")?.unwrap_or_default(),
+        // llama.cpp's default for SentencePiece vocabularies that do not say.
+        add_space_prefix: meta.number("tokenizer.ggml.add_space_prefix")?.is_none_or(|v| v != 0.0),
+        bos: meta.id("tokenizer.ggml.bos_token_id")?,
+        eos: meta.id("tokenizer.ggml.eos_token_id")?,
+        eot: meta.id("tokenizer.ggml.eot_token_id")?,
+        add_bos: meta.number("tokenizer.ggml.add_bos_token")?.is_some_and(|v| v != 0.0),
+    })
+}
+
+/// The tokenizer of a GGUF file alone (tests compare it with llama.cpp's).
+#[cfg(test)]
+pub(crate) fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let gguf = Gguf::open(path).map_err(|e| load_failed(path, e))?;
+    let spec = tokenizer_spec(&Metadata { gguf: &gguf }).map_err(|e| load_failed(path, e))?;
+    Tokenizer::from_spec(&spec)
 }
 
 /// The tensor `name`, which must have `shape` (MLX order).
@@ -245,7 +405,10 @@ fn linear(gguf: &Gguf, t: &TensorInfo, format: WeightFormat) -> Result<Linear, S
     let shape = t.shape();
     let mlx = |e: mlx_rs::error::Exception| format!("tensor {}: {e}", t.name);
     if format == WeightFormat::Quantized {
-        if let Some(q) = gguf.affine(t)? {
+        if let Some(mut q) = gguf.affine(t)? {
+            if cfg!(not(target_os = "macos")) && q.bits == 5 {
+                q = q.widened(8);
+            }
             let (rows, cols) = (q.rows as i32, q.cols as i32);
             let weight = Array::from_slice(&q.weight, &[rows, cols * q.bits / 32]);
             let scales = Array::from_slice(&q.scales, &[rows, cols / q.group_size]);
@@ -339,6 +502,15 @@ impl Metadata<'_> {
             None => Ok(None),
             Some(v) if v >= 0.0 && v <= u32::MAX as f64 && v.fract() == 0.0 => Ok(Some(v as u32)),
             Some(v) => Err(format!("metadata {key} = {v} is not a token id")),
+        }
+    }
+
+    fn floats(&self, key: &str) -> Result<Option<Vec<f32>>, String> {
+        match self.gguf.get(key) {
+            None => Ok(None),
+            Some(Value::Array(ArrayValue::F32(v))) => Ok(Some(v.clone())),
+            Some(Value::Array(a)) if a.is_empty() => Ok(Some(Vec::new())),
+            Some(_) => Err(format!("metadata {key} is not an array of f32")),
         }
     }
 

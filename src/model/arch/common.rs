@@ -1,0 +1,88 @@
+//! Building blocks the architectures share: attention over the cache, the
+//! gated MLP activations, head reshaping and the last position's hidden state.
+
+use mlx_rs::{
+    fast::scaled_dot_product_attention,
+    ops::{indexing::TryIndexOp, matmul, power, select, sigmoid},
+    Array,
+};
+
+use crate::{error::Result, model::cache::Mask};
+
+/// `silu(gate) * up`. Off Apple, MLX's CPU `exp` (inside `sigmoid`) is a
+/// scalar polynomial that calls libm's `fmaf` per term, about 3x slower than
+/// `pow`; so there `e^-g` is computed as `2^(-g * log2 e)`, which cut the
+/// MLP's element-wise time by half in prefill (`examples/steps.rs`).
+pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    if cfg!(target_os = "macos") {
+        return Ok(gate.multiply(sigmoid(gate)?)?.multiply(up)?);
+    }
+    let neg_exp = power(Array::from_f32(2.0), gate.multiply(Array::from_f32(-std::f32::consts::LOG2_E))?)?;
+    Ok(gate.multiply(up)?.divide(neg_exp.add(Array::from_f32(1.0))?)?)
+}
+
+/// `gelu(gate) * up` with GELU's tanh approximation (GeGLU: Gemma). Since
+/// `(1 + tanh(z)) / 2 = sigmoid(2z)`, this is `gate * sigmoid(2z) * up` with
+/// `z = sqrt(2/pi) * (g + 0.044715 g^3)`; the sigmoid's exponential is taken
+/// as a power of two as in [`swiglu`].
+pub fn geglu(gate: &Array, up: &Array) -> Result<Array> {
+    const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+    let cubic = gate.multiply(gate)?.multiply(gate)?.multiply(Array::from_f32(0.044715))?;
+    let z2 = gate.add(cubic)?.multiply(Array::from_f32(TWO_SQRT_2_OVER_PI))?;
+    let neg_exp = if cfg!(target_os = "macos") {
+        z2.negative()?.exp()?
+    } else {
+        power(Array::from_f32(2.0), z2.multiply(Array::from_f32(-std::f32::consts::LOG2_E))?)?
+    };
+    Ok(gate.multiply(up)?.divide(neg_exp.add(Array::from_f32(1.0))?)?)
+}
+
+/// [rows, len, heads * dim] → [rows, len, heads, dim] (before per-head norms).
+pub fn heads(x: &Array, heads: i32, dim: i32) -> Result<Array> {
+    Ok(x.reshape(&[x.dim(0), x.dim(1), heads, dim])?)
+}
+
+/// [rows, len, heads, dim] → [rows, heads, len, dim], the layout of attention and the cache.
+pub fn heads_first(x: &Array) -> Result<Array> {
+    Ok(x.transpose_axes(&[0, 2, 1, 3])?)
+}
+
+/// Attention's output [rows, heads, len, dim] back to [rows, len, heads * dim].
+pub fn merge_heads(x: &Array) -> Result<Array> {
+    let (rows, heads, len, dim) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+    Ok(x.transpose_axes(&[0, 2, 1, 3])?.reshape(&[rows, len, heads * dim])?)
+}
+
+/// The hidden state of each row's last position: [rows, 1, hidden].
+pub fn last_position(x: Array) -> Result<Array> {
+    let len = x.dim(1);
+    Ok(if len == 1 { x } else { x.try_index((.., len - 1..len, ..))? })
+}
+
+/// Whether prefill attention is composed here rather than by MLX's
+/// `scaled_dot_product_attention`; see [`attention`].
+pub const COMPOSED_PREFILL_ATTENTION: bool = !cfg!(target_os = "macos");
+
+/// Attention of `q` [rows, heads, len, head_dim] over `keys`/`values`
+/// [rows, kv_heads, columns, head_dim]. On CPU, MLX composes attention from
+/// matmuls and a softmax whose `exp` is the slow scalar one (see [`swiglu`]);
+/// for prefill, where the scores are large, the softmax here uses `2^x`.
+pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mask) -> Result<Array> {
+    let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
+    let allowed = match mask {
+        Mask::Rows(allowed) if COMPOSED_PREFILL_ATTENTION && len > 1 => allowed,
+        _ => return Ok(scaled_dot_product_attention(q, keys, values, scale, mask.as_sdpa(), None)?),
+    };
+    let (kv_heads, columns) = (keys.dim(1), keys.dim(2));
+    // Query heads sharing a key/value head are grouped: [rows, kv_heads, group, len, dim].
+    let q = q.multiply(Array::from_f32(scale))?.reshape(&[rows, kv_heads, heads / kv_heads, len, dim])?;
+    let keys = keys.expand_dims(2)?;
+    let values = values.expand_dims(2)?;
+    let scores = matmul(&q, keys.swap_axes(-1, -2)?)?;
+    let allowed = allowed.reshape(&[rows, 1, 1, len, columns])?;
+    let scores = select(&allowed, &scores, Array::from_f32(f32::NEG_INFINITY))?;
+    let shifted = scores.subtract(scores.max_axis(-1, true)?)?;
+    let weights = power(Array::from_f32(2.0), shifted.multiply(Array::from_f32(std::f32::consts::LOG2_E))?)?;
+    let weights = weights.divide(weights.sum_axis(-1, true)?)?;
+    Ok(matmul(&weights, &values)?.reshape(&[rows, heads, len, dim])?)
+}

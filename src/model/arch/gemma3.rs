@@ -1,0 +1,135 @@
+//! Gemma 3 (text), built from GGUF weights. Against llama it differs in:
+//! embeddings scaled by `sqrt(hidden)`; RMS norms after attention and after
+//! the MLP as well as before them; per-head RMS norms of queries and keys
+//! before RoPE; a GeGLU MLP; an attention scale from
+//! `attention.key_length`; and sliding-window attention on five layers of
+//! every six (RoPE base 10000 there), full attention with
+//! `rope.freq_base` on the sixth. Gemma's norms compute `x * (1 + w)`;
+//! llama.cpp's converter stores `1 + w` in the GGUF, so every norm here is
+//! a plain RMS norm with the stored weight.
+
+use mlx_rs::{fast::rms_norm, Array};
+
+use super::common::{attention, geglu, heads, heads_first, last_position, merge_heads, COMPOSED_PREFILL_ATTENTION};
+use crate::{
+    error::Result,
+    model::{
+        cache::{KvCache, Mask, Rope},
+        linear::{Linear, Projections},
+    },
+};
+
+/// Every this many layers, one attends globally (the last of each group).
+pub const GLOBAL_EVERY: usize = 6;
+/// RoPE base of the sliding-window layers (not in the GGUF: llama.cpp and
+/// mlx-lm fix it too).
+pub const LOCAL_ROPE_BASE: f32 = 10_000.0;
+
+#[derive(Debug, Clone)]
+pub struct Gemma3Config {
+    pub layers: usize,
+    pub hidden: i32,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub head_dim: i32,
+    /// `attention.sliding_window`: how many positions a local layer sees
+    /// (its own included).
+    pub sliding_window: i32,
+    pub rope_global: Rope,
+    pub rope_local: Rope,
+    /// Multiplies queries before attention: `key_length^-1/2`.
+    pub attention_scale: f32,
+    pub rms_eps: f32,
+    pub context_length: usize,
+    pub vocab_size: usize,
+}
+
+impl Gemma3Config {
+    /// Whether layer `i` attends over the whole context.
+    pub fn is_global(&self, i: usize) -> bool {
+        (i + 1) % GLOBAL_EVERY == 0
+    }
+}
+
+pub struct Gemma3Block {
+    pub attn_norm: Array,
+    pub qkv: Projections,
+    pub q_norm: Array,
+    pub k_norm: Array,
+    pub wo: Linear,
+    pub post_attn_norm: Array,
+    pub ffn_norm: Array,
+    pub gate_up: Projections,
+    pub down: Linear,
+    pub post_ffn_norm: Array,
+}
+
+pub struct Gemma3 {
+    pub config: Gemma3Config,
+    /// Also the output projection (tied).
+    pub embed: Linear,
+    pub blocks: Vec<Gemma3Block>,
+    pub norm: Array,
+}
+
+impl Gemma3 {
+    /// As [`super::llama::Llama::forward`]: logits of each row's last position.
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+        let (batch, len) = (tokens.dim(0), tokens.dim(1));
+        debug_assert_eq!(batch as usize, cache.rows());
+        let c = &self.config;
+        let positions = cache.positions();
+        let explicit = COMPOSED_PREFILL_ATTENTION && len > 1;
+        let global_mask = cache.mask(len, explicit);
+        let local_mask = cache.window_mask(len, explicit, Some(c.sliding_window));
+        let mut x = self.embed.rows(tokens)?.multiply(Array::from_f32((c.hidden as f32).sqrt()))?;
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let (rope, mask): (&Rope, &Mask) =
+                if c.is_global(layer) { (&c.rope_global, &global_mask) } else { (&c.rope_local, &local_mask) };
+            let h = rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?;
+            let [q, k, v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
+            let q = rms_norm(&heads(&q, c.heads, c.head_dim)?, Some(&block.q_norm), c.rms_eps)?;
+            let k = rms_norm(&heads(&k, c.kv_heads, c.head_dim)?, Some(&block.k_norm), c.rms_eps)?;
+            let q = positions.rope(&heads_first(&q)?, rope)?;
+            let k = positions.rope(&heads_first(&k)?, rope)?;
+            let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?)?;
+            let attn = merge_heads(&attention(&q, &keys, &values, c.attention_scale, mask)?)?;
+            let out = rms_norm(&block.wo.forward(&attn)?, Some(&block.post_attn_norm), c.rms_eps)?;
+            x = x.add(out)?;
+
+            let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
+            let [gate, up]: [Array; 2] = block.gate_up.forward(&h)?.try_into().expect("two projections");
+            let out = rms_norm(&block.down.forward(&geglu(&gate, &up)?)?, Some(&block.post_ffn_norm), c.rms_eps)?;
+            x = x.add(out)?;
+        }
+        cache.advance(len);
+        let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
+        Ok(self.embed.forward(&last)?.reshape(&[batch, -1])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sixth_layer_is_global() {
+        let rope = Rope::new(4, 1.0, false);
+        let c = Gemma3Config {
+            layers: 18,
+            hidden: 8,
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 4,
+            sliding_window: 4,
+            rope_global: rope.clone(),
+            rope_local: rope,
+            attention_scale: 0.5,
+            rms_eps: 1e-6,
+            context_length: 64,
+            vocab_size: 10,
+        };
+        let global: Vec<usize> = (0..c.layers).filter(|&i| c.is_global(i)).collect();
+        assert_eq!(global, [5, 11, 17]);
+    }
+}
