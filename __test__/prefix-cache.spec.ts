@@ -210,3 +210,25 @@ describe('cache files', () => {
     await expect(cold.loadCache(MODEL, file)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/prefixCacheMb/) })
   })
 })
+
+const GEMMA_PATH = path.resolve(__dirname, '..', 'models', 'gemma-3-270m-q4_k_m.gguf')
+
+describe.skipIf(!fs.existsSync(GEMMA_PATH))('prefix reuse with sliding-window layers (Gemma 3)', () => {
+  it('gives the cold answer for shared prefixes shorter and longer than the 512-token window', async () => {
+    const [g0, g1] = await Promise.all([Engine.create({ prefixCacheMb: 0 }), Engine.create()])
+    try {
+      await Promise.all([g0.loadModel({ id: 'g', path: GEMMA_PATH }), g1.loadModel({ id: 'g', path: GEMMA_PATH })])
+      const base = BASE.repeat(7) // about 800 tokens
+      const run = async (e: E, prompt: string) => (await e.generate({ model: 'g', prompt, maxTokens: 8 }).collect()).tokenIds
+      await run(g1, base)
+      for (const cut of [400, 1900, 3100, base.length]) {
+        const prompt = base.slice(0, cut) + ' Suddenly, a bell rang out'
+        const reused = g1.stats().models[0].prefixCache.tokensReused
+        expect(await run(g1, prompt), `cut ${cut}`).toEqual(await run(g0, prompt))
+        expect(g1.stats().models[0].prefixCache.tokensReused, `cut ${cut} was reused`).toBeGreaterThan(reused)
+      }
+    } finally {
+      await Promise.all([g0.shutdown(), g1.shutdown()])
+    }
+  })
+})
