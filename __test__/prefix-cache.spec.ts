@@ -181,6 +181,7 @@ describe('cache files', () => {
     fs.writeFileSync(altered, flipped)
     const cases: [string, RegExp][] = [
       [withMetadata('other-model.safetensors', (m) => (m.model_fingerprint = '0'.repeat(64))), /another model/],
+      [withMetadata('other-tokenizer.safetensors', (m) => (m.tokenizer = 'f'.repeat(64))), /another tokenizer/],
       [withMetadata('version.safetensors', (m) => (m.version = '99')), /version 99/],
       [truncated, /truncated or corrupt/],
       [altered, /checksum/],
@@ -227,6 +228,10 @@ describe.skipIf(!fs.existsSync(GEMMA_PATH))('prefix reuse with sliding-window la
         expect(await run(g1, prompt), `cut ${cut}`).toEqual(await run(g0, prompt))
         expect(g1.stats().models[0].prefixCache.tokensReused, `cut ${cut} was reused`).toBeGreaterThan(reused)
       }
+      // A cache file of another model (SmolLM2's) is refused.
+      const smol = path.join(dir, 'smol.safetensors')
+      await warm.saveCache({ model: MODEL, prompt: BASE }, smol)
+      await expect(g1.loadCache('g', smol)).rejects.toMatchObject({ code: 'CACHE_INVALID', message: expect.stringMatching(/another model/) })
     } finally {
       await Promise.all([g0.shutdown(), g1.shutdown()])
     }

@@ -3,7 +3,8 @@
 //!
 //! Metadata: a format name and version, the fingerprint of the model that
 //! made it (a digest of the GGUF header: architecture, hyper-parameters,
-//! vocabulary, tensor layout), the model's cache geometry, and a SHA-256 of
+//! vocabulary, tensor layout), a digest of its vocabulary, the model's
+//! cache geometry, and a SHA-256 of
 //! the token ids and every tensor's bytes. Tensors: `tokens` (U32 [n]) and
 //! `layers.{i}.keys` / `layers.{i}.values` ([kv_heads, n, head_dim]).
 //!
@@ -36,6 +37,8 @@ const VERSION: &str = "1";
 pub struct ModelIdentity {
     /// Hex SHA-256 of the model file's header.
     pub fingerprint: String,
+    /// Hex SHA-256 of the vocabulary (every token's bytes, in id order).
+    pub tokenizer: String,
     pub layers: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
@@ -127,6 +130,7 @@ pub fn save(path: &Path, model: &ModelIdentity, tokens: &[u32], layers: &LayerKv
     metadata.insert("format".to_string(), FORMAT.to_string());
     metadata.insert("version".to_string(), VERSION.to_string());
     metadata.insert("model_fingerprint".to_string(), model.fingerprint.clone());
+    metadata.insert("tokenizer".to_string(), model.tokenizer.clone());
     metadata.insert("layers".to_string(), model.layers.to_string());
     metadata.insert("kv_heads".to_string(), model.kv_heads.to_string());
     metadata.insert("head_dim".to_string(), model.head_dim.to_string());
@@ -188,6 +192,9 @@ pub fn load(path: &Path, model: &ModelIdentity, max_bytes: u64) -> Result<(Vec<u
     if field("model_fingerprint")? != model.fingerprint {
         return Err(invalid(path, "it was made by another model (fingerprints differ)"));
     }
+    if field("tokenizer")? != model.tokenizer {
+        return Err(invalid(path, "it was made with another tokenizer (vocabulary digests differ)"));
+    }
     let geometry = [("layers", model.layers), ("kv_heads", model.kv_heads), ("head_dim", model.head_dim)];
     for (key, want) in geometry {
         if field(key)? != want.to_string() {
@@ -229,6 +236,17 @@ pub fn load(path: &Path, model: &ModelIdentity, max_bytes: u64) -> Result<(Vec<u
     Ok((tokens, layers))
 }
 
+/// The digest of a vocabulary: each token's length and bytes, in id order.
+pub fn vocabulary_digest(tokenizer: &crate::tokenizer::Tokenizer) -> String {
+    let mut h = Sha256::new();
+    for id in 0..tokenizer.vocab_size() as u32 {
+        let bytes = tokenizer.token_bytes(id).unwrap_or(&[]);
+        h.update((bytes.len() as u32).to_le_bytes());
+        h.update(bytes);
+    }
+    hex(&h.finalize())
+}
+
 /// The fingerprint of a GGUF model: SHA-256 of its size and of every byte
 /// before the tensor data (metadata, vocabulary, tensor names, types, shapes
 /// and offsets).
@@ -249,7 +267,7 @@ mod tests {
     use super::*;
 
     fn identity() -> ModelIdentity {
-        ModelIdentity { fingerprint: "ab".repeat(32), layers: 2, kv_heads: 2, head_dim: 4, context_length: 4096, vocab_size: 1000 }
+        ModelIdentity { fingerprint: "ab".repeat(32), tokenizer: "ef".repeat(32), layers: 2, kv_heads: 2, head_dim: 4, context_length: 4096, vocab_size: 1000 }
     }
 
     fn layers(n: i32) -> LayerKv {
@@ -285,6 +303,12 @@ mod tests {
         let (c, m) = code(load(&path, &other, 1 << 20)).unwrap();
         assert_eq!(c, ErrorCode::CacheInvalid);
         assert!(m.contains("another model"), "{m}");
+        let other = ModelIdentity { tokenizer: "cd".repeat(32), ..identity() };
+        let (_, m) = code(load(&path, &other, 1 << 20)).unwrap();
+        assert!(m.contains("another tokenizer"), "{m}");
+        let other = ModelIdentity { kv_heads: 3, ..identity() };
+        let (_, m) = code(load(&path, &other, 1 << 20)).unwrap();
+        assert!(m.contains("kv_heads"), "{m}");
         let (_, m) = code(load(&path, &identity(), 100)).unwrap();
         assert!(m.contains("more than the prefix cache may hold"), "{m}");
 

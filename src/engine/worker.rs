@@ -430,6 +430,7 @@ impl Worker {
         let info = &self.info;
         let identity = ModelIdentity {
             fingerprint,
+            tokenizer: cache_file::vocabulary_digest(&self.tokenizer),
             layers: info.layers,
             kv_heads: info.kv_heads,
             head_dim: info.head_dim,
