@@ -138,6 +138,17 @@ mod tests {
     }
 
     #[test]
+    fn serialized_tokenizer_encodes_alike() {
+        // `to_json` hands the tokenizer to other engines (the benchmark's mlx-lm).
+        let t = Tokenizer::from_spec(&spec(false)).unwrap();
+        let back: tokenizers::Tokenizer = t.to_json().unwrap().parse().unwrap();
+        for text in ["abc abc", "é a<start>\nb", "  c"] {
+            let ours = t.encode(text).unwrap();
+            assert_eq!(back.encode(text, false).unwrap().get_ids(), &ours[1..], "{text:?}");
+        }
+    }
+
+    #[test]
     fn llama_style_prefix_space() {
         let t = Tokenizer::from_spec(&spec(true)).unwrap();
         assert_eq!(t.encode("ab").unwrap(), vec![1, 9]);

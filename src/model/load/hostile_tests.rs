@@ -99,7 +99,7 @@ struct Tensor {
 }
 
 #[derive(Clone)]
-struct Builder {
+pub(super) struct Builder {
     version: u32,
     kvs: Vec<(String, u32, Vec<u8>)>,
     tensors: Vec<Tensor>,
@@ -109,13 +109,13 @@ struct Builder {
     kv_count: Option<u64>,
 }
 
-fn string(s: &str) -> Vec<u8> {
+pub(super) fn string(s: &str) -> Vec<u8> {
     let mut v = (s.len() as u64).to_le_bytes().to_vec();
     v.extend_from_slice(s.as_bytes());
     v
 }
 
-fn array(ty: u32, n: u64, items: &[u8]) -> Vec<u8> {
+pub(super) fn array(ty: u32, n: u64, items: &[u8]) -> Vec<u8> {
     let mut v = ty.to_le_bytes().to_vec();
     v.extend_from_slice(&n.to_le_bytes());
     v.extend_from_slice(items);
@@ -123,21 +123,21 @@ fn array(ty: u32, n: u64, items: &[u8]) -> Vec<u8> {
 }
 
 impl Builder {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Builder { version: 3, kvs: Vec::new(), tensors: Vec::new(), alignment: 32, tensor_count: None, kv_count: None }
     }
 
-    fn kv(mut self, key: &str, ty: u32, value: Vec<u8>) -> Self {
+    pub(super) fn kv(mut self, key: &str, ty: u32, value: Vec<u8>) -> Self {
         self.kvs.push((key.to_string(), ty, value));
         self
     }
 
-    fn tensor(mut self, name: &str, dims: &[u64], ty: BlockType, data: Vec<u8>) -> Self {
+    pub(super) fn tensor(mut self, name: &str, dims: &[u64], ty: BlockType, data: Vec<u8>) -> Self {
         self.tensors.push(Tensor { name: name.into(), dims: dims.to_vec(), ty: ty.code(), data, offset: None });
         self
     }
 
-    fn build(&self) -> Vec<u8> {
+    pub(super) fn build(&self) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend_from_slice(&self.version.to_le_bytes());
         out.extend_from_slice(&self.tensor_count.unwrap_or(self.tensors.len() as u64).to_le_bytes());

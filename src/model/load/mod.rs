@@ -125,7 +125,7 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     let mut weights = Weights { gguf: &gguf, format, parameters: 0 };
     let model = match arch.as_str() {
         "gemma3" => Model::Gemma3(gemma3(&mut weights, &hp, &meta).map_err(fail)?),
-        _ => Model::Llama(llama(&mut weights, &hp, &arch).map_err(fail)?),
+        _ => Model::Llama(llama(&mut weights, &hp, &arch, &meta).map_err(fail)?),
     };
     let info = ModelInfo {
         format: "gguf".into(),
@@ -148,7 +148,7 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
 }
 
 /// `general.architecture` values this loader builds.
-const SUPPORTED: &[&str] = &["llama", "mistral", "smollm", "qwen2", "qwen3", "gemma3"];
+const SUPPORTED: &[&str] = &["llama", "mistral", "smollm", "qwen2", "qwen3", "phi3", "gemma3"];
 
 /// The `{arch}.*` metadata every architecture here reads.
 struct HyperParameters {
@@ -243,13 +243,20 @@ impl Weights<'_> {
 }
 
 /// llama and the architectures that are llama plus flags: mistral and smollm
-/// (the same), qwen2 (q/k/v biases), qwen3 (per-head q/k norms); qwen's RoPE
-/// rotates halves.
-fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str) -> Result<Llama, String> {
+/// (the same), qwen2 (q/k/v biases), qwen3 (per-head q/k norms), phi3 (q/k/v
+/// in one tensor, gate and up in another); qwen's and phi3's RoPE rotates
+/// halves. (llama.cpp ignores phi3's sliding window, and so do we.)
+fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str, meta: &Metadata) -> Result<Llama, String> {
     let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
     // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
-    // pairs; qwen's are stored as trained, for RoPE over halves.
-    let rope_traditional = !matches!(arch, "qwen2" | "qwen3");
+    // pairs; qwen's and phi3's are stored as trained, for RoPE over halves.
+    let rope_traditional = !matches!(arch, "qwen2" | "qwen3" | "phi3");
+    let fused = arch == "phi3";
+    if w.has("rope_factors_long.weight") || w.has("rope_factors_short.weight") {
+        return Err("LongRoPE (rope_factors_long/short, long-context phi3) is not supported".into());
+    }
+    let mut rope = Rope::new(hp.head_dim, hp.rope_base, rope_traditional);
+    rope_scaling(w, meta, arch, &mut rope)?;
     let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
     let output = if w.has("output.weight") { Some(w.linear("output", hp.vocab_size as i32, hidden)?) } else { None };
     let mut blocks = Vec::with_capacity(hp.layers);
@@ -257,12 +264,16 @@ fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str) -> Result<Llama, Str
         let p = format!("blk.{i}");
         blocks.push(Block {
             attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
-            qkv: Projections::new(vec![
-                w.linear(&format!("{p}.attn_q"), q_dim, hidden)?,
-                w.linear(&format!("{p}.attn_k"), kv_dim, hidden)?,
-                w.linear(&format!("{p}.attn_v"), kv_dim, hidden)?,
-            ])
-            .map_err(|e| e.to_string())?,
+            qkv: match fused {
+                // Rows q, then k, then v: the stacked form as it is.
+                true => Projections::Stacked { weight: w.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, hidden)?, outputs: vec![q_dim, kv_dim, kv_dim] },
+                false => Projections::new(vec![
+                    w.linear(&format!("{p}.attn_q"), q_dim, hidden)?,
+                    w.linear(&format!("{p}.attn_k"), kv_dim, hidden)?,
+                    w.linear(&format!("{p}.attn_v"), kv_dim, hidden)?,
+                ])
+                .map_err(|e| e.to_string())?,
+            },
             qkv_bias: match w.has(&format!("{p}.attn_q.bias")) {
                 false => None,
                 true => Some([
@@ -280,8 +291,12 @@ fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str) -> Result<Llama, Str
             },
             wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
             ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
-            gate_up: Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), ffn, hidden)?, w.linear(&format!("{p}.ffn_up"), ffn, hidden)?])
-                .map_err(|e| e.to_string())?,
+            gate_up: match fused {
+                // Gate rows first, then up (llama.cpp's fused SwiGLU halves).
+                true => Projections::Stacked { weight: w.linear(&format!("{p}.ffn_up"), 2 * ffn, hidden)?, outputs: vec![ffn, ffn] },
+                false => Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), ffn, hidden)?, w.linear(&format!("{p}.ffn_up"), ffn, hidden)?])
+                    .map_err(|e| e.to_string())?,
+            },
             down: w.linear(&format!("{p}.ffn_down"), hidden, ffn)?,
         });
     }
@@ -291,12 +306,39 @@ fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str) -> Result<Llama, Str
         heads: hp.heads,
         kv_heads: hp.kv_heads,
         head_dim: hp.head_dim,
-        rope: Rope::new(hp.head_dim, hp.rope_base, rope_traditional),
+        rope,
         rms_eps: hp.rms_eps,
         context_length: hp.context_length,
         vocab_size: hp.vocab_size,
     };
     Ok(Llama { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)?, output })
+}
+
+/// RoPE scaling: `{arch}.rope.scaling.type = linear` (positions divided by
+/// `rope.scaling.factor`), and llama 3's `rope_freqs` tensor (one factor per
+/// rotated pair, dividing its frequency, as llama.cpp's `freq_factors`).
+fn rope_scaling(w: &Weights, meta: &Metadata, arch: &str, rope: &mut Rope) -> Result<(), String> {
+    let kind = meta.string(&format!("{arch}.rope.scaling.type"))?;
+    let factor = meta.number(&format!("{arch}.rope.scaling.factor"))?;
+    match (kind.as_deref(), factor) {
+        (None | Some("none"), None) => {}
+        (None | Some("linear"), Some(f)) if f >= 1.0 && f.is_finite() => rope.scale = 1.0 / f as f32,
+        (None | Some("linear"), Some(f)) => return Err(format!("metadata {arch}.rope.scaling.factor = {f} is out of range")),
+        (Some(other), _) => return Err(format!("RoPE scaling '{other}' is not supported (linear, llama 3's rope_freqs)")),
+    }
+    if w.has("rope_freqs.weight") {
+        let pairs = rope.dims / 2;
+        let t = tensor(w.gguf, "rope_freqs.weight", &[pairs])?;
+        let factors = w.gguf.dequantize(t)?;
+        if factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+            return Err("tensor rope_freqs.weight holds a factor that is not a positive number".into());
+        }
+        // MLX's `freqs` are periods: base^(2i/dims), each times its factor.
+        let periods: Vec<f32> =
+            factors.iter().enumerate().map(|(i, f)| rope.base.powf(2.0 * i as f32 / rope.dims as f32) * f).collect();
+        rope.periods = Some(Array::from_slice(&periods, &[pairs]));
+    }
+    Ok(())
 }
 
 /// Gemma 3's text model (see [`super::arch::gemma3`]).
@@ -308,12 +350,7 @@ fn gemma3(w: &mut Weights, hp: &HyperParameters, meta: &Metadata) -> Result<Gemm
     }
     // Larger Gemma 3 models stretch the global layers' positions linearly.
     let mut rope_global = Rope::new(hp.head_dim, hp.rope_base, false);
-    if let Some(factor) = meta.number("gemma3.rope.scaling.factor")? {
-        if !(factor >= 1.0 && factor.is_finite()) {
-            return Err(format!("metadata gemma3.rope.scaling.factor = {factor} is out of range"));
-        }
-        rope_global.scale = 1.0 / factor as f32;
-    }
+    rope_scaling(w, meta, "gemma3", &mut rope_global)?;
     let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
     let mut blocks = Vec::with_capacity(hp.layers);
     for i in 0..hp.layers {
@@ -526,5 +563,7 @@ impl Metadata<'_> {
     }
 }
 
+#[cfg(test)]
+mod arch_tests;
 #[cfg(test)]
 mod hostile_tests;
