@@ -83,7 +83,7 @@ describe.skipIf(!fs.existsSync(GEMMA_PATH))('gemma3 (Gemma 3 270M Q4_K_M) agains
   })
 
   const prompts = [
-    'The capital of France is',
+    'The days of the week are Monday, Tuesday, Wednesday,',
     'Here is a short poem about the sea:\n',
     'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
     'Question: What is 17 plus 25?\nAnswer:',
