@@ -241,6 +241,8 @@ describe('plain HTTP', () => {
       'mlx_serving_worker_restarts{model="smollm2"} 0',
       'mlx_serving_time_to_first_token_seconds_count{model="smollm2"}',
       'mlx_serving_http_completion_tokens_total{model="smollm2"}',
+      'mlx_serving_prefix_cache_bytes{model="smollm2"}',
+      'mlx_serving_prefix_cache_tokens_reused{model="smollm2"}',
     ]) {
       expect(text).toContain(name)
     }
