@@ -10,6 +10,9 @@ pub use bpe::{Tokenizer, TokenizerSpec};
 pub use stream::{StopMatcher, Utf8Stream};
 pub use template::{ChatMessage, ChatTemplate};
 
+#[cfg(test)]
+mod vocab_tests;
+
 /// Where `scripts/setup.sh --tokenizer-data` puts llama.cpp's test data (chat
 /// templates, vocab-only GGUFs); `None`, said on stderr, when it is not there.
 #[cfg(test)]

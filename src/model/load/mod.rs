@@ -107,17 +107,7 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
     // pairs; qwen2's are stored as trained, for RoPE over halves.
     let rope_traditional = arch != "qwen2";
-    let spec = TokenizerSpec {
-        model: meta.string("tokenizer.ggml.model").map_err(fail)?.unwrap_or_default(),
-        pre: meta.string("tokenizer.ggml.pre").map_err(fail)?.unwrap_or_default(),
-        tokens: meta.strings("tokenizer.ggml.tokens").map_err(fail)?.unwrap_or_default(),
-        merges: meta.strings("tokenizer.ggml.merges").map_err(fail)?.unwrap_or_default(),
-        token_types: meta.ints("tokenizer.ggml.token_type").map_err(fail)?.unwrap_or_default(),
-        bos: meta.id("tokenizer.ggml.bos_token_id").map_err(fail)?,
-        eos: meta.id("tokenizer.ggml.eos_token_id").map_err(fail)?,
-        eot: meta.id("tokenizer.ggml.eot_token_id").map_err(fail)?,
-        add_bos: meta.number("tokenizer.ggml.add_bos_token").map_err(fail)?.is_some_and(|v| v != 0.0),
-    };
+    let spec = tokenizer_spec(&meta).map_err(fail)?;
     let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
     let template_source = meta.string("tokenizer.chat_template").map_err(fail)?;
     let template = match &template_source {
@@ -218,6 +208,31 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     };
     let model = Llama { config, embed, blocks, norm: final_norm, output };
     Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
+}
+
+/// What a GGUF's `tokenizer.ggml.*` metadata says about its tokenizer.
+fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec, String> {
+    Ok(TokenizerSpec {
+        model: meta.string("tokenizer.ggml.model")?.unwrap_or_default(),
+        pre: meta.string("tokenizer.ggml.pre")?.unwrap_or_default(),
+        tokens: meta.strings("tokenizer.ggml.tokens")?.unwrap_or_default(),
+        merges: meta.strings("tokenizer.ggml.merges")?.unwrap_or_default(),
+        token_types: meta.ints("tokenizer.ggml.token_type")?.unwrap_or_default(),
+        bos: meta.id("tokenizer.ggml.bos_token_id")?,
+        eos: meta.id("tokenizer.ggml.eos_token_id")?,
+        eot: meta.id("tokenizer.ggml.eot_token_id")?,
+        add_bos: meta.number("tokenizer.ggml.add_bos_token")?.is_some_and(|v| v != 0.0),
+    })
+}
+
+/// The tokenizer of a GGUF file, reading only its metadata (no tensors, no
+/// MLX): for vocab-only files and tools. Failures are `MODEL_LOAD_FAILED`.
+pub fn tokenizer_from_gguf(path: &Path) -> Result<(TokenizerSpec, Tokenizer)> {
+    let fail = |why: String| load_failed(path, why);
+    let gguf = Gguf::open(path).map_err(fail)?;
+    let spec = tokenizer_spec(&Metadata { gguf: &gguf }).map_err(fail)?;
+    let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
+    Ok((spec, tokenizer))
 }
 
 /// The tensor `name`, which must have `shape` (MLX order).
