@@ -53,6 +53,11 @@ CONVERSATIONS = {
         assistant("\n Voilà : ¿qué? 日本語 🙂 \n"),
         user("</s><|im_end|> end"),
     ],
+    "empty_content": [{"role": "system", "content": ""}, user("")],
+    "ends_with_assistant": [user("Hi"), assistant("Hello")],
+    "system_only": [{"role": "system", "content": "Only a system prompt."}],
+    # Template syntax in a message is text, never evaluated.
+    "template_syntax_in_text": [user("{{ 7 * 7 }} {% if true %}x{% endif %} {# comment #} {{ raise_exception('no') }}")],
     # A long conversation: its fuel use per message sets TEMPLATE_FUEL.
     "long": [SYSTEM] + [m for i in range(20) for m in (user(f"Question {i}?"), assistant(f"Answer {i}."))] + [user("Last question?")],
     # Shapes some templates refuse (both engines must refuse them).
