@@ -21,7 +21,15 @@ pub(crate) fn llama_cpp_data() -> Option<std::path::PathBuf> {
     if dir.join("complete").exists() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} is missing; run scripts/setup.sh --tokenizer-data", dir.display());
+        say(&format!("SKIPPED: {} is missing; run scripts/setup.sh --tokenizer-data", dir.display()));
         None
     }
+}
+
+/// Writes a line to the real stderr, past libtest's capture, so that skips and
+/// pass counts show in `cargo test` / `npm test` output.
+#[cfg(test)]
+pub(crate) fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

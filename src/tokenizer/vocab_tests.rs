@@ -90,7 +90,7 @@ fn vocab_only_ggufs_tokenize_as_llama_cpp_expects() {
         }
         report.push(format!("{name} ({}/{}): {passed}/{} cases pass", spec.model, spec.pre, cases.len()));
     }
-    eprintln!("llama.cpp vocab cases:\n  {}", report.join("\n  "));
+    crate::tokenizer::say(&format!("llama.cpp vocab cases:\n  {}", report.join("\n  ")));
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
     assert!(tested >= 1, "no vocab could be tested");
 }
