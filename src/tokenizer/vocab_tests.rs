@@ -62,7 +62,8 @@ fn vocab_only_ggufs_tokenize_as_llama_cpp_expects() {
         };
         let (spec, mut tokenizer) = match tokenizer_from_gguf(path) {
             Ok(t) => t,
-            Err(e) if e.code == ErrorCode::ModelLoadFailed && e.message.contains("not supported") => {
+            // A tokenizer kind we lack is a skip; a pre-tokenizer flavour we lack is a failure.
+            Err(e) if e.code == ErrorCode::ModelLoadFailed && e.message.contains("not supported") && !e.message.contains("pre-tokenizer") => {
                 report.push(format!("{name}: SKIPPED ({} cases): {}", cases.len(), e.message.rsplit(": ").next().unwrap_or_default()));
                 continue;
             }
@@ -92,5 +93,6 @@ fn vocab_only_ggufs_tokenize_as_llama_cpp_expects() {
     }
     crate::tokenizer::say(&format!("llama.cpp vocab cases:\n  {}", report.join("\n  ")));
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    assert!(tested >= 1, "no vocab could be tested");
+    // The 10 byte-level BPE vocabs with cases; more once other tokenizer kinds load.
+    assert!(tested >= 10, "only {tested} vocabs could be tested");
 }
