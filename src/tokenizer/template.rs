@@ -11,7 +11,13 @@
 
 use std::{fmt::Write as _, io, time::SystemTime};
 
-use minijinja::{context, value::Kwargs, Environment, Error as JinjaError, ErrorKind, Value};
+use std::{borrow::Cow, sync::Arc};
+
+use minijinja::{
+    context, filters,
+    value::{Kwargs, Object, ObjectRepr, Rest},
+    Environment, Error as JinjaError, ErrorKind, State, Value,
+};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorCode, Result};
@@ -50,6 +56,72 @@ fn raise_exception(message: String) -> std::result::Result<String, JinjaError> {
     Err(JinjaError::new(ErrorKind::InvalidOperation, message))
 }
 
+/// Python's `None`, which Hugging Face passes as `tools` and `documents` when
+/// there are none. minijinja's own none iterates as an empty sequence where
+/// jinja2 raises, so tool-use templates that loop over `tools` would render
+/// for us what Hugging Face refuses. This one is falsy, `is none` (the test is
+/// overridden to say so), prints `None`, is `null` to `tojson`, and is not
+/// iterable.
+#[derive(Debug)]
+struct PyNone;
+
+impl Object for PyNone {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Plain
+    }
+
+    fn is_true(self: &Arc<Self>) -> bool {
+        false
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("None")
+    }
+}
+
+fn is_py_none(value: &Value) -> bool {
+    value.downcast_object_ref::<PyNone>().is_some()
+}
+
+// jinja2's select/reject/selectattr/rejectattr/map give nothing for None
+// (they test `if seq:` first); ours do the same for [`PyNone`].
+type Filtered = std::result::Result<Vec<Value>, JinjaError>;
+
+fn select(state: &State, v: Value, test: Option<Cow<'_, str>>, args: Rest<Value>) -> Filtered {
+    if is_py_none(&v) {
+        return Ok(Vec::new());
+    }
+    filters::select(state, v, test, args)
+}
+
+fn reject(state: &State, v: Value, test: Option<Cow<'_, str>>, args: Rest<Value>) -> Filtered {
+    if is_py_none(&v) {
+        return Ok(Vec::new());
+    }
+    filters::reject(state, v, test, args)
+}
+
+fn selectattr(state: &State, v: Value, attr: Cow<'_, str>, test: Option<Cow<'_, str>>, args: Rest<Value>) -> Filtered {
+    if is_py_none(&v) {
+        return Ok(Vec::new());
+    }
+    filters::selectattr(state, v, attr, test, args)
+}
+
+fn rejectattr(state: &State, v: Value, attr: Cow<'_, str>, test: Option<Cow<'_, str>>, args: Rest<Value>) -> Filtered {
+    if is_py_none(&v) {
+        return Ok(Vec::new());
+    }
+    filters::rejectattr(state, v, attr, test, args)
+}
+
+fn map(state: &State, v: Value, args: Rest<Value>) -> Filtered {
+    if is_py_none(&v) {
+        return Ok(Vec::new());
+    }
+    filters::map(state, v, args)
+}
+
 /// Where `strftime_now` reads the time.
 #[derive(Clone, Copy)]
 enum Clock {
@@ -84,6 +156,12 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", move |format: String| strftime(&format, clock.unix_seconds()));
         env.add_filter("tojson", tojson);
+        env.add_test("none", |v: &Value| v.is_none() || is_py_none(v));
+        env.add_filter("select", select);
+        env.add_filter("reject", reject);
+        env.add_filter("selectattr", selectattr);
+        env.add_filter("rejectattr", rejectattr);
+        env.add_filter("map", map);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::new(ErrorCode::ModelLoadFailed, format!("chat template does not compile: {e}")))?;
         Ok(ChatTemplate { env, bos, eos })
@@ -104,8 +182,8 @@ impl ChatTemplate {
             add_generation_prompt => true,
             bos_token => self.bos,
             eos_token => self.eos,
-            tools => (),
-            documents => (),
+            tools => Value::from_object(PyNone),
+            documents => Value::from_object(PyNone),
         };
         let captured = template.render_captured_to(ctx, &mut out).map_err(|e| {
             Error::invalid(
@@ -242,6 +320,7 @@ fn write_json(out: &mut String, value: &Value, o: &JsonOptions, depth: usize) ->
     let item_sep = if o.indent.is_some() { "," } else { ", " };
     match value.kind() {
         ValueKind::None => out.push_str("null"),
+        _ if is_py_none(value) => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => {
             if value.is_integer() {
@@ -385,6 +464,27 @@ mod tests {
     fn blocks_are_trimmed_as_in_hugging_face() {
         let t = ChatTemplate::new("  {% for m in messages %}\n[{{ m.content }}]\n  {% endfor %}\n{% if tools is none %}none{% endif %}", String::new(), String::new()).unwrap();
         assert_eq!(t.render(&[user("a"), user("b")]).unwrap(), "[a]\n[b]\nnone");
+    }
+
+    #[test]
+    fn tools_are_python_none() {
+        let t = ChatTemplate::new(
+            "{% if not tools and tools is none and tools is defined and not (tools is not none) %}{{ tools }} {{ tools | tojson }}{% endif %}",
+            String::new(),
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(t.render(&[]).unwrap(), "None null");
+        // jinja2's select & co. give nothing for None; a loop over None fails.
+        let t = ChatTemplate::new(
+            "{{ tools | selectattr('type', 'equalto', 'x') | list | length }}{{ tools | rejectattr('a') | list }}{{ tools | map('upper') | list }}{{ tools | select | list }}{{ tools | reject | list }}",
+            String::new(),
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(t.render(&[]).unwrap(), "0[][][][]");
+        let t = ChatTemplate::new("{% for tool in tools %}{{ tool }}{% endfor %}", String::new(), String::new()).unwrap();
+        assert_eq!(t.render(&[]).unwrap_err().code, ErrorCode::InvalidArgument);
     }
 
     #[test]

@@ -59,7 +59,6 @@ fn real_chat_templates_render_as_jinja2_does() {
     let mut failures = Vec::new();
     let mut compared = 0;
     let mut matched_templates = 0;
-    let mut tolerated = std::collections::BTreeSet::new();
     for (name, expected) in &reference.templates {
         let source = std::fs::read_to_string(dir.join("templates").join(name)).expect("template file");
         let template = ChatTemplate::with_clock(&source, reference.bos_token.clone(), reference.eos_token.clone(), Clock::Fixed(reference.now));
@@ -87,29 +86,17 @@ fn real_chat_templates_render_as_jinja2_does() {
                 (Some(want), _, Ok(got)) => failures.push(format!("{name} / {conversation}: {}", diff(want, &got))),
                 (Some(_), _, Err(e)) => failures.push(format!("{name} / {conversation}: jinja2 renders it, we fail: {e}")),
                 (None, Some(_), Err(e)) => assert_eq!(e.code, ErrorCode::InvalidArgument, "{name} / {conversation}: {e}"),
-                // minijinja iterates `none` as an empty sequence where jinja2
-                // raises, so templates that loop over `tools` unconditionally
-                // (tool-use variants, meant to be given tools) render for us
-                // with an empty tool list. Known, and the only tolerated gap.
-                (None, Some(want), Ok(_)) if want.contains("'NoneType' object is not iterable") => {
-                    tolerated.insert(name.as_str());
-                }
                 (None, Some(want), Ok(got)) => {
                     failures.push(format!("{name} / {conversation}: jinja2 fails ({want}), we render {got:?}"))
                 }
                 (None, None, _) => panic!("{name} / {conversation}: reference has neither output nor error"),
             }
         }
-        if failures.len() == before && !tolerated.contains(name.as_str()) {
+        if failures.len() == before {
             matched_templates += 1;
         }
     }
-    crate::tokenizer::say(&format!(
-        "chat templates: {matched_templates}/{} agree with jinja2 on all of {compared} renders; rendered where jinja2 fails iterating tools=None: {tolerated:?}",
-        reference.templates.len()
-    ));
-    // The gap must stay what it is: only the three tool-use templates.
-    assert!(tolerated.len() <= 3, "more templates than expected differ over iterating none: {tolerated:?}");
+    crate::tokenizer::say(&format!("chat templates: {matched_templates}/{} agree with jinja2 on all of {compared} renders", reference.templates.len()));
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
