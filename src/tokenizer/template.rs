@@ -7,11 +7,11 @@
 //!
 //! Templates are untrusted text from model files, so rendering is bounded: a
 //! budget of VM steps ([`TEMPLATE_FUEL`]), minijinja's recursion limit, and a
-//! cap on the output's size ([`MAX_OUTPUT_BYTES`]).
+//! cap on the output's size ([`MAX_OUTPUT_BYTES`]). Not bounded: the memory of
+//! values a template builds without writing them (a string doubled by `~` in
+//! a loop of a few dozen steps); minijinja has no hook for that.
 
-use std::{fmt::Write as _, io, time::SystemTime};
-
-use std::{borrow::Cow, sync::Arc};
+use std::{borrow::Cow, fmt::Write as _, io, sync::Arc, time::SystemTime};
 
 use minijinja::{
     context, filters,
