@@ -7,6 +7,8 @@
 #   scripts/setup.sh --test     # build with the fault-injection switch (used by `npm test`)
 #   scripts/setup.sh --qwen2    # also fetch Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, for __test__/qwen2.spec.ts)
 #   scripts/setup.sh --gemma3   # also fetch Gemma 3 270M Q4_K_M (253 MB, for __test__/gemma3.spec.ts)
+#   scripts/setup.sh --tokenizer-data  # also fetch llama.cpp's chat templates and vocab-only GGUFs (~45 MB
+#                               # into .data/, for the tokenizer and chat-template tests)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,11 +26,15 @@ GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 FEATURES=napi
 QWEN2=0
 GEMMA3=0
+LLAMA_CPP_PYTHON_VERSION=0.3.16
+LLAMA_CPP_PYTHON_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
+TOKENIZER_DATA=0
 for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
     --qwen2) QWEN2=1 ;;
     --gemma3) GEMMA3=1 ;;
+    --tokenizer-data) TOKENIZER_DATA=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -116,6 +122,35 @@ REQ
   rm -rf "$tmp"
   echo "$GEMMA3_SHA256  models/$GEMMA3_FILE.part" | sha256sum -c --quiet || { log "gemma3 checksum mismatch"; rm -f "models/$GEMMA3_FILE.part"; exit 1; }
   mv "models/$GEMMA3_FILE.part" "models/$GEMMA3_FILE"
+fi
+
+# 3d. Optional: test data from llama.cpp, as vendored in the llama-cpp-python
+#     sdist (pinned by sha256): the chat templates of models/templates and the
+#     vocab-only GGUFs with their tokenization cases (ggml-vocab-*). The jinja2
+#     renderings the chat-template test compares against are made here too, with
+#     jinja2 installed into the data directory (redone when the script changes).
+DATA=.data/llama.cpp-$LLAMA_CPP_PYTHON_VERSION
+reference_stamp=$(cat scripts/chat_template_reference.py | sha256sum | cut -c1-16)
+if [[ $TOKENIZER_DATA == 1 && "$(cat "$DATA/complete" 2>/dev/null)" != "$reference_stamp" ]]; then
+  if [[ ! -f "$DATA/templates/README.md" || ! -d "$DATA/py/jinja2" ]]; then
+    log "fetching llama.cpp test data from PyPI (llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION sdist, 51 MB)"
+    rm -rf "$DATA" && mkdir -p "$DATA"
+    # jinja2 for the reference; scikit-build-core lets pip read the sdist's
+    # metadata without building an isolated environment (minutes) for it.
+    "$PYTHON" -m pip install -q --disable-pip-version-check --target "$DATA/py" \
+      jinja2==3.1.6 markupsafe==3.0.4 scikit-build-core==1.1.2
+    tmp=$(mktemp -d)
+    PYTHONPATH="$ROOT/$DATA/py" "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+      --no-build-isolation -d "$tmp" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+    sdist="$tmp/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
+    echo "$LLAMA_CPP_PYTHON_SHA256  $sdist" | sha256sum -c --quiet || { log "llama-cpp-python sdist checksum mismatch"; rm -rf "$tmp" "$DATA"; exit 1; }
+    models="llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp/models"
+    tar -xzf "$sdist" -C "$DATA" --strip-components=4 --wildcards "$models/templates" "$models/ggml-vocab-*"
+    rm -rf "$tmp"
+  fi
+  log "rendering the chat templates with jinja2 (scripts/chat_template_reference.py)"
+  PYTHONPATH="$DATA/py" "$PYTHON" scripts/chat_template_reference.py "$DATA/templates" "$DATA/chat_templates.json"
+  echo "$reference_stamp" > "$DATA/complete"
 fi
 
 # 4. mlx-sys from crates.io with our patch (see patches/README.md).

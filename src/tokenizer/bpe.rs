@@ -8,7 +8,6 @@ use tokenizers::{
     models::bpe::{Vocab, BPE},
     pre_tokenizers::{
         byte_level::ByteLevel,
-        digits::Digits,
         sequence::Sequence,
         split::{Split, SplitPattern},
     },
@@ -20,9 +19,9 @@ use crate::error::{Error, ErrorCode, Result};
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 pub(super) const TOKEN_TYPE_CONTROL: i32 = 3;
-const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 /// `<0xNN>`, the byte fallback of SentencePiece vocabularies.
 pub(super) const TOKEN_TYPE_BYTE: i32 = 6;
+const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 
 /// What a GGUF file says about its tokenizer.
 #[derive(Debug, Clone, Default)]
@@ -33,9 +32,9 @@ pub struct TokenizerSpec {
     pub pre: String,
     pub tokens: Vec<String>,
     pub merges: Vec<String>,
+    pub token_types: Vec<i32>,
     /// `tokenizer.ggml.scores` (SentencePiece: a piece's merge priority).
     pub scores: Vec<f32>,
-    pub token_types: Vec<i32>,
     /// `tokenizer.ggml.add_space_prefix` (SentencePiece: a `▁` before the text).
     pub add_space_prefix: bool,
     pub bos: Option<u32>,
@@ -81,11 +80,17 @@ impl Tokenizer {
             "llama" => super::spm::build(spec)?,
             _ => byte_level_bpe(spec, is_special)?,
         };
-        let specials: Vec<AddedToken> = (0..spec.tokens.len())
-            .filter(|&i| is_special(i))
-            .map(|i| AddedToken::from(spec.tokens[i].clone(), true).normalized(false))
-            .collect();
-        inner.add_special_tokens(&specials);
+
+        // Control tokens (`<|im_start|>`) are recognised in text unless
+        // `parse_special` is off; user-defined ones always are, as in llama.cpp.
+        let added = |ty: i32, special: bool| -> Vec<AddedToken> {
+            (0..spec.tokens.len())
+                .filter(|&i| spec.token_types.get(i) == Some(&ty))
+                .map(|i| AddedToken::from(spec.tokens[i].clone(), special).normalized(false))
+                .collect()
+        };
+        inner.add_special_tokens(&added(TOKEN_TYPE_CONTROL, true));
+        inner.add_tokens(&added(TOKEN_TYPE_USER_DEFINED, false));
 
         let mut end_tokens: HashSet<u32> = spec.eos.into_iter().chain(spec.eot).collect();
         for (i, t) in spec.tokens.iter().enumerate() {
@@ -106,6 +111,17 @@ impl Tokenizer {
         }
         ids.extend_from_slice(encoding.get_ids());
         Ok(ids)
+    }
+
+    /// Whether [`encode`](Self::encode) recognises control tokens written in
+    /// the text (on by default; llama.cpp's `parse_special`).
+    pub fn set_parse_special(&mut self, on: bool) {
+        self.inner.set_encode_special_tokens(!on);
+    }
+
+    /// Whether [`encode`](Self::encode) starts with BOS (the GGUF's `tokenizer.ggml.add_bos_token`).
+    pub fn set_add_bos(&mut self, on: bool) {
+        self.add_bos = on;
     }
 
     /// The text of `ids`; invalid UTF-8 becomes U+FFFD.
@@ -162,12 +178,15 @@ fn byte_level_bpe(spec: &TokenizerSpec, is_special: impl Fn(usize) -> bool) -> R
                 .ok_or_else(|| unsupported(format!("malformed BPE merge '{m}'")))
         })
         .collect::<Result<Vec<_>>>()?;
+    let flavour = pre_tokenizer_of(&spec.pre)
+        .ok_or_else(|| unsupported(format!("pre-tokenizer '{}' (tokenizer.ggml.pre) is not supported", spec.pre)))?;
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .ignore_merges(flavour.ignore_merges)
         .build()
         .map_err(|e| unsupported(format!("building BPE: {e}")))?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
-    inner.with_pre_tokenizer(Some(pre_tokenizer(&spec.pre)?));
+    inner.with_pre_tokenizer(Some(pre_tokenizer(&flavour)?));
     inner.with_decoder(Some(ByteLevel::default()));
 
     let byte_of = byte_decoder();
@@ -187,27 +206,88 @@ fn byte_level_bpe(spec: &TokenizerSpec, is_special: impl Fn(usize) -> bool) -> R
     Ok((inner, token_bytes))
 }
 
-/// Qwen2's split pattern (llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`): GPT-2's,
-/// with case-insensitive contractions, single digits, and punctuation runs
-/// taking their trailing newlines.
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-2's split pattern (what `ByteLevel` splits with when `use_regex` is on).
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-/// The pre-tokenizer for a `tokenizer.ggml.pre` flavour. Most supported
-/// flavours split with the GPT-2 pattern, some first isolating each digit;
-/// qwen2 has its own pattern.
-fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
-    let byte_level = ByteLevel::new(false, false, true);
-    Ok(match pre {
-        "qwen2" => {
-            let split = Split::new(SplitPattern::Regex(QWEN2_PATTERN.into()), SplitDelimiterBehavior::Isolated, false)
-                .map_err(|e| Error::internal(format!("qwen2 split pattern: {e}")))?;
-            Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into()
+/// Llama 3's: case-insensitive contractions, a letter run with at most one
+/// leading non-letter, digits in threes, punctuation runs taking their
+/// trailing newlines.
+const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's: Llama 3's with single digits.
+const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Mistral's Tekken: upper-then-lower letter runs, single digits, `/` kept with punctuation.
+const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// GPT-4o's (and Llama 4's): Tekken's letter runs with contractions attached, digits in threes.
+const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// BLOOM's (and Poro's): a word is everything up to whitespace or sentence punctuation.
+const BLOOM: &str = r" ?[^(\s|[.,!?\x{2026}\x{3002}\x{FF0C}\x{3001}\x{964}\x{6D4}\x{60C}])]+";
+
+/// CJK ideographs, the blocks up to them, and Hangul, as one run (DeepSeek).
+const CJK_RUN: &str = r"[\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+";
+
+/// DeepSeek LLM's letter runs: the Latin, Greek, Cyrillic, Armenian,
+/// Georgian, Cherokee, Glagolitic, Coptic... letter ranges its tokenizer lists.
+const DEEPSEEK_LETTERS: &str = r"\s?[A-Za-z\x{B5}\x{C0}-\x{D6}\x{D8}-\x{F6}\x{F8}-\x{1BA}\x{1BC}-\x{1BF}\x{1C4}-\x{293}\x{295}-\x{2AF}\x{370}-\x{373}\x{376}\x{377}\x{37B}-\x{37D}\x{37F}\x{386}\x{388}-\x{38A}\x{38C}\x{38E}-\x{3A1}\x{3A3}-\x{3F5}\x{3F7}-\x{481}\x{48A}-\x{52F}\x{531}-\x{556}\x{10A0}-\x{10C5}\x{13A0}-\x{13F5}\x{13F8}-\x{13FD}\x{1C90}-\x{1CBA}\x{1CBD}-\x{1CBF}\x{1D00}-\x{1D2B}\x{1D6B}-\x{1D77}\x{1D79}-\x{1D9A}\x{1E00}-\x{1F15}\x{1F18}-\x{1F1D}\x{1F20}-\x{1F45}\x{1F48}-\x{1F4D}\x{1F50}-\x{1F57}\x{1F59}\x{1F5B}\x{1F5D}\x{1F5F}-\x{1F7D}\x{1F80}-\x{1FB4}\x{1FB6}-\x{1FBC}\x{1FBE}\x{1FC2}-\x{1FC4}\x{1FC6}-\x{1FCC}\x{1FD0}-\x{1FD3}\x{1FD6}-\x{1FDB}\x{1FE0}-\x{1FEC}\x{1FF2}-\x{1FF4}\x{1FF6}-\x{1FFC}\x{2102}\x{2107}\x{210A}-\x{2113}\x{2115}\x{2119}-\x{211D}\x{2124}\x{2126}\x{2128}\x{212A}-\x{212D}\x{212F}-\x{2134}\x{2139}\x{213C}-\x{213F}\x{2145}-\x{2149}\x{214E}\x{2183}\x{2184}\x{2C00}-\x{2C7B}\x{2C7E}-\x{2CE4}\x{2CEB}-\x{2CEE}\x{2CF2}\x{2CF3}\x{A640}-\x{A66D}\x{A680}-\x{A69B}\x{A722}-\x{A76F}\x{A771}-\x{A787}\x{A78B}-\x{A78E}\x{AB70}-\x{ABBF}\x{FB00}-\x{FB06}\x{FB13}-\x{FB17}\x{FF21}-\x{FF3A}\x{FF41}-\x{FF5A}\x{10400}-\x{1044F}\x{104B0}-\x{104D3}\x{104D8}-\x{104FB}\x{10C80}-\x{10CB2}\x{10CC0}-\x{10CF2}\x{118A0}-\x{118DF}\x{1E900}-\x{1E943}]+";
+
+/// How a `tokenizer.ggml.pre` flavour cuts text before BPE: regexes applied
+/// in turn (each match and each gap between matches becomes a piece), then
+/// GPT-2's byte-to-character mapping, with or without GPT-2's own split.
+struct PreTokenizer {
+    splits: &'static [&'static str],
+    gpt2_split: bool,
+    /// Whole pieces found in the vocabulary are taken as they are, without merging (Llama 3).
+    ignore_merges: bool,
+}
+
+/// The flavours, named as llama.cpp's converter names them (`tokenizer.ggml.pre`).
+fn pre_tokenizer_of(pre: &str) -> Option<PreTokenizer> {
+    let p = |splits: &'static [&'static str], gpt2_split: bool| PreTokenizer { splits, gpt2_split, ignore_merges: false };
+    Some(match pre {
+        // No flavour named: llama.cpp's fallback for old conversions.
+        "" | "default" => p(&[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"], false),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" => {
+            PreTokenizer { splits: &[LLAMA3], gpt2_split: false, ignore_merges: true }
         }
-        "smollm" | "starcoder" | "refact" | "codeshell" | "minerva" | "exaone" => {
-            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-        }
-        _ => byte_level.into(),
+        "dbrx" | "smaug-bpe" | "glm4" | "chatglm-bpe" => p(&[LLAMA3], false),
+        "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" | "hunyuan" => p(&[QWEN2], false),
+        "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "trillion" | "jina-es" | "jina-de" | "jina-v2-es" | "jina-v2-de" | "gigachat"
+        | "a.x-4.0" | "mellum" | "exaone4" | "roberta-bpe" | "jina-v1-en" | "jina-v2-code" => p(&[], true),
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" | "minerva" => p(&[r"\p{N}"], true),
+        "falcon" => p(&[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"], false),
+        "deepseek-llm" => p(&["[\r\n]", DEEPSEEK_LETTERS, r"\s?[!-/:-~\x{FF01}-\x{FF0F}\x{FF1A}-\x{FF5E}\x{2018}-\x{201F}\x{3000}-\x{3002}]+", r"\s+$", CJK_RUN, r"\p{N}+"], false),
+        "deepseek-coder" => p(&["[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", CJK_RUN, r"\p{N}"], false),
+        "deepseek-v3" | "hunyuan-dense" => p(
+            &[
+                r"\p{N}{1,3}",
+                r"[\x{4E00}-\x{9FA5}\x{3040}-\x{309F}\x{30A0}-\x{30FF}]+",
+                r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
+            ],
+            false,
+        ),
+        "poro-chat" | "bloom" | "gpt3-finnish" => p(&[BLOOM], false),
+        "viking" => p(&[BLOOM, r"\p{N}"], false),
+        "tekken" => PreTokenizer { splits: &[TEKKEN], gpt2_split: false, ignore_merges: true },
+        "gpt-4o" | "llama4" => p(&[GPT4O], false),
+        "seed-coder" => p(&[r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+"], false),
+        "bailingmoe" => p(&[r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"], false),
+        _ => return None,
     })
+}
+
+/// The `tokenizers` pre-tokenizer for a flavour.
+fn pre_tokenizer(flavour: &PreTokenizer) -> Result<PreTokenizerWrapper> {
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(flavour.splits.len() + 1);
+    for pattern in flavour.splits {
+        let split = Split::new(SplitPattern::Regex((*pattern).into()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| Error::internal(format!("split pattern {pattern:?}: {e}")))?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, false, flavour.gpt2_split).into());
+    Ok(if steps.len() == 1 { steps.pop().unwrap() } else { Sequence::new(steps).into() })
 }
 
 /// Inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.

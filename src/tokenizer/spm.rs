@@ -178,7 +178,7 @@ mod tests {
             eprintln!("skipped: {} is missing (scripts/setup.sh --gemma3)", path.display());
             return;
         }
-        let t = crate::model::load::read_tokenizer(&path).unwrap();
+        let t = crate::model::load::tokenizer_from_gguf(&path).unwrap().1;
         let cases: [(&str, &[u32]); 6] = [
             ("The capital of France is", &[818, 5279, 529, 7001, 563]),
             ("  leading  spaces   and\n\nnewlines\n", &[138, 26016, 138, 35220, 139, 624, 108, 208697, 107]),

@@ -297,7 +297,12 @@ impl<S: Source> Gguf<S> {
             let offset = r.u64()?;
             raw.push((name, dims, ty, offset));
         }
-        let data_start = align(r.pos, alignment).ok_or("data offset overflows")?;
+        let mut data_start = align(r.pos, alignment).ok_or("data offset overflows")?;
+        // A file without tensors (a vocab-only GGUF) may end right after its
+        // metadata, without the padding to the (empty) data section.
+        if raw.is_empty() && r.pos <= len {
+            data_start = data_start.min(len);
+        }
         if data_start > len {
             return Err(format!("the tensor data would start at byte {data_start} but the file has {len} (truncated?)"));
         }

@@ -266,6 +266,18 @@ fn truncation_at_every_byte_is_an_error() {
     }
 }
 
+#[test]
+fn a_file_without_tensors_may_end_after_its_metadata_but_not_inside_it() {
+    // Vocab-only GGUFs (llama.cpp's ggml-vocab-*) stop right after their metadata.
+    let bytes = Builder::new().kv("general.name", 8, string("vocab")).build();
+    assert_ne!(bytes.len() % 32, 0, "the file must end off the alignment for this test");
+    let gguf = Gguf::parse(bytes.clone()).expect("a tensorless file without padding opens");
+    assert!(gguf.tensors().is_empty());
+    for n in 0..bytes.len() {
+        assert!(Gguf::parse(bytes[..n].to_vec()).is_err(), "a tensorless file cut to {n} of {} bytes was accepted", bytes.len());
+    }
+}
+
 /// Each forged header must be refused, with a reason mentioning `why`.
 fn refused(b: &Builder, why: &str) {
     match open_all(&b.build()) {

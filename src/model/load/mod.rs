@@ -391,7 +391,7 @@ fn gemma3(w: &mut Weights, hp: &HyperParameters, meta: &Metadata) -> Result<Gemm
     Ok(Gemma3 { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)? })
 }
 
-/// What the file says about its tokenizer.
+/// What a GGUF's `tokenizer.ggml.*` metadata says about its tokenizer.
 fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec, String> {
     Ok(TokenizerSpec {
         model: meta.string("tokenizer.ggml.model")?.unwrap_or_default(),
@@ -409,12 +409,14 @@ fn tokenizer_spec(meta: &Metadata) -> Result<TokenizerSpec, String> {
     })
 }
 
-/// The tokenizer of a GGUF file alone (tests compare it with llama.cpp's).
-#[cfg(test)]
-pub(crate) fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let gguf = Gguf::open(path).map_err(|e| load_failed(path, e))?;
-    let spec = tokenizer_spec(&Metadata { gguf: &gguf }).map_err(|e| load_failed(path, e))?;
-    Tokenizer::from_spec(&spec)
+/// The tokenizer of a GGUF file, reading only its metadata (no tensors, no
+/// MLX): for vocab-only files and tools. Failures are `MODEL_LOAD_FAILED`.
+pub fn tokenizer_from_gguf(path: &Path) -> Result<(TokenizerSpec, Tokenizer)> {
+    let fail = |why: String| load_failed(path, why);
+    let gguf = Gguf::open(path).map_err(fail)?;
+    let spec = tokenizer_spec(&Metadata { gguf: &gguf }).map_err(fail)?;
+    let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
+    Ok((spec, tokenizer))
 }
 
 /// The tensor `name`, which must have `shape` (MLX order).

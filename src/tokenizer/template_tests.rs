@@ -1,0 +1,123 @@
+//! Real chat templates rendered by us and by jinja2 as Hugging Face configures
+//! it must agree byte for byte, or both refuse the conversation.
+//!
+//! The templates (llama.cpp's `models/templates`, from the llama-cpp-python
+//! sdist) and the jinja2 renderings (`scripts/chat_template_reference.py`) are
+//! fetched by `scripts/setup.sh --tokenizer-data`; without them these tests
+//! say so and pass.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::*;
+use crate::tokenizer::llama_cpp_data;
+
+#[derive(Deserialize)]
+struct Reference {
+    now: i64,
+    bos_token: String,
+    eos_token: String,
+    conversations: std::collections::BTreeMap<String, Vec<ChatMessage>>,
+    templates: std::collections::BTreeMap<String, TemplateReference>,
+}
+
+#[derive(Deserialize)]
+struct TemplateReference {
+    compile_error: Option<String>,
+    #[serde(default)]
+    renders: std::collections::BTreeMap<String, Rendered>,
+}
+
+#[derive(Deserialize)]
+struct Rendered {
+    output: Option<String>,
+    error: Option<String>,
+}
+
+/// The first differing line of two renderings, with a few lines of context.
+fn diff(expected: &str, actual: &str) -> String {
+    let (e, a): (Vec<&str>, Vec<&str>) = (expected.split('\n').collect(), actual.split('\n').collect());
+    let at = e.iter().zip(&a).position(|(x, y)| x != y).unwrap_or(e.len().min(a.len()));
+    let from = at.saturating_sub(2);
+    let show = |lines: &[&str], sign: char| {
+        lines.iter().enumerate().skip(from).take(at + 3 - from).map(|(i, l)| format!("  {sign}{:>4} {l:?}\n", i + 1)).collect::<String>()
+    };
+    format!("first difference at line {}:\n jinja2:\n{} ours:\n{}", at + 1, show(&e, '-'), show(&a, '+'))
+}
+
+fn reference() -> Option<(PathBuf, Reference)> {
+    let dir = llama_cpp_data()?;
+    let json = std::fs::read_to_string(dir.join("chat_templates.json")).expect("chat_templates.json");
+    Some((dir, serde_json::from_str(&json).expect("chat_templates.json parses")))
+}
+
+#[test]
+fn real_chat_templates_render_as_jinja2_does() {
+    let Some((dir, reference)) = reference() else { return };
+    assert_eq!(reference.templates.len(), 25, "the sdist ships 25 templates");
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    let mut matched_templates = 0;
+    for (name, expected) in &reference.templates {
+        let source = std::fs::read_to_string(dir.join("templates").join(name)).expect("template file");
+        let template = ChatTemplate::with_clock(&source, reference.bos_token.clone(), reference.eos_token.clone(), Clock::Fixed(reference.now));
+        let template = match (template, &expected.compile_error) {
+            (Ok(t), None) => t,
+            (Err(_), Some(_)) => {
+                matched_templates += 1;
+                continue;
+            }
+            (Ok(_), Some(e)) => {
+                failures.push(format!("{name}: jinja2 does not compile it ({e}) but we do"));
+                continue;
+            }
+            (Err(e), None) => {
+                failures.push(format!("{name}: we do not compile it: {e}"));
+                continue;
+            }
+        };
+        let before = failures.len();
+        for (conversation, rendered) in &expected.renders {
+            compared += 1;
+            let ours = template.render(&reference.conversations[conversation]);
+            match (&rendered.output, &rendered.error, ours) {
+                (Some(want), _, Ok(got)) if *want == got => {}
+                (Some(want), _, Ok(got)) => failures.push(format!("{name} / {conversation}: {}", diff(want, &got))),
+                (Some(_), _, Err(e)) => failures.push(format!("{name} / {conversation}: jinja2 renders it, we fail: {e}")),
+                (None, Some(_), Err(e)) => assert_eq!(e.code, ErrorCode::InvalidArgument, "{name} / {conversation}: {e}"),
+                (None, Some(want), Ok(got)) => {
+                    failures.push(format!("{name} / {conversation}: jinja2 fails ({want}), we render {got:?}"))
+                }
+                (None, None, _) => panic!("{name} / {conversation}: reference has neither output nor error"),
+            }
+        }
+        if failures.len() == before {
+            matched_templates += 1;
+        }
+    }
+    crate::tokenizer::say(&format!("chat templates: {matched_templates}/{} agree with jinja2 on all of {compared} renders", reference.templates.len()));
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Real templates stay far inside [`TEMPLATE_FUEL`]: prints what each uses for
+/// a short and a long conversation, and requires a 100x margin for the long one.
+#[test]
+fn real_chat_templates_stay_well_within_the_fuel_bound() {
+    let Some((dir, reference)) = reference() else { return };
+    let long = &reference.conversations["long"];
+    let short = &reference.conversations["system_user"];
+    let mut most = (0u64, String::new());
+    for name in reference.templates.keys() {
+        let source = std::fs::read_to_string(dir.join("templates").join(name)).expect("template file");
+        let Ok(t) = ChatTemplate::with_clock(&source, String::new(), String::new(), Clock::Fixed(reference.now)) else { continue };
+        let (Ok((_, a)), Ok((_, b))) = (t.render_measured(short), t.render_measured(long)) else { continue };
+        let per_message = (b.saturating_sub(a)) / (long.len() - short.len()) as u64;
+        eprintln!("fuel {name}: {a} for {} messages, {b} for {} ({per_message} per message)", short.len(), long.len());
+        if b > most.0 {
+            most = (b, name.clone());
+        }
+    }
+    assert!(most.0 > 0, "no template rendered");
+    assert!(most.0 * 100 < TEMPLATE_FUEL, "{} uses {} fuel for {} messages", most.1, most.0, long.len());
+}
