@@ -8,7 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { MODEL_PATH } from './helpers'
+import { ErrorCode, MODEL_PATH } from './helpers'
 
 const root = path.resolve(__dirname, '..')
 const fixtures = path.join(__dirname, 'fixtures', 'consumer')
@@ -73,7 +73,7 @@ describe('installed from the tarballs', () => {
 
   it('ESM import runs a real generation', async () => {
     const out = JSON.parse(await node(['esm.mjs', MODEL_PATH]))
-    expect(out).toMatchObject({ tokens: 5, finishReason: 'length', codes: 11 })
+    expect(out).toMatchObject({ tokens: 5, finishReason: 'length', codes: Object.keys(ErrorCode).length })
     expect(out.text.length).toBeGreaterThan(0)
   })
 

@@ -16,6 +16,6 @@ mod js;
 #[macro_use]
 extern crate napi_derive;
 pub mod model;
-mod platform;
+pub(crate) mod platform;
 pub mod sampling;
 pub mod tokenizer;

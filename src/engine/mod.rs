@@ -97,6 +97,7 @@ impl Engine {
         if options.max_batch_size == 0 {
             return Err(Error::invalid("maxBatchSize", "must be at least 1"));
         }
+        crate::platform::tune_allocator();
         let shared = Arc::new(Shared {
             options,
             models: Mutex::new(HashMap::new()),
