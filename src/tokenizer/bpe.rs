@@ -97,6 +97,57 @@ impl Tokenizer {
         Ok(Tokenizer { inner, token_bytes, end_tokens, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos })
     }
 
+    /// A Hugging Face `tokenizer.json` (a model directory's), with the
+    /// special tokens the directory's other files name: `bos`/`eos` as text
+    /// (tokenizer_config.json) or `bos_id`, and the ids that end a generation
+    /// (config.json's and generation_config.json's `eos_token_id`).
+    pub fn from_json(json: &str, bos: Option<String>, eos: Option<String>, bos_id: Option<u32>, add_bos: bool, ends: &[u32]) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+        // How pieces spell bytes: SentencePiece-style `<0xNN>` byte fallback
+        // and `▁` for spaces, GPT-2's byte-to-character map, or plain text.
+        let byte_fallback = v["model"]["byte_fallback"].as_bool() == Some(true);
+        let byte_level = !byte_fallback && json_mentions(&v["decoder"], "ByteLevel");
+        let specials: HashSet<u32> = v["added_tokens"]
+            .as_array()
+            .map(|a| a.iter().filter(|t| t["special"].as_bool() == Some(true)).filter_map(|t| t["id"].as_u64()).map(|i| i as u32).collect())
+            .unwrap_or_default();
+        let n = inner.get_vocab_size(true);
+        if n == 0 || n > 1 << 24 {
+            return Err(unsupported(format!("tokenizer.json has {n} tokens")));
+        }
+        let added: HashSet<u32> = inner.get_added_tokens_decoder().keys().copied().collect();
+        let byte_of = byte_decoder();
+        let token_bytes: Vec<Vec<u8>> = (0..n as u32)
+            .map(|id| {
+                let Some(t) = inner.id_to_token(id) else { return Vec::new() };
+                if added.contains(&id) {
+                    t.into_bytes()
+                } else if byte_fallback {
+                    match super::spm::byte_token(&t) {
+                        Some(b) => vec![b],
+                        None => t.replace('\u{2581}', " ").into_bytes(),
+                    }
+                } else if byte_level {
+                    t.chars().map(|c| byte_of(c).unwrap_or(b'?')).collect()
+                } else {
+                    t.into_bytes()
+                }
+            })
+            .collect();
+        let bos = bos_id.or_else(|| bos.and_then(|t| inner.token_to_id(&t)));
+        let eos = eos.and_then(|t| inner.token_to_id(&t)).or_else(|| ends.first().copied());
+        let mut end_tokens: HashSet<u32> = ends.iter().copied().chain(eos).filter(|&i| (i as usize) < n).collect();
+        for &id in &specials {
+            if let Some(t) = inner.id_to_token(id) {
+                if matches!(t.as_str(), "<|im_end|>" | "<|eot_id|>" | "<|end|>" | "<end_of_turn>" | "<|endoftext|>") {
+                    end_tokens.insert(id);
+                }
+            }
+        }
+        Ok(Tokenizer { inner, token_bytes, end_tokens, bos, eos, add_bos: add_bos && bos.is_some() })
+    }
+
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
@@ -208,6 +259,15 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
         }
         _ => byte_level.into(),
     })
+}
+
+/// Whether `v` (a tokenizer.json component) has a part of type `kind`.
+fn json_mentions(v: &serde_json::Value, kind: &str) -> bool {
+    match v {
+        serde_json::Value::Object(o) => o.get("type").and_then(|t| t.as_str()) == Some(kind) || o.values().any(|x| json_mentions(x, kind)),
+        serde_json::Value::Array(a) => a.iter().any(|x| json_mentions(x, kind)),
+        _ => false,
+    }
 }
 
 /// Inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.

@@ -99,7 +99,7 @@ fn merges(spec: &TokenizerSpec, vocab: &Vocab) -> Vec<(String, String)> {
 }
 
 /// The byte of a `<0xNN>` token.
-fn byte_token(piece: &str) -> Option<u8> {
+pub(super) fn byte_token(piece: &str) -> Option<u8> {
     let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
     (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok()).flatten()
 }
