@@ -7,6 +7,8 @@
 #   scripts/setup.sh --test     # build with the fault-injection switch (used by `npm test`)
 #   scripts/setup.sh --qwen2    # also fetch Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, for __test__/qwen2.spec.ts)
 #   scripts/setup.sh --gemma3   # also fetch Gemma 3 270M Q4_K_M (253 MB, for __test__/gemma3.spec.ts)
+#   scripts/setup.sh --mlx-dirs # also make HF / MLX model directories from the GGUFs
+#                               # (scripts/make_mlx_model.py; for __test__/model-dirs.spec.ts)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,11 +26,13 @@ GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 FEATURES=napi
 QWEN2=0
 GEMMA3=0
+MLX_DIRS=0
 for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
     --qwen2) QWEN2=1 ;;
     --gemma3) GEMMA3=1 ;;
+    --mlx-dirs) MLX_DIRS=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -148,3 +152,9 @@ fi
 # 6. The addon.
 log "building the addon (features: $FEATURES)"
 npx napi build --platform --release --features "$FEATURES" --js index.js --dts index.d.ts >&2
+
+# 7. Model directories made from the GGUFs (idempotent).
+if [[ $MLX_DIRS == 1 ]]; then
+  log "model directories (scripts/make_mlx_model.py)"
+  "$PYTHON" scripts/make_mlx_model.py $([[ -f "models/$GEMMA3_FILE" ]] && echo --gemma3)
+fi

@@ -277,7 +277,7 @@ fn rope_scaling(v: Option<&Value>, base: f32, head_dim: i32) -> Result<(Option<f
 }
 
 /// The HF name of a GGUF-named tensor (without `.weight`/`.bias`, or with).
-fn hf_name(name: &str, arch: &str) -> String {
+pub fn hf_name(name: &str, arch: &str) -> String {
     let (base, suffix) = match name.rsplit_once('.') {
         Some((b, s @ ("weight" | "bias"))) => (b, Some(s)),
         _ => (name, None),
