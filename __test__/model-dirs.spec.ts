@@ -144,3 +144,65 @@ describe.skipIf(!present)('model directories (SmolLM2 bf16 and MLX 4-bit)', () =
   })
 })
 
+
+// Gemma 3 270M: a SentencePiece vocabulary, norms stored without the +1,
+// sliding-window layers, a BOS from the tokenizer's post-processor.
+const GEMMA_GGUF = path.join(ROOT, 'models', 'gemma-3-270m-q4_k_m.gguf')
+const GEMMA_BF16 = path.join(ROOT, 'models', 'gemma-3-270m-bf16')
+const GEMMA_Q4 = path.join(ROOT, 'models', 'gemma-3-270m-mlx-4bit')
+const gemmaPresent = [GEMMA_GGUF, path.join(GEMMA_BF16, 'config.json'), path.join(GEMMA_Q4, 'config.json')].every((f) => fs.existsSync(f))
+if (!gemmaPresent) console.warn('model-dirs.spec: gemma3 skipped, models/gemma-3-270m-{bf16,mlx-4bit} are missing (scripts/setup.sh --gemma3, then python3 scripts/make_mlx_model.py --gemma3)')
+
+describe.skipIf(!gemmaPresent)('model directories (Gemma 3 270M bf16 and MLX 4-bit)', () => {
+  let gemma: InstanceType<typeof Engine>
+  beforeAll(async () => {
+    gemma = await Engine.create({ maxBatchSize: 4 })
+    const gguf = await gemma.loadModel({ id: 'gguf', path: GEMMA_GGUF })
+    const bf16 = await gemma.loadModel({ id: 'bf16', path: GEMMA_BF16 })
+    const q4 = await gemma.loadModel({ id: 'q4', path: GEMMA_Q4 })
+    expect(bf16).toMatchObject({ format: 'safetensors', quantization: 'bf16', architecture: 'gemma3', layers: 18, vocabSize: 262144, parameters: gguf.parameters })
+    expect(q4).toMatchObject({ format: 'mlx', quantization: '4-bit g64', architecture: 'gemma3', parameters: gguf.parameters })
+  })
+  afterAll(async () => {
+    await gemma?.shutdown()
+  })
+
+  it('tokenizes as the GGUF, BOS included', () => {
+    for (const text of ['The capital of France is', "def f(x):\n    return x**2  # 12345 Grüße 😀", '<start_of_turn>user\nhi<end_of_turn>']) {
+      const ids = gemma.tokenize('gguf', text)
+      expect(ids[0]).toBe(2)
+      expect(gemma.tokenize('bf16', text)).toEqual(ids)
+      expect(gemma.tokenize('q4', text)).toEqual(ids)
+      expect(gemma.detokenize('q4', ids.slice(1))).toBe(text)
+    }
+  })
+
+  it('the bf16 directory decodes greedily as the GGUF, judged against llama.cpp on the GGUF', async () => {
+    const reference = await Reference.load(GEMMA_GGUF)
+    try {
+      for (const [i, prompt] of ['The capital of France is', 'def fibonacci(n):'].entries()) {
+        const dir = await drain(gemma.generate({ model: 'bf16', prompt, maxTokens: 16 }))
+        const gguf = await drain(gemma.generate({ model: 'gguf', prompt, maxTokens: 16 }))
+        const same = dir.ids.findIndex((t, k) => t !== gguf.ids[k])
+        console.log(`gemma bf16 dir prompt ${i}: ${same < 0 ? dir.ids.length : same}/${dir.ids.length} tokens equal to our GGUF's`)
+        const agreement = await reference.compareGreedy(gemma.tokenize('gguf', prompt), dir.ids, dir.final?.finishReason === 'stop')
+        console.log(describeAgreement(`gemma bf16 dir prompt ${i} vs llama.cpp`, agreement))
+      }
+    } finally {
+      await reference.dispose()
+    }
+  })
+
+  it.skipIf(!fs.existsSync(PYTHON))("the MLX 4-bit directory's greedy tokens agree with mlx-lm's", async () => {
+    const prompt = gemma.tokenize('q4', 'The capital of France is')
+    const { ids } = await drain(gemma.generate({ model: 'q4', prompt: 'The capital of France is', maxTokens: 16 }))
+    const r = spawnSync(PYTHON, [path.join(ROOT, 'scripts', 'mlx_lm_reference.py')], { input: JSON.stringify({ model: GEMMA_Q4, cases: [{ prompt, ours: ids }] }), encoding: 'utf8', maxBuffer: 1 << 26 })
+    expect(r.status, r.stderr).toBe(0)
+    const ref = JSON.parse(r.stdout).cases[0] as { greedy: number[]; argmax: number[]; gap: number[] }
+    const parted = ids.findIndex((t, k) => t !== ref.greedy[k])
+    const ties = ref.gap.map((g, k) => ({ k, g })).filter(({ k }) => ref.argmax[k] !== ids[k])
+    console.log(`gemma mlx 4-bit: ${parted < 0 ? ids.length : parted}/${ids.length} tokens equal to mlx-lm's free greedy run; teacher-forced ${ids.length - ties.length}/${ids.length} are mlx-lm's argmax${ties.length ? `, near-ties at ${ties.map(({ k, g }) => `${k} (${g} nats)`).join(', ')}` : ''}`)
+    for (const { k, g } of ties) expect(g, `token ${k}`).toBeLessThanOrEqual(MLX_NEAR_TIE_NATS)
+    expect(ids.length - ties.length).toBeGreaterThanOrEqual(Math.ceil(0.9 * ids.length))
+  })
+})

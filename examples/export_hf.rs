@@ -79,8 +79,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = &model.tokenizer;
     let id = |key: &str| gguf.get(key).and_then(|v| v.as_f64()).map(|v| v as u64);
     let (bos, eos, eot) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"), id("tokenizer.ggml.eot_token_id"));
-    std::fs::write(out.join("tokenizer.json"), t.to_json()?)?;
     let add_bos = gguf.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_f64()).is_some_and(|v| v != 0.0);
+    let mut tokenizer: Value = serde_json::from_str(&t.to_json()?)?;
+    if let (true, Some(bos)) = (add_bos, bos) {
+        // As HF tokenizers say it: the BOS in the post-processor's template
+        // (transformers moves `add_bos_token` there when it rewrites the files).
+        let text = t.bos_text();
+        tokenizer["post_processor"] = json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {text.clone(): {"id": text, "ids": [bos], "tokens": [text]}},
+        });
+    }
+    std::fs::write(out.join("tokenizer.json"), serde_json::to_string(&tokenizer)?)?;
     let tokenizer_config = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": t.bos_text(),

@@ -101,7 +101,10 @@ impl Tokenizer {
     /// special tokens the directory's other files name: `bos`/`eos` as text
     /// (tokenizer_config.json) or `bos_id`, and the ids that end a generation
     /// (config.json's and generation_config.json's `eos_token_id`).
-    pub fn from_json(json: &str, bos: Option<String>, eos: Option<String>, bos_id: Option<u32>, add_bos: bool, ends: &[u32]) -> Result<Self> {
+    /// `add_bos`: tokenizer_config.json's `add_bos_token`; when it does not
+    /// say, a BOS is added where tokenizer.json's post-processor template
+    /// starts with a special token (as transformers writes it).
+    pub fn from_json(json: &str, bos: Option<String>, eos: Option<String>, bos_id: Option<u32>, add_bos: Option<bool>, ends: &[u32]) -> Result<Self> {
         let inner: tokenizers::Tokenizer = json.parse().map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
         let v: serde_json::Value = serde_json::from_str(json).map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
         // How pieces spell bytes: SentencePiece-style `<0xNN>` byte fallback
@@ -135,7 +138,9 @@ impl Tokenizer {
                 }
             })
             .collect();
-        let bos = bos_id.or_else(|| bos.and_then(|t| inner.token_to_id(&t)));
+        let template_bos = template_first_special(&v["post_processor"]);
+        let add_bos = add_bos.unwrap_or(template_bos.is_some());
+        let bos = bos_id.or_else(|| bos.and_then(|t| inner.token_to_id(&t))).or(template_bos);
         let eos = eos.and_then(|t| inner.token_to_id(&t)).or_else(|| ends.first().copied());
         let mut end_tokens: HashSet<u32> = ends.iter().copied().chain(eos).filter(|&i| (i as usize) < n).collect();
         for &id in &specials {
@@ -259,6 +264,19 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
         }
         _ => byte_level.into(),
     })
+}
+
+/// The id of the special token a post-processor's single-sequence template
+/// starts with (`TemplateProcessing`, alone or in a `Sequence`), if any.
+fn template_first_special(v: &serde_json::Value) -> Option<u32> {
+    match v["type"].as_str()? {
+        "TemplateProcessing" => {
+            let name = v["single"].get(0)?.get("SpecialToken")?.get("id")?.as_str()?;
+            v["special_tokens"][name]["ids"].get(0)?.as_u64().map(|i| i as u32)
+        }
+        "Sequence" => v["processors"].as_array()?.iter().find_map(template_first_special),
+        _ => None,
+    }
 }
 
 /// Whether `v` (a tokenizer.json component) has a part of type `kind`.

@@ -497,7 +497,7 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         token_text(tc.and_then(|c| c.get("bos_token"))),
         token_text(tc.and_then(|c| c.get("eos_token"))),
         config.bos,
-        tc.and_then(|c| c.get("add_bos_token")).and_then(Value::as_bool).unwrap_or(false),
+        tc.and_then(|c| c.get("add_bos_token")).and_then(Value::as_bool),
         &ends,
     )
     .map_err(|e| load_failed(dir, e))?;
