@@ -124,6 +124,20 @@ describe.skipIf(!present)('model directories (SmolLM2 bf16 and MLX 4-bit)', () =
     }
   })
 
+  it("prompt caches carry the directory's fingerprint: reloaded by the same directory, refused by another model", async () => {
+    const file = path.join(fs.mkdtempSync(path.join(ROOT, 'target', 'cache-')), 'q4.safetensors')
+    try {
+      const saved = await engine.saveCache({ model: 'q4', prompt: 'The quick brown fox jumps over the lazy dog.' }, file)
+      expect(saved.tokens).toBeGreaterThan(5)
+      expect(await engine.loadCache('q4', file)).toEqual({ tokens: saved.tokens })
+      // Same architecture, vocabulary and shapes: only the fingerprint tells them apart.
+      await expect(engine.loadCache('bf16', file)).rejects.toMatchObject({ code: 'CACHE_INVALID', message: expect.stringMatching(/fingerprints differ/) })
+      await expect(engine.loadCache('gguf', file)).rejects.toMatchObject({ code: 'CACHE_INVALID', message: expect.stringMatching(/fingerprints differ/) })
+    } finally {
+      fs.rmSync(path.dirname(file), { recursive: true, force: true })
+    }
+  })
+
   it('an unsupported model_type and a corrupt directory are MODEL_LOAD_FAILED', async () => {
     const tmp = fs.mkdtempSync(path.join(ROOT, 'target', 'dir-'))
     try {
@@ -180,7 +194,7 @@ describe.skipIf(!gemmaPresent)('model directories (Gemma 3 270M bf16 and MLX 4-b
   it('the bf16 directory decodes greedily as the GGUF, judged against llama.cpp on the GGUF', async () => {
     const reference = await Reference.load(GEMMA_GGUF)
     try {
-      for (const [i, prompt] of ['The capital of France is', 'def fibonacci(n):'].entries()) {
+      for (const [i, prompt] of ['The days of the week are Monday, Tuesday, Wednesday,', 'def fibonacci(n):'].entries()) {
         const dir = await drain(gemma.generate({ model: 'bf16', prompt, maxTokens: 16 }))
         const gguf = await drain(gemma.generate({ model: 'gguf', prompt, maxTokens: 16 }))
         const same = dir.ids.findIndex((t, k) => t !== gguf.ids[k])
