@@ -309,6 +309,34 @@ fn byte_decoder() -> impl Fn(char) -> Option<u8> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn from_its_tokenizer_json_a_byte_level_bpe_has_the_same_ids_bytes_and_ends() {
+        let t = tiny();
+        let back = Tokenizer::from_json(&t.to_json().unwrap(), None, None, None, None, &[]).unwrap();
+        assert_eq!(back.vocab_size(), t.vocab_size());
+        for id in 0..t.vocab_size() as u32 {
+            assert_eq!(back.token_bytes(id).unwrap(), t.token_bytes(id).unwrap(), "token {id}");
+        }
+        assert_eq!(back.encode("ab ab<|end|>12").unwrap(), t.encode("ab ab<|end|>12").unwrap());
+        assert!(back.is_end(0), "<|end|> is a special end-of-turn token");
+        assert!(!back.add_bos);
+    }
+
+    #[test]
+    fn a_bos_in_the_post_processor_template_is_added() {
+        let mut v: serde_json::Value = serde_json::from_str(&tiny().to_json().unwrap()).unwrap();
+        let single = serde_json::json!([{"SpecialToken": {"id": "<|end|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]);
+        let pair = serde_json::json!([{"SpecialToken": {"id": "<|end|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}]);
+        v["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": {"<|end|>": {"id": "<|end|>", "ids": [0], "tokens": ["<|end|>"]}}}]});
+        let t = Tokenizer::from_json(&v.to_string(), None, None, None, None, &[]).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), [0, 4]);
+        // tokenizer_config.json's add_bos_token decides when it says.
+        let t = Tokenizer::from_json(&v.to_string(), None, None, None, Some(false), &[]).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), [4]);
+    }
+
     fn tiny() -> Tokenizer {
         // bytes 'a', 'b', ' ' (as 'Ġ') plus merges "a b" -> "ab", "Ġ ab" -> "Ġab"
         let tokens = ["<|end|>", "a", "b", "Ġ", "ab", "Ġab", "1", "2"].map(String::from).to_vec();

@@ -149,6 +149,19 @@ mod tests {
     }
 
     #[test]
+    fn from_its_tokenizer_json_a_byte_fallback_vocabulary_has_the_same_ids_and_bytes() {
+        let t = Tokenizer::from_spec(&spec(false)).unwrap();
+        let back = Tokenizer::from_json(&t.to_json().unwrap(), None, None, Some(1), Some(true), &[2]).unwrap();
+        for id in 0..t.vocab_size() as u32 {
+            assert_eq!(back.token_bytes(id).unwrap(), t.token_bytes(id).unwrap(), "token {id}");
+        }
+        for text in ["abc abcé", "a<start>\nb"] {
+            assert_eq!(back.encode(text).unwrap(), t.encode(text).unwrap(), "{text:?}");
+        }
+        assert!(back.is_end(2));
+    }
+
+    #[test]
     fn llama_style_prefix_space() {
         let t = Tokenizer::from_spec(&spec(true)).unwrap();
         assert_eq!(t.encode("ab").unwrap(), vec![1, 9]);
