@@ -57,7 +57,11 @@ export interface EngineOptions {
 export interface ModelSpec {
   /** Your name for the model, used in `generate({ model })`. */
   id: string
-  /** Path to a GGUF file (llama family; F32, F16, Q4_0, Q4_1, Q8_0 tensors). */
+  /**
+   * Path to a GGUF file, or to a model directory in the Hugging Face / MLX
+   * layout (config.json, model.safetensors or its shards, tokenizer.json):
+   * float weights or MLX affine-quantized ones (mlx-lm's `quantization`).
+   */
   path: string
   /** Called every ~100 ms while the weights are read, and once at the end. */
   onProgress?: (progress: LoadProgress) => void
@@ -71,8 +75,8 @@ export interface LoadProgress {
 export interface ModelInfo {
   id: string
   path: string
-  /** The file format: 'gguf'. */
-  format: 'gguf' | (string & {})
+  /** 'gguf'; for a directory 'mlx' (MLX-quantized weights) or 'safetensors' (float weights). */
+  format: 'gguf' | 'mlx' | 'safetensors' | (string & {})
   /** The quantization as llama.cpp names it (`general.file_type`, e.g. 'Q4_K_M', 'Q4_1'), else the block type holding most of the weights. */
   quantization: string
   architecture: string

@@ -9,6 +9,8 @@
 #   scripts/setup.sh --gemma3   # also fetch Gemma 3 270M Q4_K_M (253 MB, for __test__/gemma3.spec.ts)
 #   scripts/setup.sh --tokenizer-data  # also fetch llama.cpp's chat templates and vocab-only GGUFs (~45 MB
 #                               # into .data/, for the tokenizer and chat-template tests)
+#   scripts/setup.sh --mlx-dirs # also make HF / MLX model directories from the GGUFs
+#                               # (scripts/make_mlx_model.py; for __test__/model-dirs.spec.ts)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,12 +31,14 @@ GEMMA3=0
 LLAMA_CPP_PYTHON_VERSION=0.3.16
 LLAMA_CPP_PYTHON_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
 TOKENIZER_DATA=0
+MLX_DIRS=0
 for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
     --qwen2) QWEN2=1 ;;
     --gemma3) GEMMA3=1 ;;
     --tokenizer-data) TOKENIZER_DATA=1 ;;
+    --mlx-dirs) MLX_DIRS=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -183,3 +187,9 @@ fi
 # 6. The addon.
 log "building the addon (features: $FEATURES)"
 npx napi build --platform --release --features "$FEATURES" --js index.js --dts index.d.ts >&2
+
+# 7. Model directories made from the GGUFs (idempotent).
+if [[ $MLX_DIRS == 1 ]]; then
+  log "model directories (scripts/make_mlx_model.py)"
+  "$PYTHON" scripts/make_mlx_model.py $([[ -f "models/$GEMMA3_FILE" ]] && echo --gemma3)
+fi

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorCode, Result},
-    model::{load_gguf_tracked, KvCache, LoadProgress, LoadedModel},
+    model::{load_model_tracked, KvCache, LoadProgress, LoadedModel},
     sampling::Sampler,
 };
 
@@ -69,7 +69,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>, prefix: Arc<PrefixStats>) {
     let span = tracing::info_span!("worker", model = %slot.id, generation);
     let _enter = span.enter();
-    let loaded = match catch_unwind(AssertUnwindSafe(|| load_gguf_tracked(&slot.path, slot.options.format, &progress))) {
+    let loaded = match catch_unwind(AssertUnwindSafe(|| load_model_tracked(&slot.path, slot.options.format, &progress))) {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(e)) => return slot.set_failed(generation, &e),
         Err(panic) => {
@@ -425,8 +425,13 @@ impl Worker {
             return Ok(identity.clone());
         }
         let path = &self.slot.path;
-        let gguf = crate::model::load::gguf::Gguf::open(path).map_err(|e| Error::new(ErrorCode::ModelLoadFailed, format!("{}: {e}", path.display())))?;
-        let fingerprint = cache_file::fingerprint(path, gguf.data_start)?;
+        let failed = |e: String| Error::new(ErrorCode::ModelLoadFailed, format!("{}: {e}", path.display()));
+        let fingerprint = if path.is_dir() {
+            crate::model::load::dir::fingerprint(path).map_err(failed)?
+        } else {
+            let gguf = crate::model::load::gguf::Gguf::open(path).map_err(|e| failed(e.to_string()))?;
+            cache_file::fingerprint(path, gguf.data_start)?
+        };
         let info = &self.info;
         let identity = ModelIdentity {
             fingerprint,

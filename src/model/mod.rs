@@ -13,7 +13,7 @@ pub use arch::{
     Model,
 };
 pub use cache::KvCache;
-pub use load::{load_gguf, load_gguf_tracked, LoadProgress, LoadedModel, ModelInfo};
+pub use load::{load_gguf, load_gguf_tracked, load_model, load_model_tracked, LoadProgress, LoadedModel, ModelInfo};
 pub use linear::WeightFormat;
 
 #[cfg(test)]

@@ -102,6 +102,62 @@ impl Tokenizer {
         Ok(Tokenizer { inner, token_bytes, end_tokens, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos })
     }
 
+    /// A Hugging Face `tokenizer.json` (a model directory's), with the
+    /// special tokens the directory's other files name: `bos`/`eos` as text
+    /// (tokenizer_config.json) or `bos_id`, and the ids that end a generation
+    /// (config.json's and generation_config.json's `eos_token_id`).
+    /// `add_bos`: tokenizer_config.json's `add_bos_token`; when it does not
+    /// say, a BOS is added where tokenizer.json's post-processor template
+    /// starts with a special token (as transformers writes it).
+    pub fn from_json(json: &str, bos: Option<String>, eos: Option<String>, bos_id: Option<u32>, add_bos: Option<bool>, ends: &[u32]) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+        // How pieces spell bytes: SentencePiece-style `<0xNN>` byte fallback
+        // and `▁` for spaces, GPT-2's byte-to-character map, or plain text.
+        let byte_fallback = v["model"]["byte_fallback"].as_bool() == Some(true);
+        let byte_level = !byte_fallback && json_mentions(&v["decoder"], "ByteLevel");
+        let specials: HashSet<u32> = v["added_tokens"]
+            .as_array()
+            .map(|a| a.iter().filter(|t| t["special"].as_bool() == Some(true)).filter_map(|t| t["id"].as_u64()).map(|i| i as u32).collect())
+            .unwrap_or_default();
+        let n = inner.get_vocab_size(true);
+        if n == 0 || n > 1 << 24 {
+            return Err(unsupported(format!("tokenizer.json has {n} tokens")));
+        }
+        let added: HashSet<u32> = inner.get_added_tokens_decoder().keys().copied().collect();
+        let byte_of = byte_decoder();
+        let token_bytes: Vec<Vec<u8>> = (0..n as u32)
+            .map(|id| {
+                let Some(t) = inner.id_to_token(id) else { return Vec::new() };
+                if added.contains(&id) {
+                    t.into_bytes()
+                } else if byte_fallback {
+                    match super::spm::byte_token(&t) {
+                        Some(b) => vec![b],
+                        None => t.replace('\u{2581}', " ").into_bytes(),
+                    }
+                } else if byte_level {
+                    t.chars().map(|c| byte_of(c).unwrap_or(b'?')).collect()
+                } else {
+                    t.into_bytes()
+                }
+            })
+            .collect();
+        let template_bos = template_first_special(&v["post_processor"]);
+        let add_bos = add_bos.unwrap_or(template_bos.is_some());
+        let bos = bos_id.or_else(|| bos.and_then(|t| inner.token_to_id(&t))).or(template_bos);
+        let eos = eos.and_then(|t| inner.token_to_id(&t)).or_else(|| ends.first().copied());
+        let mut end_tokens: HashSet<u32> = ends.iter().copied().chain(eos).filter(|&i| (i as usize) < n).collect();
+        for &id in &specials {
+            if let Some(t) = inner.id_to_token(id) {
+                if matches!(t.as_str(), "<|im_end|>" | "<|eot_id|>" | "<|end|>" | "<end_of_turn>" | "<|endoftext|>") {
+                    end_tokens.insert(id);
+                }
+            }
+        }
+        Ok(Tokenizer { inner, token_bytes, end_tokens, bos, eos, add_bos: add_bos && bos.is_some() })
+    }
+
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
@@ -290,6 +346,28 @@ fn pre_tokenizer(flavour: &PreTokenizer) -> Result<PreTokenizerWrapper> {
     Ok(if steps.len() == 1 { steps.pop().unwrap() } else { Sequence::new(steps).into() })
 }
 
+/// The id of the special token a post-processor's single-sequence template
+/// starts with (`TemplateProcessing`, alone or in a `Sequence`), if any.
+fn template_first_special(v: &serde_json::Value) -> Option<u32> {
+    match v["type"].as_str()? {
+        "TemplateProcessing" => {
+            let name = v["single"].get(0)?.get("SpecialToken")?.get("id")?.as_str()?;
+            v["special_tokens"][name]["ids"].get(0)?.as_u64().map(|i| i as u32)
+        }
+        "Sequence" => v["processors"].as_array()?.iter().find_map(template_first_special),
+        _ => None,
+    }
+}
+
+/// Whether `v` (a tokenizer.json component) has a part of type `kind`.
+fn json_mentions(v: &serde_json::Value, kind: &str) -> bool {
+    match v {
+        serde_json::Value::Object(o) => o.get("type").and_then(|t| t.as_str()) == Some(kind) || o.values().any(|x| json_mentions(x, kind)),
+        serde_json::Value::Array(a) => a.iter().any(|x| json_mentions(x, kind)),
+        _ => false,
+    }
+}
+
 /// Inverse of GPT-2's `bytes_to_unicode`: the byte a vocabulary character stands for.
 fn byte_decoder() -> impl Fn(char) -> Option<u8> {
     let mut table = std::collections::HashMap::new();
@@ -310,6 +388,34 @@ fn byte_decoder() -> impl Fn(char) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_its_tokenizer_json_a_byte_level_bpe_has_the_same_ids_bytes_and_ends() {
+        let t = tiny();
+        let back = Tokenizer::from_json(&t.to_json().unwrap(), None, None, None, None, &[]).unwrap();
+        assert_eq!(back.vocab_size(), t.vocab_size());
+        for id in 0..t.vocab_size() as u32 {
+            assert_eq!(back.token_bytes(id).unwrap(), t.token_bytes(id).unwrap(), "token {id}");
+        }
+        assert_eq!(back.encode("ab ab<|end|>12").unwrap(), t.encode("ab ab<|end|>12").unwrap());
+        assert!(back.is_end(0), "<|end|> is a special end-of-turn token");
+        assert!(!back.add_bos);
+    }
+
+    #[test]
+    fn a_bos_in_the_post_processor_template_is_added() {
+        let mut v: serde_json::Value = serde_json::from_str(&tiny().to_json().unwrap()).unwrap();
+        let single = serde_json::json!([{"SpecialToken": {"id": "<|end|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}]);
+        let pair = serde_json::json!([{"SpecialToken": {"id": "<|end|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}]);
+        v["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            {"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": {"<|end|>": {"id": "<|end|>", "ids": [0], "tokens": ["<|end|>"]}}}]});
+        let t = Tokenizer::from_json(&v.to_string(), None, None, None, None, &[]).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), [0, 4]);
+        // tokenizer_config.json's add_bos_token decides when it says.
+        let t = Tokenizer::from_json(&v.to_string(), None, None, None, Some(false), &[]).unwrap();
+        assert_eq!(t.encode("ab").unwrap(), [4]);
+    }
 
     fn tiny() -> Tokenizer {
         // bytes 'a', 'b', ' ' (as 'Ġ') plus merges "a b" -> "ab", "Ġ ab" -> "Ġab"

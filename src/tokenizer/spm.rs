@@ -99,7 +99,7 @@ fn merges(spec: &TokenizerSpec, vocab: &Vocab) -> Vec<(String, String)> {
 }
 
 /// The byte of a `<0xNN>` token.
-fn byte_token(piece: &str) -> Option<u8> {
+pub(super) fn byte_token(piece: &str) -> Option<u8> {
     let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
     (hex.len() == 2).then(|| u8::from_str_radix(hex, 16).ok()).flatten()
 }
@@ -146,6 +146,19 @@ mod tests {
             let ours = t.encode(text).unwrap();
             assert_eq!(back.encode(text, false).unwrap().get_ids(), &ours[1..], "{text:?}");
         }
+    }
+
+    #[test]
+    fn from_its_tokenizer_json_a_byte_fallback_vocabulary_has_the_same_ids_and_bytes() {
+        let t = Tokenizer::from_spec(&spec(false)).unwrap();
+        let back = Tokenizer::from_json(&t.to_json().unwrap(), None, None, Some(1), Some(true), &[2]).unwrap();
+        for id in 0..t.vocab_size() as u32 {
+            assert_eq!(back.token_bytes(id).unwrap(), t.token_bytes(id).unwrap(), "token {id}");
+        }
+        for text in ["abc abcé", "a<start>\nb"] {
+            assert_eq!(back.encode(text).unwrap(), t.encode(text).unwrap(), "{text:?}");
+        }
+        assert!(back.is_end(2));
     }
 
     #[test]

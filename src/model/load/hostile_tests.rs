@@ -59,7 +59,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Peak bytes this thread allocated (beyond what it held before) while running `f`.
-fn peak_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+pub(crate) fn peak_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let base = LIVE.with(|l| l.get());
     PEAK.with(|p| p.set(base));
     let out = f();

@@ -4,7 +4,9 @@
 //! reason.
 
 pub mod blocks;
+pub mod dir;
 pub mod gguf;
+mod safetensors_file;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
@@ -57,7 +59,8 @@ impl LoadProgress {
 /// What callers learn about a loaded model.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
-    /// The file format: `"gguf"`.
+    /// The format: `"gguf"`, `"mlx"` (a directory of MLX-quantized
+    /// safetensors) or `"safetensors"` (a directory of float weights).
     pub format: String,
     /// The quantization as llama.cpp names it (`general.file_type`, e.g.
     /// `"Q4_K_M"`), else the block type holding most of the weights.
@@ -93,6 +96,22 @@ pub(crate) fn load_failed(path: &Path, why: impl std::fmt::Display) -> Error {
     Error::new(ErrorCode::ModelLoadFailed, format!("{}: {why}", path.display()))
 }
 
+/// Loads a model from `path`: a directory in the Hugging Face / MLX layout
+/// (config.json, safetensors weights, tokenizer.json; see [`dir`]) or a GGUF
+/// file. Every failure is `MODEL_LOAD_FAILED` with the reason.
+pub fn load_model(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
+    load_model_tracked(path, format, &Arc::default())
+}
+
+/// [`load_model`], counting the tensor bytes read in `progress`.
+pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadProgress>) -> Result<LoadedModel> {
+    if path.is_dir() {
+        dir::load_dir_tracked(path, format, progress)
+    } else {
+        load_gguf_tracked(path, format, progress)
+    }
+}
+
 /// Loads a GGUF model. Every failure is `MODEL_LOAD_FAILED` with the reason.
 pub fn load_gguf(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
     load_gguf_tracked(path, format, &Arc::default())
@@ -121,12 +140,10 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
         None => None,
     };
 
-    let hp = HyperParameters::read(&meta, &arch, &gguf, tokenizer.vocab_size()).map_err(fail)?;
+    let mut hp = HyperParameters::read(&meta, &arch, &gguf, tokenizer.vocab_size()).map_err(fail)?;
+    gguf_rope_and_window(&gguf, &meta, &arch, &mut hp).map_err(fail)?;
     let mut weights = Weights { gguf: &gguf, format, parameters: 0 };
-    let model = match arch.as_str() {
-        "gemma3" => Model::Gemma3(gemma3(&mut weights, &hp, &meta).map_err(fail)?),
-        _ => Model::Llama(llama(&mut weights, &hp, &arch, &meta).map_err(fail)?),
-    };
+    let model = build(&mut weights, &hp, &arch).map_err(fail)?;
     let info = ModelInfo {
         format: "gguf".into(),
         quantization: quantization(&gguf),
@@ -163,6 +180,17 @@ struct HyperParameters {
     rms_eps: f32,
     context_length: usize,
     vocab_size: usize,
+    /// llama family: RoPE over adjacent pairs (llama.cpp's permuted q/k
+    /// rows) rather than over halves (as trained, the HF / MLX layout).
+    rope_traditional: bool,
+    /// Linear RoPE scaling: positions are multiplied by this.
+    rope_scale: f32,
+    /// Per-pair RoPE periods replacing `rope_base` (llama 3's scaling).
+    rope_periods: Option<Array>,
+    /// Gemma 3: the local layers' window, their RoPE base and the attention scale.
+    sliding_window: Option<i32>,
+    rope_local_base: f32,
+    attention_scale: Option<f32>,
 }
 
 impl HyperParameters {
@@ -212,8 +240,24 @@ impl HyperParameters {
             rms_eps: meta.number(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
             context_length: count("context_length")?,
             vocab_size,
+            rope_traditional: !matches!(arch, "qwen2" | "qwen3" | "phi3"),
+            rope_scale: 1.0,
+            rope_periods: None,
+            sliding_window: None,
+            rope_local_base: gemma3::LOCAL_ROPE_BASE,
+            attention_scale: None,
         })
     }
+}
+
+/// Where the builders below take weights from. Names are GGUF's (`blk.3.attn_q`,
+/// `token_embd`); each format maps them onto its own.
+pub(crate) trait Tensors {
+    /// The matrix `{name}.weight` [rows, cols] as a [`Linear`].
+    fn linear(&mut self, name: &str, rows: i32, cols: i32) -> Result<Linear, String>;
+    /// The vector `name` (a norm's weight, a bias) as f32.
+    fn vector(&mut self, name: &str, len: i32) -> Result<Array, String>;
+    fn has(&self, name: &str) -> bool;
 }
 
 /// Reads weights of the file, counting the parameters taken.
@@ -223,15 +267,13 @@ struct Weights<'a> {
     parameters: u64,
 }
 
-impl Weights<'_> {
-    /// The matrix `{name}.weight` [rows, cols] as a [`Linear`].
+impl Tensors for Weights<'_> {
     fn linear(&mut self, name: &str, rows: i32, cols: i32) -> Result<Linear, String> {
         let t = tensor(self.gguf, &format!("{name}.weight"), &[rows, cols])?;
         self.parameters += t.elements;
         linear(self.gguf, t, self.format)
     }
 
-    /// The vector `name` (a norm's weight, a bias).
     fn vector(&mut self, name: &str, len: i32) -> Result<Array, String> {
         self.parameters += len as u64;
         norm(self.gguf, name, len)
@@ -246,17 +288,13 @@ impl Weights<'_> {
 /// (the same), qwen2 (q/k/v biases), qwen3 (per-head q/k norms), phi3 (q/k/v
 /// in one tensor, gate and up in another); qwen's and phi3's RoPE rotates
 /// halves. (llama.cpp ignores phi3's sliding window, and so do we.)
-fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str, meta: &Metadata) -> Result<Llama, String> {
+fn llama(w: &mut dyn Tensors, hp: &HyperParameters, arch: &str) -> Result<Llama, String> {
     let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
-    // llama.cpp's converter permutes llama's q/k rows for RoPE over adjacent
-    // pairs; qwen's and phi3's are stored as trained, for RoPE over halves.
-    let rope_traditional = !matches!(arch, "qwen2" | "qwen3" | "phi3");
     let fused = arch == "phi3";
     if w.has("rope_factors_long.weight") || w.has("rope_factors_short.weight") {
         return Err("LongRoPE (rope_factors_long/short, long-context phi3) is not supported".into());
     }
-    let mut rope = Rope::new(hp.head_dim, hp.rope_base, rope_traditional);
-    rope_scaling(w, meta, arch, &mut rope)?;
+    let rope = hp.rope(hp.rope_base, hp.rope_traditional, true);
     let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
     let output = if w.has("output.weight") { Some(w.linear("output", hp.vocab_size as i32, hidden)?) } else { None };
     let mut blocks = Vec::with_capacity(hp.layers);
@@ -314,43 +352,67 @@ fn llama(w: &mut Weights, hp: &HyperParameters, arch: &str, meta: &Metadata) -> 
     Ok(Llama { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)?, output })
 }
 
+/// The model of architecture `arch` (one of [`SUPPORTED`]) from `w`.
+fn build(w: &mut dyn Tensors, hp: &HyperParameters, arch: &str) -> Result<Model, String> {
+    Ok(match arch {
+        "gemma3" => Model::Gemma3(gemma3(w, hp)?),
+        _ => Model::Llama(llama(w, hp, arch)?),
+    })
+}
+
+impl HyperParameters {
+    /// A RoPE of these heads with `base`; `scaled`: with the model's scaling.
+    fn rope(&self, base: f32, traditional: bool, scaled: bool) -> Rope {
+        let mut rope = Rope::new(self.head_dim, base, traditional);
+        if scaled {
+            rope.scale = self.rope_scale;
+            rope.periods = self.rope_periods.clone();
+        }
+        rope
+    }
+}
+
 /// RoPE scaling: `{arch}.rope.scaling.type = linear` (positions divided by
 /// `rope.scaling.factor`), and llama 3's `rope_freqs` tensor (one factor per
-/// rotated pair, dividing its frequency, as llama.cpp's `freq_factors`).
-fn rope_scaling(w: &Weights, meta: &Metadata, arch: &str, rope: &mut Rope) -> Result<(), String> {
+/// rotated pair, dividing its frequency, as llama.cpp's `freq_factors`);
+/// Gemma 3's sliding window.
+fn gguf_rope_and_window(gguf: &Gguf, meta: &Metadata, arch: &str, hp: &mut HyperParameters) -> Result<(), String> {
     let kind = meta.string(&format!("{arch}.rope.scaling.type"))?;
     let factor = meta.number(&format!("{arch}.rope.scaling.factor"))?;
     match (kind.as_deref(), factor) {
         (None | Some("none"), None) => {}
-        (None | Some("linear"), Some(f)) if f >= 1.0 && f.is_finite() => rope.scale = 1.0 / f as f32,
+        (None | Some("linear"), Some(f)) if f >= 1.0 && f.is_finite() => hp.rope_scale = 1.0 / f as f32,
         (None | Some("linear"), Some(f)) => return Err(format!("metadata {arch}.rope.scaling.factor = {f} is out of range")),
         (Some(other), _) => return Err(format!("RoPE scaling '{other}' is not supported (linear, llama 3's rope_freqs)")),
     }
-    if w.has("rope_freqs.weight") {
-        let pairs = rope.dims / 2;
-        let t = tensor(w.gguf, "rope_freqs.weight", &[pairs])?;
-        let factors = w.gguf.dequantize(t)?;
+    if gguf.tensor("rope_freqs.weight").is_some() {
+        let pairs = hp.head_dim / 2;
+        let t = tensor(gguf, "rope_freqs.weight", &[pairs])?;
+        let factors = gguf.dequantize(t)?;
         if factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
             return Err("tensor rope_freqs.weight holds a factor that is not a positive number".into());
         }
         // MLX's `freqs` are periods: base^(2i/dims), each times its factor.
         let periods: Vec<f32> =
-            factors.iter().enumerate().map(|(i, f)| rope.base.powf(2.0 * i as f32 / rope.dims as f32) * f).collect();
-        rope.periods = Some(Array::from_slice(&periods, &[pairs]));
+            factors.iter().enumerate().map(|(i, f)| hp.rope_base.powf(2.0 * i as f32 / hp.head_dim as f32) * f).collect();
+        hp.rope_periods = Some(Array::from_slice(&periods, &[pairs]));
+    }
+    if arch == "gemma3" {
+        let window = meta.number("gemma3.attention.sliding_window")?.ok_or("metadata gemma3.attention.sliding_window is missing")?;
+        if !(window >= 1.0 && window <= i32::MAX as f64 && window.fract() == 0.0) {
+            return Err(format!("metadata gemma3.attention.sliding_window = {window} is out of range"));
+        }
+        hp.sliding_window = Some(window as i32);
     }
     Ok(())
 }
 
 /// Gemma 3's text model (see [`super::arch::gemma3`]).
-fn gemma3(w: &mut Weights, hp: &HyperParameters, meta: &Metadata) -> Result<Gemma3, String> {
+fn gemma3(w: &mut dyn Tensors, hp: &HyperParameters) -> Result<Gemma3, String> {
     let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
-    let window = meta.number("gemma3.attention.sliding_window")?.ok_or("metadata gemma3.attention.sliding_window is missing")?;
-    if !(window >= 1.0 && window <= i32::MAX as f64 && window.fract() == 0.0) {
-        return Err(format!("metadata gemma3.attention.sliding_window = {window} is out of range"));
-    }
+    let window = hp.sliding_window.ok_or("gemma3 needs a sliding window")?;
     // Larger Gemma 3 models stretch the global layers' positions linearly.
-    let mut rope_global = Rope::new(hp.head_dim, hp.rope_base, false);
-    rope_scaling(w, meta, "gemma3", &mut rope_global)?;
+    let rope_global = hp.rope(hp.rope_base, false, true);
     let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
     let mut blocks = Vec::with_capacity(hp.layers);
     for i in 0..hp.layers {
@@ -380,10 +442,10 @@ fn gemma3(w: &mut Weights, hp: &HyperParameters, meta: &Metadata) -> Result<Gemm
         heads: hp.heads,
         kv_heads: hp.kv_heads,
         head_dim: hp.head_dim,
-        sliding_window: window as i32,
+        sliding_window: window,
         rope_global,
-        rope_local: Rope::new(hp.head_dim, gemma3::LOCAL_ROPE_BASE, false),
-        attention_scale: 1.0 / (hp.head_dim as f32).sqrt(),
+        rope_local: hp.rope(hp.rope_local_base, false, false),
+        attention_scale: hp.attention_scale.unwrap_or(1.0 / (hp.head_dim as f32).sqrt()),
         rms_eps: hp.rms_eps,
         context_length: hp.context_length,
         vocab_size: hp.vocab_size,
