@@ -89,7 +89,7 @@ describe('model lifecycle', () => {
     ['a file that is not GGUF', () => write('text.gguf', 'hello, I am not a model'), /not a GGUF file/],
     ['a truncated GGUF', () => write('truncated.gguf', fs.readFileSync(MODEL_PATH).subarray(0, 5_000_000)), /truncated/],
     ['a corrupt header', () => write('corrupt.gguf', corruptHeader()), /corrupt|implausible|truncated/],
-    ['a directory', () => dir, /not a regular file|directory|Is a directory/],
+    ['a directory that is not a model directory', () => dir, /without config\.json is not a model directory/],
   ])('%s gives MODEL_LOAD_FAILED with the reason', async (_, file, reason) => {
     const err = await engine.loadModel({ id: `bad-${Math.random()}`, path: file() }).catch((e) => e)
     expect(err).toMatchObject({ code: 'MODEL_LOAD_FAILED', name: 'MlxServingError' })

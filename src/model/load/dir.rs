@@ -476,7 +476,9 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
     let started = Instant::now();
     crate::kernels::check_runtime().map_err(|e| load_failed(dir, e))?;
     let fail = |why: String| load_failed(dir, why);
-    let config = Config::parse(&read_json_file(dir, "config.json").map_err(fail)?.ok_or_else(|| fail("config.json is missing".into()))?)
+    let config = Config::parse(&read_json_file(dir, "config.json").map_err(fail)?.ok_or_else(|| {
+        fail("a directory without config.json is not a model directory (give a GGUF file or a Hugging Face / MLX model directory)".into())
+    })?)
         .map_err(fail)?;
 
     // Tokenizer, template, special tokens.
