@@ -27,7 +27,10 @@ use safetensors::{tensor::TensorView, Dtype as StDtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use super::prefix::LayerKv;
-use crate::error::{Error, ErrorCode, Result};
+use crate::{
+    error::{Error, ErrorCode, Result},
+    model::load::hex,
+};
 
 const FORMAT: &str = "mlx-serving-prompt-cache";
 const VERSION: &str = "1";
@@ -99,10 +102,6 @@ fn digest<'a>(tokens: &[u8], tensors: impl Iterator<Item = &'a [u8]>) -> String 
         h.update(t);
     }
     hex(&h.finalize())
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn layer_names(i: usize) -> (String, String) {
@@ -245,21 +244,6 @@ pub fn vocabulary_digest(tokenizer: &crate::tokenizer::Tokenizer) -> String {
         h.update(bytes);
     }
     hex(&h.finalize())
-}
-
-/// The fingerprint of a GGUF model: SHA-256 of its size and of every byte
-/// before the tensor data (metadata, vocabulary, tensor names, types, shapes
-/// and offsets).
-pub fn fingerprint(path: &Path, data_start: u64) -> Result<String> {
-    let fail = |e: std::io::Error| Error::new(ErrorCode::ModelLoadFailed, format!("{}: {e}", path.display()));
-    let file = File::open(path).map_err(fail)?;
-    let size = file.metadata().map_err(fail)?.len();
-    let mut h = Sha256::new();
-    h.update(size.to_le_bytes());
-    let mut header = Vec::new();
-    file.take(data_start).read_to_end(&mut header).map_err(fail)?;
-    h.update(&header);
-    Ok(hex(&h.finalize()))
 }
 
 #[cfg(test)]

@@ -132,20 +132,22 @@ impl PrefixCache {
         }
     }
 
-    /// Keeps `tokens` with their keys and values (already evaluated, holding
-    /// exactly those columns). An entry that is a prefix of another is
-    /// redundant: the shorter one is dropped, or the new one not kept.
-    pub fn insert(&mut self, tokens: Vec<u32>, layers: LayerKv) {
+    /// Keeps `tokens` with their keys and values (holding exactly those
+    /// columns; a lazy copy is evaluated here, so callers may build it
+    /// before other work and pay for it after). An entry that is a prefix of
+    /// another is redundant: the shorter one is dropped, or the new one not kept.
+    pub fn insert(&mut self, tokens: Vec<u32>, layers: LayerKv) -> crate::error::Result<()> {
         if !self.is_enabled() || tokens.len() < MIN_TOKENS {
-            return;
+            return Ok(());
         }
         let bytes: usize = layers.iter().map(|(k, v)| k.nbytes() + v.nbytes()).sum();
         if bytes > self.budget {
-            return;
+            return Ok(());
         }
         if self.entries.iter().any(|e| e.tokens.len() >= tokens.len() && e.tokens.starts_with(&tokens)) {
-            return;
+            return Ok(());
         }
+        mlx_rs::transforms::eval(layers.iter().flat_map(|(k, v)| [k, v]))?;
         self.entries.retain(|e| !tokens.starts_with(&e.tokens));
         self.clock += 1;
         self.entries.push(Entry { tokens, layers, bytes, last_used: self.clock });
@@ -156,6 +158,7 @@ impl PrefixCache {
             self.stats.evictions.fetch_add(1, Ordering::Relaxed);
             self.recount();
         }
+        Ok(())
     }
 
     fn recount(&mut self) {
@@ -198,8 +201,8 @@ mod tests {
     fn reuses_the_longest_shared_prefix_and_leaves_one_token() {
         let stats = Arc::new(PrefixStats::default());
         let mut cache = PrefixCache::new(1 << 20, stats.clone());
-        cache.insert(tokens(0..100), kv(100));
-        cache.insert(tokens(1000..1040), kv(40));
+        cache.insert(tokens(0..100), kv(100)).unwrap();
+        cache.insert(tokens(1000..1040), kv(40)).unwrap();
 
         let mut prompt = tokens(0..60);
         prompt.extend([7, 7, 7]);
@@ -221,16 +224,16 @@ mod tests {
         let stats = Arc::new(PrefixStats::default());
         // Room for 250 tokens of 8 bytes.
         let mut cache = PrefixCache::new(2000, stats.clone());
-        cache.insert(tokens(0..100), kv(100));
-        cache.insert(tokens(1000..1100), kv(100));
+        cache.insert(tokens(0..100), kv(100)).unwrap();
+        cache.insert(tokens(1000..1100), kv(100)).unwrap();
         assert!(cache.lookup(&tokens(0..50)).is_some()); // 0.. is now the most recent
-        cache.insert(tokens(2000..2100), kv(100));
+        cache.insert(tokens(2000..2100), kv(100)).unwrap();
         assert!(cache.lookup(&tokens(1000..1050)).is_none(), "the least recently used entry went");
         assert!(cache.lookup(&tokens(0..50)).is_some());
         let s = stats.snapshot();
         assert_eq!((s.evictions, s.entries, s.bytes), (1, 2, 1600));
         // Bigger than the whole budget: not kept, nothing evicted for it.
-        cache.insert(tokens(5000..5300), kv(300));
+        cache.insert(tokens(5000..5300), kv(300)).unwrap();
         assert_eq!(stats.snapshot().entries, 2);
     }
 
@@ -238,9 +241,9 @@ mod tests {
     fn keeps_the_longer_of_two_nested_sequences() {
         let stats = Arc::new(PrefixStats::default());
         let mut cache = PrefixCache::new(1 << 20, stats.clone());
-        cache.insert(tokens(0..50), kv(50));
-        cache.insert(tokens(0..90), kv(90));
-        cache.insert(tokens(0..70), kv(70));
+        cache.insert(tokens(0..50), kv(50)).unwrap();
+        cache.insert(tokens(0..90), kv(90)).unwrap();
+        cache.insert(tokens(0..70), kv(70)).unwrap();
         let s = stats.snapshot();
         assert_eq!((s.entries, s.cached_tokens), (1, 90));
     }
@@ -249,7 +252,7 @@ mod tests {
     fn disabled_with_a_zero_budget() {
         let stats = Arc::new(PrefixStats::default());
         let mut cache = PrefixCache::new(0, stats.clone());
-        cache.insert(tokens(0..100), kv(100));
+        cache.insert(tokens(0..100), kv(100)).unwrap();
         assert!(cache.lookup(&tokens(0..100)).is_none());
         assert_eq!(stats.snapshot(), PrefixSnapshot::default());
     }

@@ -156,6 +156,17 @@ impl Request {
         }
     }
 
+    /// Ends the request without generating: `prompt_tokens` were read (and
+    /// prefilled, or loaded), none completed (`maxTokens: 0`, cache files).
+    pub fn end_without_tokens(&self, prompt_tokens: usize) -> bool {
+        let total_ms = self.created.elapsed().as_secs_f64() * 1000.0;
+        self.end(Event::End {
+            finish_reason: FinishReason::Length,
+            usage: Usage { prompt_tokens, completion_tokens: 0 },
+            timings: Timings { total_ms, ..Default::default() },
+        })
+    }
+
     pub fn fail(&self, code: ErrorCode, message: impl Into<String>) -> bool {
         self.end(Event::Error(Error::new(code, message)))
     }

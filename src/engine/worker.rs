@@ -23,7 +23,7 @@ use super::{
     heartbeat::Heartbeat,
     lock,
     prefix::{PrefixCache, PrefixStats},
-    request::{Action, Event, FinishReason, Prompt, Request, Timings, Usage},
+    request::{Action, Event, Prompt, Request},
     sequence::{Progress, Sequence},
     slot::{ActiveSet, ModelSlot, Served, WorkerRef},
 };
@@ -272,13 +272,9 @@ impl Worker {
         if len < crate::engine::prefix::MIN_TOKENS {
             return;
         }
-        let copied = self.cache.row(i).and_then(|layers| {
-            mlx_rs::transforms::eval(layers.iter().flat_map(|(k, v)| [k, v]))?;
-            Ok(layers)
-        });
-        match copied {
-            Ok(layers) => self.prefix.insert(self.seqs[i].tokens[..len].to_vec(), layers),
-            Err(e) => tracing::warn!("keeping a finished sequence for reuse failed: {}", e.message),
+        let tokens = self.seqs[i].tokens[..len].to_vec();
+        if let Err(e) = self.cache.row(i).and_then(|layers| self.prefix.insert(tokens, layers)) {
+            tracing::warn!("keeping a finished sequence for reuse failed: {}", e.message);
         }
     }
 
@@ -405,13 +401,10 @@ impl Worker {
         match outcome {
             Ok((tokens, layers)) => {
                 let n = tokens.len();
-                self.prefix.insert(tokens, layers);
-                let now = Instant::now();
-                request.end(Event::End {
-                    finish_reason: FinishReason::Length,
-                    usage: Usage { prompt_tokens: n, completion_tokens: 0 },
-                    timings: Timings { total_ms: now.duration_since(request.created).as_secs_f64() * 1000.0, ..Default::default() },
-                });
+                match self.prefix.insert(tokens, layers) {
+                    Ok(()) => request.end_without_tokens(n),
+                    Err(e) => request.end(Event::Error(e)),
+                };
             }
             Err(e) => {
                 request.end(Event::Error(e));
@@ -424,14 +417,7 @@ impl Worker {
         if let Some(identity) = &self.identity {
             return Ok(identity.clone());
         }
-        let path = &self.slot.path;
-        let failed = |e: String| Error::new(ErrorCode::ModelLoadFailed, format!("{}: {e}", path.display()));
-        let fingerprint = if path.is_dir() {
-            crate::model::load::dir::fingerprint(path).map_err(failed)?
-        } else {
-            let gguf = crate::model::load::gguf::Gguf::open(path).map_err(|e| failed(e.to_string()))?;
-            cache_file::fingerprint(path, gguf.data_start)?
-        };
+        let fingerprint = crate::model::load::fingerprint(&self.slot.path)?;
         let info = &self.info;
         let identity = ModelIdentity {
             fingerprint,
@@ -480,12 +466,7 @@ impl Worker {
         }
         let max_tokens = params.max_tokens.unwrap_or(room);
         if max_tokens == 0 {
-            let now = Instant::now();
-            request.end(Event::End {
-                finish_reason: FinishReason::Length,
-                usage: Usage { prompt_tokens: ids.len(), completion_tokens: 0 },
-                timings: Timings { total_ms: now.duration_since(request.created).as_secs_f64() * 1000.0, ..Default::default() },
-            });
+            request.end_without_tokens(ids.len());
             return Ok(None);
         }
         Ok(Some(Pending { request: request.clone(), ids, max_tokens, admitted }))
@@ -570,10 +551,8 @@ impl Worker {
             self.join_batch(job);
         }
         for (ids, layers) in keep {
-            let arrays: Vec<&Array> = layers.iter().flat_map(|(k, v)| [k, v]).collect();
-            match mlx_rs::transforms::eval(arrays) {
-                Ok(()) => self.prefix.insert(ids, layers),
-                Err(e) => tracing::warn!("keeping a prompt for reuse failed: {e}"),
+            if let Err(e) = self.prefix.insert(ids, layers) {
+                tracing::warn!("keeping a prompt for reuse failed: {}", e.message);
             }
         }
     }
@@ -608,12 +587,7 @@ impl Worker {
         match outcome {
             Ok(bytes) => {
                 tracing::debug!(bytes, tokens = p.ids.len(), "cache file written");
-                let now = Instant::now();
-                p.request.end(Event::End {
-                    finish_reason: FinishReason::Length,
-                    usage: Usage { prompt_tokens: p.ids.len(), completion_tokens: 0 },
-                    timings: Timings { total_ms: now.duration_since(p.request.created).as_secs_f64() * 1000.0, ..Default::default() },
-                });
+                p.request.end_without_tokens(p.ids.len());
             }
             Err(e) => {
                 p.request.end(Event::Error(e));

@@ -631,7 +631,7 @@ pub fn fingerprint(dir: &Path) -> Result<String, String> {
         h.update((header.len() as u64).to_le_bytes());
         h.update(&header);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(super::hex(&h.finalize()))
 }
 
 #[cfg(test)]

@@ -164,6 +164,33 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
 }
 
+/// The fingerprint of a model (what a prompt-cache file must match): for a
+/// GGUF file, SHA-256 of its size and of every byte before the tensor data
+/// (metadata, vocabulary, tensor names, types, shapes and offsets); for a
+/// directory, see [`dir::fingerprint`]. Failures are `MODEL_LOAD_FAILED`.
+pub fn fingerprint(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let fail = |why: String| load_failed(path, why);
+    if path.is_dir() {
+        return dir::fingerprint(path).map_err(fail);
+    }
+    let data_start = Gguf::open(path).map_err(fail)?.data_start;
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let size = file.metadata().map_err(|e| fail(e.to_string()))?.len();
+    let mut header = Vec::new();
+    file.take(data_start).read_to_end(&mut header).map_err(|e| fail(e.to_string()))?;
+    let mut h = Sha256::new();
+    h.update(size.to_le_bytes());
+    h.update(&header);
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of `bytes` (digests in fingerprints and cache files).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `general.architecture` values this loader builds.
 const SUPPORTED: &[&str] = &["llama", "mistral", "smollm", "qwen2", "qwen3", "phi3", "gemma3"];
 
