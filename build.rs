@@ -42,7 +42,17 @@ fn link_linux_runtime() {
 fn build_kernels() {
     let includes = env::var_os("DEP_MLX_INCLUDE").expect("mlx-sys publishes MLX's include directories");
     let includes: Vec<PathBuf> = env::split_paths(&includes).collect();
-    for file in ["qmm.cpp", "qmm_api.h", "qmm_kernels.h", "qmm_avx2.cpp", "qmm_avx512.cpp", "qmm_avxvnni.cpp"] {
+    for file in [
+        "qmm.cpp",
+        "qmm_api.h",
+        "qmm_kernels.h",
+        "qmm_avx2.cpp",
+        "qmm_avx512.cpp",
+        "qmm_avxvnni.cpp",
+        "attention.cpp",
+        "attention_api.h",
+        "attention_avx2.cpp",
+    ] {
         println!("cargo:rerun-if-changed=src/kernels/{file}");
     }
     let build = |files: &[&str], flags: &[&str], name: &str| {
@@ -60,9 +70,9 @@ fn build_kernels() {
         }
         b.compile(name);
     };
-    build(&["qmm.cpp"], &[], "mlx_serving_qmm");
+    build(&["qmm.cpp", "attention.cpp"], &[], "mlx_serving_qmm");
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
-        build(&["qmm_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
+        build(&["qmm_avx2.cpp", "attention_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
         build(
             &["qmm_avx512.cpp"],
             &["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],

@@ -231,7 +231,9 @@ impl Worker {
     fn advance_long_prefill(&mut self) {
         let Some(mut job) = self.long.pop_front() else { return };
         let chunk = self.interleaved_budget();
+        let started = Instant::now();
         let outcome = self.prefill_chunk(&mut job, chunk);
+        tracing::debug!(chunk, done = job.done, ms = started.elapsed().as_secs_f64() * 1e3, "long prefill chunk");
         match outcome {
             Ok(()) if job.is_complete() => self.join(job),
             Ok(()) => self.long.push_front(job),
@@ -637,6 +639,7 @@ impl Worker {
             Ok(logits)
         });
         self.last_step = Some(started.elapsed());
+        tracing::debug!(rows = batch, columns = self.cache.columns(), ms = started.elapsed().as_secs_f64() * 1e3, "decode step");
         let logits = match result {
             Ok(l) => l,
             Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),

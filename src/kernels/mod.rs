@@ -128,6 +128,17 @@ pub fn quantized_matmul(
     imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa)
 }
 
+/// `softmax(scale * q k^T, mask) v` by our CPU kernel (`attention.cpp`): `q`
+/// [rows, heads, len, head_dim], `keys`/`values` [rows, kv_heads, columns,
+/// head_dim] (views of the cache are read in place), `mask` bool [rows or 1, 1,
+/// len or 1, columns] (true where a query may attend) or, without one,
+/// `causal` (query `i` sees columns up to `columns - len + i`) or nothing
+/// hidden. `None` where the kernel does not serve these inputs (no AVX2, a GPU,
+/// odd shapes): compose attention from MLX's ops instead.
+pub fn attention(q: &Array, keys: &Array, values: &Array, mask: Option<&Array>, causal: bool, scale: f32) -> Result<Option<Array>> {
+    imp::attention(q, keys, values, mask, causal, scale)
+}
+
 /// Fails with a clear error when the MLX runtime loaded is not the one whose
 /// headers the primitive was compiled against (a mismatch may crash instead).
 pub fn check_runtime() -> Result<()> {
@@ -174,6 +185,17 @@ mod imp {
             err_len: usize,
         ) -> c_int;
         fn mlx_serving_qmm_isa(isa: c_int) -> c_int;
+        fn mlx_serving_attention(
+            out: *mut *mut c_void,
+            q: *mut c_void,
+            k: *mut c_void,
+            v: *mut c_void,
+            mask: *mut c_void,
+            scale: f32,
+            causal: c_int,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
         fn mlx_serving_mlx_header_version() -> *const c_char;
         fn mlx_serving_mlx_runtime_version() -> *const c_char;
     }
@@ -222,6 +244,36 @@ mod imp {
         Ok(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })
     }
 
+    pub fn attention(q: &Array, keys: &Array, values: &Array, mask: Option<&Array>, causal: bool, scale: f32) -> Result<Option<Array>> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        let mut err = [0 as c_char; 512];
+        let mask = mask.map_or(std::ptr::null_mut(), |m| m.as_ptr().ctx);
+        // SAFETY: as in `quantized_matmul`: live borrowed handles in, an owned
+        // heap array out on success (0); 2 means "not covered", nothing made.
+        let rc = unsafe {
+            mlx_serving_attention(
+                &mut out,
+                q.as_ptr().ctx,
+                keys.as_ptr().ctx,
+                values.as_ptr().ctx,
+                mask,
+                scale,
+                causal as c_int,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        match rc {
+            2 => Ok(None),
+            0 if !out.is_null() => Ok(Some(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })),
+            _ => {
+                // SAFETY: the C side wrote a NUL-terminated message (snprintf).
+                let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+                Err(Error::internal(format!("attention: {why}")))
+            }
+        }
+    }
+
     pub fn isa_available(isa: Isa) -> bool {
         isa == Isa::Auto || unsafe { mlx_serving_qmm_isa(isa as c_int) } == 1
     }
@@ -262,6 +314,10 @@ mod imp {
         _isa: Isa,
     ) -> Result<Array> {
         Ok(ops::quantized_matmul(x, weight, scales, biases, true, group_size, bits)?)
+    }
+
+    pub fn attention(_q: &Array, _k: &Array, _v: &Array, _mask: Option<&Array>, _causal: bool, _scale: f32) -> Result<Option<Array>> {
+        Ok(None)
     }
 
     pub fn isa_available(isa: Isa) -> bool {

@@ -36,6 +36,7 @@
 
 #include "qmm_api.h"
 
+extern "C" void openblas_set_num_threads(int threads);
 extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a,
                             int lda, const float* b, int ldb, float beta, float* c, int ldc);
 
@@ -149,6 +150,10 @@ class Pool {
       n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : (int)std::thread::hardware_concurrency();
     }
     n = std::max(1, std::min(n, 64));
+    // The pool splits work over the cores, OpenBLAS included (each thread
+    // calls sgemm on its own tile): OpenBLAS's own threads would only compete
+    // with ours for the same cores.
+    openblas_set_num_threads(1);
     // Workers start from generation 0: a job posted before a worker first runs
     // is still seen as new.
     for (int i = 1; i < n; ++i) workers_.emplace_back([this] { loop(0); });
@@ -249,6 +254,28 @@ void run_f32(void* ctx, int n0, int n1) {
   c->k->matmul_f32(c->x, c->xsum, c->M, c->W, n0, n1, c->out);
 }
 
+struct SgemmCall {
+  const Kernels* k;
+  Weights W;
+  const float* x;
+  int M;
+  float* out;
+  int rows;  // weight rows per tile
+};
+
+void run_sgemm(void* ctx, int t0, int t1) {
+  auto* c = static_cast<SgemmCall*>(ctx);
+  const int K = c->W.K;
+  thread_local std::vector<float> tile;
+  tile.resize((size_t)c->rows * K);
+  for (int t = t0; t < t1; ++t) {
+    const int n0 = t * c->rows, n1 = std::min(c->W.N, n0 + c->rows);
+    c->k->dequantize(c->W, n0, n1, tile.data());
+    cblas_sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, c->M, n1 - n0, K, 1.0f, c->x, K, tile.data(),
+                K, 0.0f, c->out + n0, c->W.N);
+  }
+}
+
 // Work items of whole weight rows, a few per thread so that a core slowed by
 // another process does not hold the others up.
 int chunk_for(int N, int threads) {
@@ -259,20 +286,17 @@ int chunk_for(int N, int threads) {
 
 void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& W, float* out) {
   thread_local std::vector<int8_t> q;
-  thread_local std::vector<float> d, xsum, tile;
+  thread_local std::vector<float> d, xsum, xp;
   const int K = W.K, G = K / W.group;
   Pool& pool = Pool::get();
   if (M >= sgemm_rows()) {
-    // Dequantize a tile of weight rows at a time (about 1 MiB of f32) and let
-    // OpenBLAS multiply; both modes are exact here.
-    int rows = std::max(16, (1 << 18) / K);
-    tile.resize((size_t)rows * K);
-    for (int n0 = 0; n0 < W.N; n0 += rows) {
-      const int n1 = std::min(W.N, n0 + rows);
-      k->dequantize(W, n0, n1, tile.data());
-      cblas_sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, M, n1 - n0, K, 1.0f, x, K, tile.data(), K,
-                  0.0f, out + n0, W.N);
-    }
+    // Tiles of weight rows (at most about 1 MiB of f32, a few per thread), each
+    // dequantized and multiplied by OpenBLAS's sgemm on one of the pool's
+    // threads; both modes are exact here.
+    const int cap = std::max(16, (1 << 18) / K);
+    const int rows = std::clamp(W.N / (pool.threads() * 3), std::min(32, cap), cap);
+    SgemmCall c{k, W, x, M, out, rows};
+    pool.parallel_for((W.N + rows - 1) / rows, 1, run_sgemm, &c);
     return;
   }
   xsum.resize((size_t)M * G);
@@ -284,7 +308,9 @@ void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& 
     c.acts = {q.data(), d.data(), xsum.data(), M};
     pool.parallel_for(W.N, chunk_for(W.N, pool.threads()), run_int8, &c);
   } else {
-    k->group_sums(x, M, K, W.group, xsum.data());
+    xp.resize((size_t)M * K);
+    k->prepare_f32(x, M, K, W.group, W.bits, xp.data(), xsum.data());
+    c.x = xp.data();
     pool.parallel_for(W.N, chunk_for(W.N, pool.threads()), run_f32, &c);
   }
 }
@@ -383,6 +409,11 @@ void set_error(char* err, size_t len, const char* what) {
 }
 
 }  // namespace
+
+void parallel_for(int n, int chunk, void (*fn)(void*, int, int), void* ctx) { Pool::get().parallel_for(n, chunk, fn, ctx); }
+
+bool cpu_has_avx2() { return resolve(kAuto) != kMlx && has_isa(kAvx2); }
+
 }  // namespace mlx_serving::qmm
 
 using namespace mlx_serving::qmm;

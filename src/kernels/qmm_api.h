@@ -27,12 +27,21 @@ struct Acts {
 
 struct Kernels {
   void (*quantize)(const float* x, int rows, int K, int group, int bits, int8_t* q, float* d, float* xsum);
-  void (*group_sums)(const float* x, int rows, int K, int group, float* xsum);
+  // xp [rows, K]: x as matmul_f32 reads it; xsum [rows, K / group].
+  void (*prepare_f32)(const float* x, int rows, int K, int group, int bits, float* xp, float* xsum);
   // out[m, n] for n in [n0, n1), every row m; out is [M, N].
   void (*matmul_int8)(const Acts& a, const Weights& W, int n0, int n1, float* out);
+  // x as prepare_f32 wrote it.
   void (*matmul_f32)(const float* x, const float* xsum, int M, const Weights& W, int n0, int n1, float* out);
   void (*dequantize)(const Weights& W, int n0, int n1, float* dst);
 };
+
+// Calls fn(ctx, i0, i1) over [0, n) in chunks of `chunk` on the kernels'
+// thread pool (qmm.cpp), the calling thread included.
+void parallel_for(int n, int chunk, void (*fn)(void*, int, int), void* ctx);
+
+// Whether this CPU runs AVX2 + FMA code (and MLX_SERVING_QMM_ISA is not `mlx`).
+bool cpu_has_avx2();
 
 // Defined by the SIMD translation units; call only on a CPU that has the features.
 const Kernels* avx2_kernels();

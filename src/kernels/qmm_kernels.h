@@ -177,8 +177,15 @@ static void matmul_int8(const Acts& a, const Weights& W, int n0, int n1, float* 
 
 // ---------------------------------------------------------------------------
 // Exact mode: f32 activations; per group s * sum(q * x) + b * sum(x).
+//
+// For 4-bit weights the activations are first copied with each 32-block in the
+// order the int8 mode uses (even elements, then odd ones), so that a block of
+// weights is one 16-byte load, a mask and a shift, widened 8 at a time. Each
+// (weight row, activation row) pair keeps two accumulators, and a tile holds
+// several weight rows when it holds few activation rows, so that one row alone
+// (decode) is not bound by the latency of a single chain of FMAs.
 
-// Eight consecutive weights (from element k of a row) as floats.
+// Eight consecutive weights (from element k of a row) as floats (natural order).
 template <int BITS>
 static inline __m256 unpack8(const uint8_t* row, int k) {
   if constexpr (BITS == 4) {
@@ -191,36 +198,76 @@ static inline __m256 unpack8(const uint8_t* row, int k) {
   }
 }
 
-template <int BITS, int R>
+// A block of 32 weights as four vectors of 8, in the order of the prepared
+// activations (4-bit: even elements 0..14, 16..30, then odd 1..15, 17..31).
+template <int BITS>
+static inline void unpack32(const uint8_t* p, __m256 w[4]) {
+  if constexpr (BITS == 4) {
+    const __m128i v = _mm_loadu_si128((const __m128i*)p);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(v, mask);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), mask);
+    w[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    w[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(lo, lo)));
+    w[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    w[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(hi, hi)));
+  } else {
+    for (int i = 0; i < 4; ++i) w[i] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(p + 8 * i))));
+  }
+}
+
+// R activation rows x NR weight rows, all of K.
+template <int BITS, int R, int NR>
 static inline void tile_f32(const float* x, const float* xsum, const Weights& W, int m0, int n, float* out) {
   const int K = W.K, group = W.group, G = K / group;
-  const uint8_t* row = W.w + (size_t)n * K * BITS / 8;
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  const size_t row_bytes = (size_t)K * BITS / 8;
+  __m256 acc[NR][R];
+  for (int j = 0; j < NR; ++j)
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm256_setzero_ps();
   for (int g = 0; g < G; ++g) {
-    __m256 ga[R];
-    for (int r = 0; r < R; ++r) ga[r] = _mm256_setzero_ps();
-    for (int k = g * group; k < (g + 1) * group; k += 8) {
-      const __m256 w = unpack8<BITS>(row, k);
-      for (int r = 0; r < R; ++r) ga[r] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + (size_t)(m0 + r) * K + k), ga[r]);
+    __m256 ga[NR][R][2];
+    for (int j = 0; j < NR; ++j)
+      for (int r = 0; r < R; ++r) ga[j][r][0] = ga[j][r][1] = _mm256_setzero_ps();
+    for (int k = g * group; k < (g + 1) * group; k += 32) {
+      for (int j = 0; j < NR; ++j) {
+        __m256 w[4];
+        unpack32<BITS>(W.w + (size_t)(n + j) * row_bytes + (size_t)k * BITS / 8, w);
+        for (int r = 0; r < R; ++r) {
+          const float* xr = x + (size_t)(m0 + r) * K + k;
+          ga[j][r][0] = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xr), ga[j][r][0]);
+          ga[j][r][1] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xr + 8), ga[j][r][1]);
+          ga[j][r][0] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xr + 16), ga[j][r][0]);
+          ga[j][r][1] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xr + 24), ga[j][r][1]);
+        }
+      }
     }
-    const __m256 s = _mm256_set1_ps(W.scales[(size_t)n * G + g]);
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(ga[r], s, acc[r]);
+    for (int j = 0; j < NR; ++j) {
+      const __m256 s = _mm256_set1_ps(W.scales[(size_t)(n + j) * G + g]);
+      for (int r = 0; r < R; ++r) acc[j][r] = _mm256_fmadd_ps(_mm256_add_ps(ga[j][r][0], ga[j][r][1]), s, acc[j][r]);
+    }
   }
-  for (int r = 0; r < R; ++r)
-    out[(size_t)(m0 + r) * W.N + n] = hsum(acc[r]) + dot_f32(W.biases + (size_t)n * G, xsum + (size_t)(m0 + r) * G, G);
+  for (int j = 0; j < NR; ++j)
+    for (int r = 0; r < R; ++r)
+      out[(size_t)(m0 + r) * W.N + n + j] =
+          hsum(acc[j][r]) + dot_f32(W.biases + (size_t)(n + j) * G, xsum + (size_t)(m0 + r) * G, G);
+}
+
+// Weight rows n0..n1 for R activation rows from m0, NR at a time.
+template <int BITS, int R, int NR>
+static void cols_f32(const float* x, const float* xsum, const Weights& W, int m0, int n0, int n1, float* out) {
+  int n = n0;
+  for (; n + NR <= n1; n += NR) tile_f32<BITS, R, NR>(x, xsum, W, m0, n, out);
+  for (; n < n1; ++n) tile_f32<BITS, R, 1>(x, xsum, W, m0, n, out);
 }
 
 template <int BITS>
 static void matmul_f32_bits(const float* x, const float* xsum, int M, const Weights& W, int n0, int n1, float* out) {
   for (int m0 = 0; m0 < M; m0 += 4) {
-    for (int n = n0; n < n1; ++n) {
-      switch (M - m0) {
-        case 1: tile_f32<BITS, 1>(x, xsum, W, m0, n, out); break;
-        case 2: tile_f32<BITS, 2>(x, xsum, W, m0, n, out); break;
-        case 3: tile_f32<BITS, 3>(x, xsum, W, m0, n, out); break;
-        default: tile_f32<BITS, 4>(x, xsum, W, m0, n, out); break;
-      }
+    switch (M - m0) {
+      case 1: cols_f32<BITS, 1, 4>(x, xsum, W, m0, n0, n1, out); break;
+      case 2: cols_f32<BITS, 2, 2>(x, xsum, W, m0, n0, n1, out); break;
+      case 3: cols_f32<BITS, 3, 1>(x, xsum, W, m0, n0, n1, out); break;
+      default: cols_f32<BITS, 4, 1>(x, xsum, W, m0, n0, n1, out); break;
     }
   }
 }
@@ -230,14 +277,28 @@ static void matmul_f32(const float* x, const float* xsum, int M, const Weights& 
   else matmul_f32_bits<8>(x, xsum, M, W, n0, n1, out);
 }
 
-static void group_sums(const float* x, int rows, int K, int group, float* xsum) {
+// The exact mode's inputs: each group's sum of x, and x itself, for 4-bit
+// weights with every 32-block reordered as `unpack32` reads the weights.
+static void prepare_f32(const float* x, int rows, int K, int group, int bits, float* xp, float* xsum) {
   const int G = K / group;
-  for (int m = 0; m < rows; ++m)
+  for (int m = 0; m < rows; ++m) {
+    const float* xr = x + (size_t)m * K;
     for (int g = 0; g < G; ++g) {
       __m256 s = _mm256_setzero_ps();
-      for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(x + (size_t)m * K + g * group + k));
+      for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(xr + g * group + k));
       xsum[(size_t)m * G + g] = hsum(s);
     }
+    float* o = xp + (size_t)m * K;
+    if (bits == 4) {
+      for (int b = 0; b < K; b += 32)
+        for (int j = 0; j < 16; ++j) {
+          o[b + j] = xr[b + 2 * j];
+          o[b + 16 + j] = xr[b + 2 * j + 1];
+        }
+    } else {
+      std::memcpy(o, xr, sizeof(float) * K);
+    }
+  }
 }
 
 // Rows n0..n1 of the weights as f32 (s * q + b), into dst [(n1 - n0), K].
@@ -260,6 +321,6 @@ static void dequantize(const Weights& W, int n0, int n1, float* dst) {
   else dequantize_bits<8>(W, n0, n1, dst);
 }
 
-static const Kernels kKernels = {quantize, group_sums, matmul_int8, matmul_f32, dequantize};
+static const Kernels kKernels = {quantize, prepare_f32, matmul_int8, matmul_f32, dequantize};
 
 }  // namespace mlx_serving::qmm::QMM_NS

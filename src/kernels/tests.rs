@@ -1,8 +1,9 @@
 //! Our quantized matmul against MLX's own `quantized_matmul`, on random weights
-//! of every supported bits / group size and on shapes that fill no tile evenly.
+//! of every supported bits / group size and on shapes that fill no tile evenly;
+//! our attention against attention composed from MLX's ops.
 
 use mlx_rs::{
-    ops::{quantize, quantized_matmul as mlx_qmm},
+    ops::{indexing::IndexOp, quantize, quantized_matmul as mlx_qmm},
     random::{key, normal},
     Array,
 };
@@ -87,4 +88,66 @@ fn unsupported_bits_fall_back_to_mlx() {
 #[test]
 fn the_runtime_matches_the_headers() {
     super::check_runtime().unwrap();
+}
+
+/// Attention composed from MLX's ops, in f32: the reference for our kernel.
+fn reference_attention(q: &Array, k: &Array, v: &Array, mask: &Array, scale: f32) -> Array {
+    use mlx_rs::ops::{matmul, select, softmax_axis};
+    let (heads, kv_heads) = (q.dim(1), k.dim(1));
+    let repeat = |a: &Array| Array::repeat_axis::<f32>(a.clone(), heads / kv_heads, 1).unwrap();
+    let scores = matmul(&q.multiply(Array::from_f32(scale)).unwrap(), repeat(k).swap_axes(-1, -2).unwrap()).unwrap();
+    let scores = select(mask, &scores, Array::from_f32(f32::NEG_INFINITY)).unwrap();
+    matmul(softmax_axis(&scores, -1, true).unwrap(), repeat(v)).unwrap()
+}
+
+#[test]
+fn attention_matches_composed_attention() {
+    let mut seed = 100;
+    // (rows, heads, kv_heads, len, columns, head_dim): decode, prefill chunks after a context, GQA and not.
+    for (rows, heads, kv_heads, len, columns, dim) in
+        [(1, 9, 3, 1, 300, 64), (4, 9, 3, 1, 77, 64), (1, 9, 3, 37, 261, 64), (2, 4, 4, 20, 20, 32), (3, 8, 2, 5, 140, 128), (1, 2, 1, 40, 1100, 256)]
+    {
+        seed += 1;
+        let normal = |shape: &[i32], s: u64| normal::<f32>(shape, None, None, &key(s).unwrap()).unwrap();
+        let q = normal(&[rows, heads, len, dim], seed);
+        // The cache's layout: a view of the first `columns` of a larger capacity.
+        let capacity = columns + 50;
+        let k = normal(&[rows, kv_heads, capacity, dim], seed + 1000).index((.., .., ..columns, ..));
+        let v = normal(&[rows, kv_heads, capacity, dim], seed + 2000).index((.., .., ..columns, ..));
+        let scale = 1.0 / (dim as f32).sqrt();
+        // Causal with per-row left padding and a sliding window, as the cache builds it,
+        // plus one row of scattered holes (any mask must work).
+        let mut allowed = Vec::new();
+        for row in 0..rows {
+            let pad = row * 3;
+            for i in 0..len {
+                let position = columns - len + i;
+                for c in 0..columns {
+                    let window = row != 1 || position - c < 24;
+                    let hole = row == 2 && (c * 7 + i) % 5 == 0 && c != position;
+                    allowed.push(c == position || (c <= position && c >= pad && window && !hole));
+                }
+            }
+        }
+        let mask = Array::from_slice(&allowed, &[rows, 1, len, columns]);
+        let expected = reference_attention(&q, &k, &v, &mask, scale);
+        let got = super::attention(&q, &k, &v, Some(&mask), false, scale).unwrap();
+        let Some(got) = got else {
+            assert!(!Isa::Avx2.available(), "the kernel serves these shapes on an AVX2 CPU");
+            return;
+        };
+        assert_eq!(got.shape(), expected.shape());
+        let err = relative_error(&got, &expected);
+        assert!(err <= 1e-5, "rows {rows} heads {heads}/{kv_heads} len {len} columns {columns} dim {dim}: relative error {err}");
+        // Without a mask: causal, and nothing hidden.
+        for causal in [true, false] {
+            let allowed: Vec<bool> =
+                (0..len).flat_map(|i| (0..columns).map(move |c| !causal || c <= columns - len + i)).collect();
+            let mask = Array::from_slice(&allowed, &[1, 1, len, columns]);
+            let expected = reference_attention(&q, &k, &v, &mask, scale);
+            let got = super::attention(&q, &k, &v, None, causal, scale).unwrap().unwrap();
+            let err = relative_error(&got, &expected);
+            assert!(err <= 1e-5, "causal {causal}, rows {rows} len {len} columns {columns}: relative error {err}");
+        }
+    }
 }

@@ -132,6 +132,11 @@ impl KvCache {
         self.pads.len()
     }
 
+    /// Columns in use (the longest row's positions).
+    pub fn columns(&self) -> i32 {
+        self.end
+    }
+
     /// Positions stored for `row`.
     pub fn len(&self, row: usize) -> i32 {
         self.end - self.pads[row]

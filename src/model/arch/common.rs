@@ -64,10 +64,20 @@ pub fn last_position(x: Array) -> Result<Array> {
 pub const COMPOSED_PREFILL_ATTENTION: bool = !cfg!(target_os = "macos");
 
 /// Attention of `q` [rows, heads, len, head_dim] over `keys`/`values`
-/// [rows, kv_heads, columns, head_dim]. On CPU, MLX composes attention from
-/// matmuls and a softmax whose `exp` is the slow scalar one (see [`swiglu`]);
-/// for prefill, where the scores are large, the softmax here uses `2^x`.
+/// [rows, kv_heads, columns, head_dim]. On an x86 CPU our kernel serves it
+/// ([`crate::kernels::attention`]). Otherwise MLX's `scaled_dot_product_attention`,
+/// except for prefill off Apple: there MLX composes attention from matmuls and
+/// a softmax whose `exp` is the slow scalar one (see [`swiglu`]), so it is
+/// composed here with `2^x`.
 pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mask) -> Result<Array> {
+    let ours = match mask {
+        Mask::None => crate::kernels::attention(q, keys, values, None, false, scale)?,
+        Mask::Causal => crate::kernels::attention(q, keys, values, None, true, scale)?,
+        Mask::Rows(allowed) => crate::kernels::attention(q, keys, values, Some(allowed), false, scale)?,
+    };
+    if let Some(out) = ours {
+        return Ok(out);
+    }
     let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let allowed = match mask {
         Mask::Rows(allowed) if COMPOSED_PREFILL_ATTENTION && len > 1 => allowed,
