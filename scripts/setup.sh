@@ -11,6 +11,9 @@
 #                               # into .data/, for the tokenizer and chat-template tests)
 #   scripts/setup.sh --mlx-dirs # also make HF / MLX model directories from the GGUFs
 #                               # (scripts/make_mlx_model.py; for __test__/model-dirs.spec.ts)
+#                               # and tiny random checkpoints of every architecture with
+#                               # mlx-lm's logits (scripts/make_tiny_checkpoints.py, seconds;
+#                               # for src/model/load/mlx_lm_tests.rs)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -192,4 +195,7 @@ npx napi build --platform --release --features "$FEATURES" --js index.js --dts i
 if [[ $MLX_DIRS == 1 ]]; then
   log "model directories (scripts/make_mlx_model.py)"
   "$PYTHON" scripts/make_mlx_model.py $([[ -f "models/$GEMMA3_FILE" ]] && echo --gemma3)
+  # make_mlx_model.py has made bench/.venv (mlx-lm) if it was missing.
+  log "tiny checkpoints of every architecture (scripts/make_tiny_checkpoints.py)"
+  bench/.venv/bin/python scripts/make_tiny_checkpoints.py
 fi

@@ -3,12 +3,14 @@
 # fault-injection switch, fetches Gemma 3 270M for __test__/gemma3.spec.ts
 # (253 MB) and llama.cpp's chat templates and vocab files for the tokenizer
 # tests (51 MB, ~30 s, once), makes HF / MLX model directories from the GGUFs
-# for __test__/model-dirs.spec.ts (mlx-lm in bench/.venv; ~3 min, once), Rust
-# unit tests, then the vitest suites against the real models through the real addon.
+# for __test__/model-dirs.spec.ts (mlx-lm in bench/.venv; ~3 min, once) and
+# tiny random checkpoints of every architecture with mlx-lm's logits (seconds),
+# Rust unit tests (the architectures against mlx-lm among them: required here,
+# not skipped), then the vitest suites against the real models through the real addon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test --gemma3 --tokenizer-data --mlx-dirs
 # Same target directory as `napi build`, so dependencies are built once.
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo test --release --target "$host" --features fault-injection --lib
+MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib
 npx vitest run "$@"

@@ -1,5 +1,6 @@
 //! Building blocks the architectures share: attention over the cache, the
-//! gated MLP activations, head reshaping and the last position's hidden state.
+//! gated MLP activations, head reshaping and the last position's hidden
+//! state; and for the builders, the common tensor layouts and names.
 
 use mlx_rs::{
     fast::scaled_dot_product_attention,
@@ -7,7 +8,11 @@ use mlx_rs::{
     Array,
 };
 
-use crate::{error::Result, model::cache::Mask};
+use super::{HyperParameters, Tensors};
+use crate::{
+    error::Result,
+    model::{cache::Mask, linear::Projections},
+};
 
 /// `silu(gate) * up`. Off Apple, MLX's CPU `exp` (inside `sigmoid`) is a
 /// scalar polynomial that calls libm's `fmaf` per term, about 3x slower than
@@ -95,4 +100,55 @@ pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mas
     let weights = power(Array::from_f32(2.0), shifted.multiply(Array::from_f32(std::f32::consts::LOG2_E))?)?;
     let weights = weights.divide(weights.sum_axis(-1, true)?)?;
     Ok(matmul(&weights, &values)?.reshape(&[rows, heads, len, dim])?)
+}
+
+/// The Hugging Face module of GGUF's layer part `part` (`blk.N.<part>`) as
+/// most architectures name it; [`super::Architecture::hf_modules`] lists
+/// an architecture's exceptions.
+pub fn hf_module(part: &str) -> Option<&'static str> {
+    Some(match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    })
+}
+
+/// Query, key and value projections of layer prefix `p` (`blk.N`), as three tensors.
+pub fn split_qkv(w: &mut dyn Tensors, p: &str, hp: &HyperParameters) -> Result<Projections, String> {
+    let (q_dim, kv_dim) = hp.attention_widths();
+    Projections::new(vec![
+        w.linear(&format!("{p}.attn_q"), q_dim, hp.hidden)?,
+        w.linear(&format!("{p}.attn_k"), kv_dim, hp.hidden)?,
+        w.linear(&format!("{p}.attn_v"), kv_dim, hp.hidden)?,
+    ])
+    .map_err(|e| e.to_string())
+}
+
+/// Gate and up projections of the MLP of layer prefix `p`, as two tensors.
+pub fn split_gate_up(w: &mut dyn Tensors, p: &str, hp: &HyperParameters) -> Result<Projections, String> {
+    Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), hp.ffn, hp.hidden)?, w.linear(&format!("{p}.ffn_up"), hp.ffn, hp.hidden)?])
+        .map_err(|e| e.to_string())
+}
+
+/// Refuses biases that no builder applies (on the attention output or the
+/// MLP: llama's `attention_bias` / `mlp_bias`), rather than dropping them.
+pub fn refuse_unused_biases(w: &dyn Tensors, layers: usize) -> Result<(), String> {
+    for i in 0..layers {
+        for part in ["attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+            let name = format!("blk.{i}.{part}.bias");
+            if w.has(&name) {
+                return Err(format!("tensor {name}: biases on the attention output and the MLP are not supported"));
+            }
+        }
+    }
+    Ok(())
 }

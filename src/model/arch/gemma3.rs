@@ -1,22 +1,42 @@
-//! Gemma 3 (text), built from GGUF weights. Against llama it differs in:
-//! embeddings scaled by `sqrt(hidden)`; RMS norms after attention and after
+//! Gemma 3 (text). Against llama it differs in:
+//! embeddings scaled by `sqrt(hidden)` (rounded to bf16 in Hugging Face's
+//! and mlx-lm's implementations, not in llama.cpp's); RMS norms after attention and after
 //! the MLP as well as before them; per-head RMS norms of queries and keys
 //! before RoPE; a GeGLU MLP; an attention scale from
 //! `attention.key_length`; and sliding-window attention on five layers of
 //! every six (RoPE base 10000 there), full attention with
 //! `rope.freq_base` on the sixth. Gemma's norms compute `x * (1 + w)`;
 //! llama.cpp's converter stores `1 + w` in the GGUF, so every norm here is
-//! a plain RMS norm with the stored weight.
+//! a plain RMS norm with the stored weight (directories get their `+1`
+//! at load).
 
 use mlx_rs::{fast::rms_norm, Array};
 
-use super::common::{attention, geglu, heads, heads_first, last_position, merge_heads, COMPOSED_PREFILL_ATTENTION};
+use super::{
+    common::{attention, geglu, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, COMPOSED_PREFILL_ATTENTION},
+    Architecture, HyperParameters, Model, Tensors,
+};
 use crate::{
     error::Result,
     model::{
         cache::{KvCache, Mask, Rope},
         linear::{Linear, Projections},
     },
+};
+
+pub const ARCHITECTURE: Architecture = Architecture {
+    name: "gemma3",
+    gguf_aliases: &[],
+    model_types: &["gemma3_text"],
+    gguf_rope_pairs: false,
+    default_rope_theta: 1_000_000.0,
+    hf_modules: &[
+        ("ffn_norm", "pre_feedforward_layernorm"),
+        ("post_attention_norm", "post_attention_layernorm"),
+        ("post_ffw_norm", "post_feedforward_layernorm"),
+    ],
+    hf_norms_plus_one: true,
+    build: |w, hp| Ok(Model::Gemma3(build(w, hp)?)),
 };
 
 /// Every this many layers, one attends globally (the last of each group).
@@ -39,6 +59,8 @@ pub struct Gemma3Config {
     pub rope_local: Rope,
     /// Multiplies queries before attention: `key_length^-1/2`.
     pub attention_scale: f32,
+    /// Multiplies the embeddings: `sqrt(hidden)`, or that rounded to bf16.
+    pub embedding_scale: f32,
     pub rms_eps: f32,
     pub context_length: usize,
     pub vocab_size: usize,
@@ -82,7 +104,7 @@ impl Gemma3 {
         let explicit = COMPOSED_PREFILL_ATTENTION && len > 1;
         let global_mask = cache.mask(len, explicit);
         let local_mask = cache.window_mask(len, explicit, Some(c.sliding_window));
-        let mut x = self.embed.rows(tokens)?.multiply(Array::from_f32((c.hidden as f32).sqrt()))?;
+        let mut x = self.embed.rows(tokens)?.multiply(Array::from_f32(c.embedding_scale))?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let (rope, mask): (&Rope, &Mask) =
                 if c.is_global(layer) { (&c.rope_global, &global_mask) } else { (&c.rope_local, &local_mask) };
@@ -108,6 +130,48 @@ impl Gemma3 {
     }
 }
 
+/// Builds Gemma 3's text model from `w`.
+pub fn build(w: &mut dyn Tensors, hp: &HyperParameters) -> Result<Gemma3, String> {
+    let hidden = hp.hidden;
+    let (q_dim, _) = hp.attention_widths();
+    let window = hp.sliding_window.ok_or("gemma3 needs a sliding window")?;
+    refuse_unused_biases(w, hp.layers)?;
+    let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
+    let mut blocks = Vec::with_capacity(hp.layers);
+    for i in 0..hp.layers {
+        let p = format!("blk.{i}");
+        blocks.push(Gemma3Block {
+            attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
+            qkv: split_qkv(w, &p, hp)?,
+            q_norm: w.vector(&format!("{p}.attn_q_norm.weight"), hp.head_dim)?,
+            k_norm: w.vector(&format!("{p}.attn_k_norm.weight"), hp.head_dim)?,
+            wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
+            post_attn_norm: w.vector(&format!("{p}.post_attention_norm.weight"), hidden)?,
+            ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
+            gate_up: split_gate_up(w, &p, hp)?,
+            down: w.linear(&format!("{p}.ffn_down"), hidden, hp.ffn)?,
+            post_ffn_norm: w.vector(&format!("{p}.post_ffw_norm.weight"), hidden)?,
+        });
+    }
+    let config = Gemma3Config {
+        layers: hp.layers,
+        hidden,
+        heads: hp.heads,
+        kv_heads: hp.kv_heads,
+        head_dim: hp.head_dim,
+        sliding_window: window,
+        // Larger Gemma 3 models stretch the global layers' positions linearly.
+        rope_global: hp.rope(hp.rope_base, true),
+        rope_local: hp.rope(hp.rope_local_base, false),
+        attention_scale: hp.attention_scale.unwrap_or(1.0 / (hp.head_dim as f32).sqrt()),
+        embedding_scale: hp.embedding_scale.unwrap_or((hidden as f32).sqrt()),
+        rms_eps: hp.rms_eps,
+        context_length: hp.context_length,
+        vocab_size: hp.vocab_size,
+    };
+    Ok(Gemma3 { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +189,7 @@ mod tests {
             rope_global: rope.clone(),
             rope_local: rope,
             attention_scale: 0.5,
+            embedding_scale: 1.0,
             rms_eps: 1e-6,
             context_length: 64,
             vocab_size: 10,

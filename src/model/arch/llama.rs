@@ -1,11 +1,14 @@
-//! The llama architecture (also SmolLM, Mistral-style GQA models, qwen2:
-//! llama plus q/k/v biases and NeoX-style RoPE, and qwen3: NeoX RoPE and
-//! per-head q/k norms), built from GGUF weights. A model is data plus
-//! `forward`; it knows nothing of requests.
+//! The llama architecture (also SmolLM), and the forward pass of the
+//! architectures that are llama with other tensors: mistral, qwen2 (q/k/v
+//! biases), qwen3 (per-head q/k norms), phi3 (fused projections). A model is
+//! data plus `forward`; it knows nothing of requests.
 
 use mlx_rs::{fast::rms_norm, Array};
 
-use super::common::{attention, heads, heads_first, last_position, merge_heads, swiglu, COMPOSED_PREFILL_ATTENTION};
+use super::{
+    common::{attention, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, swiglu, COMPOSED_PREFILL_ATTENTION},
+    Architecture, HyperParameters, Model, Tensors,
+};
 use crate::{
     error::Result,
     model::{
@@ -14,7 +17,80 @@ use crate::{
     },
 };
 
-/// Hyper-parameters read from GGUF metadata (`{arch}.*` keys).
+pub const ARCHITECTURE: Architecture = Architecture {
+    name: "llama",
+    gguf_aliases: &["smollm"],
+    model_types: &["llama"],
+    gguf_rope_pairs: true,
+    default_rope_theta: 10_000.0,
+    hf_modules: &[],
+    hf_norms_plus_one: false,
+    build: |w, hp| Ok(Model::Llama(build(w, hp, &Layout::default())?)),
+};
+
+/// How a llama-family checkpoint lays out its attention and MLP tensors.
+#[derive(Debug, Default)]
+pub struct Layout {
+    /// Q, k and v in one tensor `attn_qkv` (rows in that order), gate and up
+    /// in one `ffn_up` (gate rows first): phi3.
+    pub fused: bool,
+    /// Per-head RMS norms of queries and keys before RoPE: qwen3.
+    pub qk_norm: bool,
+}
+
+/// Builds a llama-family model of `layout` from `w`. Q/k/v biases are taken
+/// where the checkpoint has them (qwen2's).
+pub fn build(w: &mut dyn Tensors, hp: &HyperParameters, layout: &Layout) -> Result<Llama, String> {
+    let (hidden, ffn) = (hp.hidden, hp.ffn);
+    let (q_dim, kv_dim) = hp.attention_widths();
+    refuse_unused_biases(w, hp.layers)?;
+    let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
+    let output = if w.has("output.weight") { Some(w.linear("output", hp.vocab_size as i32, hidden)?) } else { None };
+    let mut blocks = Vec::with_capacity(hp.layers);
+    for i in 0..hp.layers {
+        let p = format!("blk.{i}");
+        blocks.push(Block {
+            attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
+            qkv: match layout.fused {
+                true => Projections::Stacked { weight: w.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, hidden)?, outputs: vec![q_dim, kv_dim, kv_dim] },
+                false => split_qkv(w, &p, hp)?,
+            },
+            qkv_bias: match w.has(&format!("{p}.attn_q.bias")) {
+                false => None,
+                true => Some([
+                    w.vector(&format!("{p}.attn_q.bias"), q_dim)?,
+                    w.vector(&format!("{p}.attn_k.bias"), kv_dim)?,
+                    w.vector(&format!("{p}.attn_v.bias"), kv_dim)?,
+                ]),
+            },
+            qk_norm: match layout.qk_norm {
+                true => Some([w.vector(&format!("{p}.attn_q_norm.weight"), hp.head_dim)?, w.vector(&format!("{p}.attn_k_norm.weight"), hp.head_dim)?]),
+                false => None,
+            },
+            wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
+            ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
+            gate_up: match layout.fused {
+                true => Projections::Stacked { weight: w.linear(&format!("{p}.ffn_up"), 2 * ffn, hidden)?, outputs: vec![ffn, ffn] },
+                false => split_gate_up(w, &p, hp)?,
+            },
+            down: w.linear(&format!("{p}.ffn_down"), hidden, ffn)?,
+        });
+    }
+    let config = LlamaConfig {
+        layers: hp.layers,
+        hidden,
+        heads: hp.heads,
+        kv_heads: hp.kv_heads,
+        head_dim: hp.head_dim,
+        rope: hp.rope(hp.rope_base, true),
+        rms_eps: hp.rms_eps,
+        context_length: hp.context_length,
+        vocab_size: hp.vocab_size,
+    };
+    Ok(Llama { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)?, output })
+}
+
+/// Hyper-parameters of the forward pass.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
     pub layers: usize,

@@ -24,20 +24,19 @@ use serde_json::Value;
 
 use super::{
     blocks::Affine,
-    build, load_failed,
+    load_failed,
     safetensors_file::{self, Shard, View},
     HyperParameters, LoadProgress, LoadedModel, ModelInfo, Tensors,
 };
 use crate::{
     error::Result,
     kernels::Activations,
-    model::linear::{Linear, QuantizedWeight, WeightFormat},
+    model::{
+        arch::{self, common::hf_module},
+        linear::{Linear, QuantizedWeight, WeightFormat},
+    },
     tokenizer::{ChatTemplate, Tokenizer},
 };
-
-/// `model_type` values this loader builds, and the builder each maps to.
-const SUPPORTED: &[(&str, &str)] =
-    &[("llama", "llama"), ("mistral", "llama"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("phi3", "phi3"), ("gemma3_text", "gemma3")];
 
 /// JSON files read whole are at most this large (tokenizer.json of a 256k
 /// vocabulary is ~33 MB).
@@ -54,6 +53,9 @@ pub struct Config {
     pub heads: i32,
     pub kv_heads: i32,
     pub head_dim: i32,
+    /// Leading dimensions of each head that RoPE rotates
+    /// (`partial_rotary_factor` times `head_dim`).
+    pub rope_dims: i32,
     pub ffn: i32,
     pub rms_eps: f32,
     pub rope_theta: f32,
@@ -163,10 +165,11 @@ impl Config {
     pub fn parse(json: &str) -> Result<Config, String> {
         let v: Value = serde_json::from_str(json).map_err(|e| format!("config.json: {e}"))?;
         let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or_default().to_string();
-        let Some(&(_, arch)) = SUPPORTED.iter().find(|(t, _)| *t == model_type) else {
-            let names: Vec<&str> = SUPPORTED.iter().map(|(t, _)| *t).collect();
+        let Some(architecture) = arch::by_model_type(&model_type) else {
+            let names: Vec<&str> = arch::ARCHITECTURES.iter().flat_map(|a| a.model_types.iter().copied()).collect();
             return Err(format!("model_type '{model_type}' is not supported ({})", names.join(", ")));
         };
+        let arch = architecture.name;
         let hidden = required(&v, "hidden_size")? as i32;
         let heads = required(&v, "num_attention_heads")? as i32;
         let kv_heads = count(&v, "num_key_value_heads")?.map_or(heads, |n| n as i32);
@@ -180,8 +183,14 @@ impl Config {
         }
         let layers = required(&v, "num_hidden_layers")?;
         let gemma = arch == "gemma3";
-        let rope_theta = float(&v, "rope_theta")?.unwrap_or(if gemma { 1_000_000.0 } else { 10_000.0 }) as f32;
-        let (rope_factor, rope_periods) = rope_scaling(v.get("rope_scaling"), rope_theta, head_dim)?;
+        let rope_theta = float(&v, "rope_theta")?.unwrap_or(architecture.default_rope_theta as f64) as f32;
+        // mlx-lm rotates int(head_dim * factor) leading dimensions.
+        let rope_dims = match float(&v, "partial_rotary_factor")? {
+            None => head_dim,
+            Some(f) if f <= 1.0 && (head_dim as f64 * f) as i32 >= 2 => ((head_dim as f64 * f) as i32) & !1,
+            Some(f) => return Err(format!("config.json: partial_rotary_factor = {f} is out of range")),
+        };
+        let (rope_factor, rope_periods) = rope_scaling(v.get("rope_scaling"), rope_theta, rope_dims)?;
         let mut sliding_window = None;
         if gemma {
             sliding_window = Some(count(&v, "sliding_window")?.unwrap_or(512) as i32);
@@ -208,6 +217,7 @@ impl Config {
             heads,
             kv_heads,
             head_dim,
+            rope_dims,
             ffn: required(&v, "intermediate_size")? as i32,
             rms_eps: float(&v, "rms_norm_eps")?.unwrap_or(if gemma { 1e-6 } else { 1e-5 }) as f32,
             rope_theta,
@@ -230,7 +240,7 @@ impl Config {
 
 /// `rope_scaling`: none/default, `linear` (a factor), or `llama3` (per-pair
 /// periods, computed as HF's and mlx-lm's llama 3 RoPE do).
-fn rope_scaling(v: Option<&Value>, base: f32, head_dim: i32) -> Result<(Option<f32>, Option<Vec<f32>>), String> {
+fn rope_scaling(v: Option<&Value>, base: f32, dims: i32) -> Result<(Option<f32>, Option<Vec<f32>>), String> {
     let Some(s) = v.filter(|s| !s.is_null()) else { return Ok((None, None)) };
     let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
     let num = |k: &str| -> Result<f32, String> {
@@ -255,9 +265,9 @@ fn rope_scaling(v: Option<&Value>, base: f32, head_dim: i32) -> Result<(Option<f
                 return Err("config.json: rope_scaling.high_freq_factor must exceed low_freq_factor".into());
             }
             let (low_wavelen, high_wavelen) = (old / low, old / high);
-            let periods = (0..head_dim / 2)
+            let periods = (0..dims / 2)
                 .map(|i| {
-                    let period = base.powf(2.0 * i as f32 / head_dim as f32);
+                    let period = base.powf(2.0 * i as f32 / dims as f32);
                     let wavelen = 2.0 * std::f32::consts::PI * period;
                     if wavelen > low_wavelen {
                         period * factor
@@ -276,37 +286,22 @@ fn rope_scaling(v: Option<&Value>, base: f32, head_dim: i32) -> Result<(Option<f
     }
 }
 
-/// The HF name of a GGUF-named tensor (without `.weight`/`.bias`, or with).
+/// The HF name of a GGUF-named tensor (without `.weight`/`.bias`, or
+/// with) in a checkpoint of architecture `arch` (our name): the common
+/// mapping ([`hf_module`]) but where the architecture names a module otherwise.
 pub fn hf_name(name: &str, arch: &str) -> String {
     let (base, suffix) = match name.rsplit_once('.') {
         Some((b, s @ ("weight" | "bias"))) => (b, Some(s)),
         _ => (name, None),
     };
+    let exceptions = arch::by_name(arch).map_or(&[][..], |a| a.hf_modules);
     let mapped = match base {
         "token_embd" => "model.embed_tokens".to_string(),
         "output" => "lm_head".to_string(),
         "output_norm" => "model.norm".to_string(),
         _ => match base.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
             Some((layer, part)) => {
-                let module = match (part, arch) {
-                    ("attn_norm", _) => "input_layernorm",
-                    ("ffn_norm", "gemma3") => "pre_feedforward_layernorm",
-                    ("ffn_norm", _) => "post_attention_layernorm",
-                    ("post_attention_norm", _) => "post_attention_layernorm",
-                    ("post_ffw_norm", _) => "post_feedforward_layernorm",
-                    ("attn_q", _) => "self_attn.q_proj",
-                    ("attn_k", _) => "self_attn.k_proj",
-                    ("attn_v", _) => "self_attn.v_proj",
-                    ("attn_qkv", _) => "self_attn.qkv_proj",
-                    ("attn_output", _) => "self_attn.o_proj",
-                    ("attn_q_norm", _) => "self_attn.q_norm",
-                    ("attn_k_norm", _) => "self_attn.k_norm",
-                    ("ffn_gate", _) => "mlp.gate_proj",
-                    ("ffn_up", "phi3") => "mlp.gate_up_proj",
-                    ("ffn_up", _) => "mlp.up_proj",
-                    ("ffn_down", _) => "mlp.down_proj",
-                    (other, _) => other,
-                };
+                let module = exceptions.iter().find(|(p, _)| *p == part).map(|&(_, m)| m).or_else(|| hf_module(part)).unwrap_or(part);
                 format!("model.layers.{layer}.{module}")
             }
             None => base.to_string(),
@@ -403,7 +398,7 @@ impl Tensors for DirWeights<'_> {
         self.progress.advance(v.data.len() as u64);
         self.parameters += len as u64;
         // Gemma's RMS norms scale by 1 + w; the builder applies w as stored (GGUF's form).
-        if self.config.arch == "gemma3" && hf.ends_with("norm.weight") {
+        if arch::by_name(self.config.arch).is_some_and(|a| a.hf_norms_plus_one) && hf.ends_with("norm.weight") {
             values.iter_mut().for_each(|x| *x += 1.0);
         }
         let a = Array::from_slice(&values, &[len]);
@@ -551,6 +546,7 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         head_dim: config.head_dim,
         ffn: config.ffn,
         rope_base: config.rope_theta,
+        rope_dims: config.rope_dims,
         rms_eps: config.rms_eps,
         context_length: config.context_length,
         vocab_size: config.vocab_size,
@@ -560,9 +556,12 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         sliding_window: config.sliding_window,
         rope_local_base: config.rope_local_base,
         attention_scale: config.query_pre_attn_scalar.map(|s| 1.0 / s.sqrt()),
+        // Hugging Face and mlx-lm scale Gemma's embeddings by sqrt(hidden) rounded to bf16.
+        embedding_scale: Some(half::bf16::from_f32((config.hidden as f32).sqrt()).to_f32()),
     };
     let mut weights = DirWeights { shards: &shards, at, config: &config, format, parameters: 0, progress };
-    let model = build(&mut weights, &hp, config.arch).map_err(fail)?;
+    let architecture = arch::by_name(config.arch).expect("config.arch names an architecture");
+    let model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
     let parameters = weights.parameters;
     let tensor_types = tensor_types(&shards, &weights.at);
     drop(weights);

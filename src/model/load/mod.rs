@@ -16,14 +16,10 @@ use self::{
     blocks::BlockType,
     gguf::{ArrayValue, Gguf, TensorInfo, Value},
 };
+pub(crate) use super::arch::{HyperParameters, Tensors};
 use super::{
-    arch::{
-        gemma3::{self, Gemma3, Gemma3Block, Gemma3Config},
-        llama::{Block, Llama, LlamaConfig},
-        Model,
-    },
-    cache::Rope,
-    linear::{Linear, Projections, QuantizedWeight, WeightFormat},
+    arch::{self, gemma3, Architecture, Model},
+    linear::{Linear, QuantizedWeight, WeightFormat},
 };
 use crate::{
     error::{Error, ErrorCode, Result},
@@ -127,9 +123,10 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     let meta = Metadata { gguf: &gguf };
 
     let arch = meta.string("general.architecture").map_err(fail)?.unwrap_or_default();
-    if !SUPPORTED.contains(&arch.as_str()) {
-        return Err(fail(format!("architecture '{arch}' is not supported ({})", SUPPORTED.join(", "))));
-    }
+    let Some(architecture) = arch::by_name(&arch) else {
+        let names: Vec<&str> = arch::ARCHITECTURES.iter().flat_map(|a| std::iter::once(a.name).chain(a.gguf_aliases.iter().copied())).collect();
+        return Err(fail(format!("architecture '{arch}' is not supported ({})", names.join(", "))));
+    };
     let spec = tokenizer_spec(&meta).map_err(fail)?;
     let tokenizer = Tokenizer::from_spec(&spec).map_err(|e| load_failed(path, e))?;
     let template_source = meta.string("tokenizer.chat_template").map_err(fail)?;
@@ -140,10 +137,10 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
         None => None,
     };
 
-    let mut hp = HyperParameters::read(&meta, &arch, &gguf, tokenizer.vocab_size()).map_err(fail)?;
+    let mut hp = gguf_hyper_parameters(&meta, &arch, architecture, &gguf, tokenizer.vocab_size()).map_err(fail)?;
     gguf_rope_and_window(&gguf, &meta, &arch, &mut hp).map_err(fail)?;
     let mut weights = Weights { gguf: &gguf, format, parameters: 0 };
-    let model = build(&mut weights, &hp, &arch).map_err(fail)?;
+    let model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
     let info = ModelInfo {
         format: "gguf".into(),
         quantization: quantization(&gguf),
@@ -191,100 +188,66 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `general.architecture` values this loader builds.
-const SUPPORTED: &[&str] = &["llama", "mistral", "smollm", "qwen2", "qwen3", "phi3", "gemma3"];
-
 /// The `{arch}.*` metadata every architecture here reads.
-struct HyperParameters {
-    layers: usize,
-    hidden: i32,
-    heads: i32,
-    kv_heads: i32,
-    head_dim: i32,
-    /// The MLP's inner width.
-    ffn: i32,
-    rope_base: f32,
-    rms_eps: f32,
-    context_length: usize,
-    vocab_size: usize,
-    /// llama family: RoPE over adjacent pairs (llama.cpp's permuted q/k
-    /// rows) rather than over halves (as trained, the HF / MLX layout).
-    rope_traditional: bool,
-    /// Linear RoPE scaling: positions are multiplied by this.
-    rope_scale: f32,
-    /// Per-pair RoPE periods replacing `rope_base` (llama 3's scaling).
-    rope_periods: Option<Array>,
-    /// Gemma 3: the local layers' window, their RoPE base and the attention scale.
-    sliding_window: Option<i32>,
-    rope_local_base: f32,
-    attention_scale: Option<f32>,
-}
-
-impl HyperParameters {
-    fn read(meta: &Metadata, arch: &str, gguf: &Gguf, vocab_size: usize) -> Result<Self, String> {
-        let tensors = gguf.tensors().len();
-        let count = |key: &str| -> Result<usize, String> {
-            let v = meta.number(&format!("{arch}.{key}"))?.ok_or_else(|| format!("metadata {arch}.{key} is missing"))?;
-            if !(v >= 1.0 && v <= i32::MAX as f64 && v.fract() == 0.0) {
-                return Err(format!("metadata {arch}.{key} = {v} is out of range"));
-            }
-            Ok(v as usize)
-        };
-        let optional = |key: &str| -> Result<Option<usize>, String> {
-            Ok(match meta.number(&format!("{arch}.{key}"))? {
-                Some(_) => Some(count(key)?),
-                None => None,
-            })
-        };
-        let hidden = count("embedding_length")? as i32;
-        let heads = count("attention.head_count")? as i32;
-        let kv_heads = optional("attention.head_count_kv")?.map_or(heads, |n| n as i32);
-        // Heads may be narrower or wider than hidden / heads (gemma3, qwen3).
-        let head_dim = match optional("attention.key_length")? {
-            Some(n) => n as i32,
-            None if hidden % heads == 0 => hidden / heads,
-            None => return Err("inconsistent attention head counts".into()),
-        };
-        if heads % kv_heads != 0 || optional("attention.value_length")?.is_some_and(|v| v as i32 != head_dim) {
-            return Err("inconsistent attention head counts".into());
+fn gguf_hyper_parameters(meta: &Metadata, arch: &str, architecture: &Architecture, gguf: &Gguf, vocab_size: usize) -> Result<HyperParameters, String> {
+    let tensors = gguf.tensors().len();
+    let count = |key: &str| -> Result<usize, String> {
+        let v = meta.number(&format!("{arch}.{key}"))?.ok_or_else(|| format!("metadata {arch}.{key} is missing"))?;
+        if !(v >= 1.0 && v <= i32::MAX as f64 && v.fract() == 0.0) {
+            return Err(format!("metadata {arch}.{key} = {v} is out of range"));
         }
-        let layers = count("block_count")?;
-        if layers > tensors {
-            return Err(format!("{arch}.block_count = {layers} but the file has only {tensors} tensors"));
-        }
-        Ok(HyperParameters {
-            layers,
-            hidden,
-            heads,
-            kv_heads,
-            head_dim,
-            ffn: match (optional("feed_forward_length")?, gguf.tensor("blk.0.ffn_down.weight")) {
-                (Some(n), _) => n as i32,
-                (None, Some(t)) if t.dims.len() == 2 => t.dims[0] as i32,
-                _ => return Err("tensor blk.0.ffn_down.weight is missing or not a matrix".into()),
-            },
-            rope_base: meta.number(&format!("{arch}.rope.freq_base"))?.unwrap_or(10000.0) as f32,
-            rms_eps: meta.number(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
-            context_length: count("context_length")?,
-            vocab_size,
-            rope_traditional: !matches!(arch, "qwen2" | "qwen3" | "phi3"),
-            rope_scale: 1.0,
-            rope_periods: None,
-            sliding_window: None,
-            rope_local_base: gemma3::LOCAL_ROPE_BASE,
-            attention_scale: None,
+        Ok(v as usize)
+    };
+    let optional = |key: &str| -> Result<Option<usize>, String> {
+        Ok(match meta.number(&format!("{arch}.{key}"))? {
+            Some(_) => Some(count(key)?),
+            None => None,
         })
+    };
+    let hidden = count("embedding_length")? as i32;
+    let heads = count("attention.head_count")? as i32;
+    let kv_heads = optional("attention.head_count_kv")?.map_or(heads, |n| n as i32);
+    // Heads may be narrower or wider than hidden / heads (gemma3, qwen3).
+    let head_dim = match optional("attention.key_length")? {
+        Some(n) => n as i32,
+        None if hidden % heads == 0 => hidden / heads,
+        None => return Err("inconsistent attention head counts".into()),
+    };
+    if heads % kv_heads != 0 || optional("attention.value_length")?.is_some_and(|v| v as i32 != head_dim) {
+        return Err("inconsistent attention head counts".into());
     }
-}
-
-/// Where the builders below take weights from. Names are GGUF's (`blk.3.attn_q`,
-/// `token_embd`); each format maps them onto its own.
-pub(crate) trait Tensors {
-    /// The matrix `{name}.weight` [rows, cols] as a [`Linear`].
-    fn linear(&mut self, name: &str, rows: i32, cols: i32) -> Result<Linear, String>;
-    /// The vector `name` (a norm's weight, a bias) as f32.
-    fn vector(&mut self, name: &str, len: i32) -> Result<Array, String>;
-    fn has(&self, name: &str) -> bool;
+    let layers = count("block_count")?;
+    if layers > tensors {
+        return Err(format!("{arch}.block_count = {layers} but the file has only {tensors} tensors"));
+    }
+    Ok(HyperParameters {
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        ffn: match (optional("feed_forward_length")?, gguf.tensor("blk.0.ffn_down.weight")) {
+            (Some(n), _) => n as i32,
+            (None, Some(t)) if t.dims.len() == 2 => t.dims[0] as i32,
+            _ => return Err("tensor blk.0.ffn_down.weight is missing or not a matrix".into()),
+        },
+        rope_base: meta.number(&format!("{arch}.rope.freq_base"))?.unwrap_or(10000.0) as f32,
+        rms_eps: meta.number(&format!("{arch}.attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5) as f32,
+        context_length: count("context_length")?,
+        vocab_size,
+        rope_dims: match optional("rope.dimension_count")? {
+            Some(n) if n as i32 <= head_dim && n % 2 == 0 => n as i32,
+            Some(n) => return Err(format!("metadata {arch}.rope.dimension_count = {n} does not fit heads of {head_dim}")),
+            None => head_dim,
+        },
+        rope_traditional: architecture.gguf_rope_pairs,
+        rope_scale: 1.0,
+        rope_periods: None,
+        sliding_window: None,
+        rope_local_base: gemma3::LOCAL_ROPE_BASE,
+        attention_scale: None,
+        embedding_scale: None,
+    })
 }
 
 /// Reads weights of the file, counting the parameters taken.
@@ -311,94 +274,6 @@ impl Tensors for Weights<'_> {
     }
 }
 
-/// llama and the architectures that are llama plus flags: mistral and smollm
-/// (the same), qwen2 (q/k/v biases), qwen3 (per-head q/k norms), phi3 (q/k/v
-/// in one tensor, gate and up in another); qwen's and phi3's RoPE rotates
-/// halves. (llama.cpp ignores phi3's sliding window, and so do we.)
-fn llama(w: &mut dyn Tensors, hp: &HyperParameters, arch: &str) -> Result<Llama, String> {
-    let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
-    let fused = arch == "phi3";
-    if w.has("rope_factors_long.weight") || w.has("rope_factors_short.weight") {
-        return Err("LongRoPE (rope_factors_long/short, long-context phi3) is not supported".into());
-    }
-    let rope = hp.rope(hp.rope_base, hp.rope_traditional, true);
-    let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
-    let output = if w.has("output.weight") { Some(w.linear("output", hp.vocab_size as i32, hidden)?) } else { None };
-    let mut blocks = Vec::with_capacity(hp.layers);
-    for i in 0..hp.layers {
-        let p = format!("blk.{i}");
-        blocks.push(Block {
-            attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
-            qkv: match fused {
-                // Rows q, then k, then v: the stacked form as it is.
-                true => Projections::Stacked { weight: w.linear(&format!("{p}.attn_qkv"), q_dim + 2 * kv_dim, hidden)?, outputs: vec![q_dim, kv_dim, kv_dim] },
-                false => Projections::new(vec![
-                    w.linear(&format!("{p}.attn_q"), q_dim, hidden)?,
-                    w.linear(&format!("{p}.attn_k"), kv_dim, hidden)?,
-                    w.linear(&format!("{p}.attn_v"), kv_dim, hidden)?,
-                ])
-                .map_err(|e| e.to_string())?,
-            },
-            qkv_bias: match w.has(&format!("{p}.attn_q.bias")) {
-                false => None,
-                true => Some([
-                    w.vector(&format!("{p}.attn_q.bias"), q_dim)?,
-                    w.vector(&format!("{p}.attn_k.bias"), kv_dim)?,
-                    w.vector(&format!("{p}.attn_v.bias"), kv_dim)?,
-                ]),
-            },
-            qk_norm: match arch {
-                "qwen3" => Some([
-                    w.vector(&format!("{p}.attn_q_norm.weight"), hp.head_dim)?,
-                    w.vector(&format!("{p}.attn_k_norm.weight"), hp.head_dim)?,
-                ]),
-                _ => None,
-            },
-            wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
-            ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
-            gate_up: match fused {
-                // Gate rows first, then up (llama.cpp's fused SwiGLU halves).
-                true => Projections::Stacked { weight: w.linear(&format!("{p}.ffn_up"), 2 * ffn, hidden)?, outputs: vec![ffn, ffn] },
-                false => Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), ffn, hidden)?, w.linear(&format!("{p}.ffn_up"), ffn, hidden)?])
-                    .map_err(|e| e.to_string())?,
-            },
-            down: w.linear(&format!("{p}.ffn_down"), hidden, ffn)?,
-        });
-    }
-    let config = LlamaConfig {
-        layers: hp.layers,
-        hidden,
-        heads: hp.heads,
-        kv_heads: hp.kv_heads,
-        head_dim: hp.head_dim,
-        rope,
-        rms_eps: hp.rms_eps,
-        context_length: hp.context_length,
-        vocab_size: hp.vocab_size,
-    };
-    Ok(Llama { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)?, output })
-}
-
-/// The model of architecture `arch` (one of [`SUPPORTED`]) from `w`.
-fn build(w: &mut dyn Tensors, hp: &HyperParameters, arch: &str) -> Result<Model, String> {
-    Ok(match arch {
-        "gemma3" => Model::Gemma3(gemma3(w, hp)?),
-        _ => Model::Llama(llama(w, hp, arch)?),
-    })
-}
-
-impl HyperParameters {
-    /// A RoPE of these heads with `base`; `scaled`: with the model's scaling.
-    fn rope(&self, base: f32, traditional: bool, scaled: bool) -> Rope {
-        let mut rope = Rope::new(self.head_dim, base, traditional);
-        if scaled {
-            rope.scale = self.rope_scale;
-            rope.periods = self.rope_periods.clone();
-        }
-        rope
-    }
-}
-
 /// RoPE scaling: `{arch}.rope.scaling.type = linear` (positions divided by
 /// `rope.scaling.factor`), and llama 3's `rope_freqs` tensor (one factor per
 /// rotated pair, dividing its frequency, as llama.cpp's `freq_factors`);
@@ -413,7 +288,7 @@ fn gguf_rope_and_window(gguf: &Gguf, meta: &Metadata, arch: &str, hp: &mut Hyper
         (Some(other), _) => return Err(format!("RoPE scaling '{other}' is not supported (linear, llama 3's rope_freqs)")),
     }
     if gguf.tensor("rope_freqs.weight").is_some() {
-        let pairs = hp.head_dim / 2;
+        let pairs = hp.rope_dims / 2;
         let t = tensor(gguf, "rope_freqs.weight", &[pairs])?;
         let factors = gguf.dequantize(t)?;
         if factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
@@ -421,7 +296,7 @@ fn gguf_rope_and_window(gguf: &Gguf, meta: &Metadata, arch: &str, hp: &mut Hyper
         }
         // MLX's `freqs` are periods: base^(2i/dims), each times its factor.
         let periods: Vec<f32> =
-            factors.iter().enumerate().map(|(i, f)| hp.rope_base.powf(2.0 * i as f32 / hp.head_dim as f32) * f).collect();
+            factors.iter().enumerate().map(|(i, f)| hp.rope_base.powf(2.0 * i as f32 / hp.rope_dims as f32) * f).collect();
         hp.rope_periods = Some(Array::from_slice(&periods, &[pairs]));
     }
     if arch == "gemma3" {
@@ -432,52 +307,6 @@ fn gguf_rope_and_window(gguf: &Gguf, meta: &Metadata, arch: &str, hp: &mut Hyper
         hp.sliding_window = Some(window as i32);
     }
     Ok(())
-}
-
-/// Gemma 3's text model (see [`super::arch::gemma3`]).
-fn gemma3(w: &mut dyn Tensors, hp: &HyperParameters) -> Result<Gemma3, String> {
-    let (hidden, ffn, q_dim, kv_dim) = (hp.hidden, hp.ffn, hp.heads * hp.head_dim, hp.kv_heads * hp.head_dim);
-    let window = hp.sliding_window.ok_or("gemma3 needs a sliding window")?;
-    // Larger Gemma 3 models stretch the global layers' positions linearly.
-    let rope_global = hp.rope(hp.rope_base, false, true);
-    let embed = w.linear("token_embd", hp.vocab_size as i32, hidden)?;
-    let mut blocks = Vec::with_capacity(hp.layers);
-    for i in 0..hp.layers {
-        let p = format!("blk.{i}");
-        blocks.push(Gemma3Block {
-            attn_norm: w.vector(&format!("{p}.attn_norm.weight"), hidden)?,
-            qkv: Projections::new(vec![
-                w.linear(&format!("{p}.attn_q"), q_dim, hidden)?,
-                w.linear(&format!("{p}.attn_k"), kv_dim, hidden)?,
-                w.linear(&format!("{p}.attn_v"), kv_dim, hidden)?,
-            ])
-            .map_err(|e| e.to_string())?,
-            q_norm: w.vector(&format!("{p}.attn_q_norm.weight"), hp.head_dim)?,
-            k_norm: w.vector(&format!("{p}.attn_k_norm.weight"), hp.head_dim)?,
-            wo: w.linear(&format!("{p}.attn_output"), hidden, q_dim)?,
-            post_attn_norm: w.vector(&format!("{p}.post_attention_norm.weight"), hidden)?,
-            ffn_norm: w.vector(&format!("{p}.ffn_norm.weight"), hidden)?,
-            gate_up: Projections::new(vec![w.linear(&format!("{p}.ffn_gate"), ffn, hidden)?, w.linear(&format!("{p}.ffn_up"), ffn, hidden)?])
-                .map_err(|e| e.to_string())?,
-            down: w.linear(&format!("{p}.ffn_down"), hidden, ffn)?,
-            post_ffn_norm: w.vector(&format!("{p}.post_ffw_norm.weight"), hidden)?,
-        });
-    }
-    let config = Gemma3Config {
-        layers: hp.layers,
-        hidden,
-        heads: hp.heads,
-        kv_heads: hp.kv_heads,
-        head_dim: hp.head_dim,
-        sliding_window: window,
-        rope_global,
-        rope_local: hp.rope(hp.rope_local_base, false, false),
-        attention_scale: hp.attention_scale.unwrap_or(1.0 / (hp.head_dim as f32).sqrt()),
-        rms_eps: hp.rms_eps,
-        context_length: hp.context_length,
-        vocab_size: hp.vocab_size,
-    };
-    Ok(Gemma3 { config, embed, blocks, norm: w.vector("output_norm.weight", hidden)? })
 }
 
 /// What a GGUF's `tokenizer.ggml.*` metadata says about its tokenizer.
@@ -658,3 +487,5 @@ impl Metadata<'_> {
 mod arch_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod mlx_lm_tests;
