@@ -47,8 +47,8 @@ const PREFILL_GROUP_TOKENS: usize = 2048;
 /// by a token budget sized so that a chunk takes about as long as one decode
 /// step (from the measured cost of both), within these bounds: each running
 /// stream's next token is then delayed by about one step, not by a full chunk.
-const INTERLEAVED_CHUNK_MIN: usize = 16;
-const INTERLEAVED_CHUNK_FIRST: usize = 64;
+const INTERLEAVED_CHUNK_MIN: usize = 4;
+const INTERLEAVED_CHUNK_FIRST: usize = 16;
 
 pub fn spawn(slot: Arc<ModelSlot>, generation: u64, w: &WorkerRef) -> JoinHandle<()> {
     let (heartbeat, active, progress, prefix) = (w.heartbeat.clone(), w.active.clone(), w.progress.clone(), w.prefix.clone());
@@ -149,7 +149,8 @@ impl PrefillJob {
     fn new(group: Vec<Pending>, layers: usize) -> Self {
         let longest = group.iter().map(|p| p.ids.len()).max().unwrap_or(0);
         let pads: Vec<usize> = group.iter().map(|p| longest - p.ids.len()).collect();
-        let cache = KvCache::with_rows(layers, pads.iter().map(|&p| p as i32).collect());
+        let mut cache = KvCache::with_rows(layers, pads.iter().map(|&p| p as i32).collect());
+        cache.reserve(longest as i32);
         PrefillJob { group, pads, longest, cache, done: 0, logits: None }
     }
 
@@ -157,7 +158,9 @@ impl PrefillJob {
     /// and values come from the prefix cache.
     fn resumed(p: Pending, hit: crate::engine::prefix::Hit) -> Self {
         let longest = p.ids.len();
-        PrefillJob { group: vec![p], pads: vec![0], longest, cache: KvCache::from_prefix(hit.layers, hit.tokens as i32), done: hit.tokens, logits: None }
+        let mut cache = KvCache::from_prefix(hit.layers, hit.tokens as i32);
+        cache.reserve(longest as i32);
+        PrefillJob { group: vec![p], pads: vec![0], longest, cache, done: hit.tokens, logits: None }
     }
 
     fn is_complete(&self) -> bool {

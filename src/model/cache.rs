@@ -31,6 +31,8 @@ pub struct KvCache {
     pads: Vec<i32>,
     /// Columns in use (the same for every row).
     end: i32,
+    /// Columns to allocate at least, once any are (see [`KvCache::reserve`]).
+    reserve: i32,
 }
 
 /// The mask a forward pass applies in attention.
@@ -100,13 +102,13 @@ impl KvCache {
     /// An empty cache for prompts prefilled side by side: row `i`'s prompt is
     /// `pads[i]` tokens shorter than the longest and starts that far right.
     pub fn with_rows(layers: usize, pads: Vec<i32>) -> Self {
-        KvCache { layers: (0..layers).map(|_| None).collect(), pads, end: 0 }
+        KvCache { layers: (0..layers).map(|_| None).collect(), pads, end: 0, reserve: 0 }
     }
 
     /// A one-row cache holding a sequence's first positions already: per
     /// layer, keys and values [1, kv_heads, len, head_dim] (a reused prefix).
     pub fn from_prefix(layers: Vec<(Array, Array)>, len: i32) -> Self {
-        KvCache { layers: layers.into_iter().map(Some).collect(), pads: vec![0], end: len }
+        KvCache { layers: layers.into_iter().map(Some).collect(), pads: vec![0], end: len, reserve: 0 }
     }
 
     /// A copy of `row`'s positions, per layer: keys and values
@@ -121,6 +123,13 @@ impl KvCache {
             out.push((copy(k)?, copy(v)?));
         }
         Ok(out)
+    }
+
+    /// Allocates room for `columns` in one step when the cache first grows, so
+    /// a prompt prefilled chunk by chunk is never copied to a larger cache on
+    /// the way (each copy would stall the batch's streams for its duration).
+    pub fn reserve(&mut self, columns: i32) {
+        self.reserve = columns;
     }
 
     /// An empty batch, which sequences join after their prefill.
@@ -189,7 +198,8 @@ impl KvCache {
         let slot = &mut self.layers[layer];
         let capacity = slot.as_ref().map_or(0, |(k, _)| k.dim(2));
         if end > capacity {
-            let grow = ((end - capacity + STEP - 1) / STEP) * STEP;
+            let target = end.max(self.reserve);
+            let grow = ((target + STEP - 1) / STEP) * STEP - start;
             let grown = |old: Option<&Array>, like: &Array| -> Result<Array> {
                 let fresh = zeros_dtype(&[like.dim(0), like.dim(1), grow, like.dim(3)], like.dtype())?;
                 Ok(match old {
