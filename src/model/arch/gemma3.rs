@@ -10,7 +10,7 @@
 
 use mlx_rs::{fast::rms_norm, Array};
 
-use super::common::{attention, geglu, heads, heads_first, last_position, merge_heads, COMPOSED_PREFILL_ATTENTION};
+use super::common::{attention, composed_prefill_attention, geglu, heads, heads_first, last_position, merge_heads};
 use crate::{
     error::Result,
     model::{
@@ -79,7 +79,7 @@ impl Gemma3 {
         debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
         let positions = cache.positions();
-        let explicit = COMPOSED_PREFILL_ATTENTION && len > 1;
+        let explicit = composed_prefill_attention() && len > 1;
         let global_mask = cache.mask(len, explicit);
         let local_mask = cache.window_mask(len, explicit, Some(c.sliding_window));
         let mut x = self.embed.rows(tokens)?.multiply(Array::from_f32((c.hidden as f32).sqrt()))?;

@@ -5,7 +5,7 @@
 
 use mlx_rs::{fast::rms_norm, Array};
 
-use super::common::{attention, heads, heads_first, last_position, merge_heads, swiglu, COMPOSED_PREFILL_ATTENTION};
+use super::common::{attention, composed_prefill_attention, heads, heads_first, last_position, merge_heads, swiglu};
 use crate::{
     error::Result,
     model::{
@@ -62,7 +62,7 @@ impl Llama {
         debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
         let positions = cache.positions();
-        let mask = cache.mask(len, COMPOSED_PREFILL_ATTENTION && len > 1);
+        let mask = cache.mask(len, composed_prefill_attention() && len > 1);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut x = self.embed.rows(tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {
