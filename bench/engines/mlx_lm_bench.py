@@ -42,4 +42,4 @@ for n in work["streams"]:
     result = batch_generate(model, tokenizer, prompts, max_tokens=work["streamTokens"], return_token_ids=True)
     seconds = time.perf_counter() - started
     aggregate[str(n)] = sum(len(ids) for ids in result.token_ids) / seconds
-print(json.dumps({"decodeTps": median(decode), "ttftMs": ttft, "aggregateTps": aggregate, "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"decodeTps": median(decode), "ttftMs": ttft, "aggregateTps": aggregate, "peakRssMiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peakMlxMiB": mx.get_peak_memory() / 2**20}))

@@ -135,5 +135,8 @@ if (work.longPrompt) {
     longTtftMs: during.longTtftMs,
   }
 }
+const { memory, device } = engine.stats()
 await engine.shutdown()
-console.log(JSON.stringify({ decodeTps: median(decode), ttftMs: ttft, aggregateTps: aggregate, eventLoopP99Ms, smooth, peakRssMiB: process.resourceUsage().maxRSS / 1024 }))
+console.log(
+  JSON.stringify({ decodeTps: median(decode), ttftMs: ttft, aggregateTps: aggregate, eventLoopP99Ms, smooth, peakRssMiB: process.resourceUsage().maxRSS / 1024, peakMlxMiB: memory.peakBytes / 2 ** 20, device }),
+)
