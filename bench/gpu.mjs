@@ -1,6 +1,6 @@
-// The GPU benchmark (scripts/gpu.sh runs it): this engine and, when a Python
-// with mlx-lm and MLX's CUDA runtime is given, mlx-lm, on the same weights and
-// token ids. Unlike bench/run.mjs it needs no Rust and no network, so it runs
+// The GPU benchmark (scripts/gpu.sh runs it): this engine; mlx-lm when a
+// Python with mlx-lm and MLX's CUDA runtime is given; node-llama-cpp's CUDA
+// build for GGUF models when BENCH_LLAMA_GPU=cuda; same weights and token ids. Unlike bench/run.mjs it needs no Rust and no network, so it runs
 // on a GPU machine that only received the built addon.
 //
 //   node bench/gpu.mjs MODEL[=MLX_DIR] ...     # MLX_DIR: the same weights for mlx-lm
@@ -60,26 +60,32 @@ for (const spec of process.argv.slice(2)) {
     log(`${path.basename(model)}: mlx-lm on ${mlxModel}`)
     mlxlm = child(python, [path.join(bench, 'engines', 'mlx_lm_bench.py'), JSON.stringify({ ...workload, mlxModel })])
   }
-  runs.push({ model: path.basename(model), mlxModel: mlxModel && path.basename(mlxModel), ours, mlxlm })
+  let llamacpp = { error: 'not run (not a GGUF, or BENCH_LLAMA_GPU unset)' }
+  if (process.env.BENCH_LLAMA_GPU && model.endsWith('.gguf')) {
+    log(`${path.basename(model)}: node-llama-cpp (${process.env.BENCH_LLAMA_GPU})`)
+    llamacpp = child(process.execPath, [path.join(bench, 'engines', 'llamacpp.mjs'), JSON.stringify(workload)])
+  }
+  runs.push({ model: path.basename(model), mlxModel: mlxModel && path.basename(mlxModel), ours, mlxlm, llamacpp })
 }
 
 const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : 'n/a')
 const ratio = (a, b) => (a && b ? (a / b).toFixed(2) + 'x' : 'n/a')
 let md = `Device: ${device?.backend} (${device?.name}); ${os.cpus()[0]?.model}, ${os.availableParallelism()} cores; Node ${process.version}. Greedy, medians of ${repeats}.\n`
 for (const r of runs) {
-  md += `\n### ${r.model}${r.mlxModel ? ` (mlx-lm: ${r.mlxModel})` : ''}\n\n| | mlx-serving | mlx-lm | ratio |\n| --- | ---: | ---: | ---: |\n`
+  md += `\n### ${r.model}${r.mlxModel ? ` (mlx-lm: ${r.mlxModel})` : ''}\n\n| | mlx-serving | mlx-lm | llama.cpp | vs mlx-lm | vs llama.cpp |\n| --- | ---: | ---: | ---: | ---: | ---: |\n`
   const row = (label, get, d = 1) => {
-    const a = r.ours.error ? undefined : get(r.ours)
-    const b = r.mlxlm.error ? undefined : get(r.mlxlm)
-    md += `| ${label} | ${f(a, d)} | ${f(b, d)} | ${label.includes('(ms)') || label.includes('MiB') ? ratio(b, a) : ratio(a, b)} |\n`
+    const [a, b, c] = [r.ours, r.mlxlm, r.llamacpp].map((x) => (x.error ? undefined : get(x)))
+    const lowerIsBetter = label.includes('(ms)') || label.includes('MiB')
+    const vs = (other) => (lowerIsBetter ? ratio(other, a) : ratio(a, other))
+    md += `| ${label} | ${f(a, d)} | ${f(b, d)} | ${f(c, d)} | ${vs(b)} | ${vs(c)} |\n`
   }
   row('single-stream decode (tok/s)', (x) => x.decodeTps)
   for (const n of Object.keys(r.ours.ttftMs ?? { 32: 0, 512: 0, 4096: 0 })) row(`first token, ${n}-token prompt (ms)`, (x) => x.ttftMs?.[n], 0)
   for (const n of streams) row(`aggregate, ${n} stream${n > 1 ? 's' : ''} (tok/s)`, (x) => x.aggregateTps?.[n])
   row('peak MLX memory (MiB)', (x) => x.peakMlxMiB, 0)
-  for (const [name, x] of [['mlx-serving', r.ours], ['mlx-lm', r.mlxlm]]) if (x.error) md += `\n${name}: ${x.error}\n`
+  for (const [name, x] of [['mlx-serving', r.ours], ['mlx-lm', r.mlxlm], ['llama.cpp', r.llamacpp]]) if (x.error) md += `\n${name}: ${x.error}\n`
 }
-md += '\nRatios: mlx-serving over mlx-lm (for times and memory, mlx-lm over mlx-serving): above 1 is better for mlx-serving.\n'
+md += '\nRatios: mlx-serving over the other (for times and memory, the other over mlx-serving): above 1 is better for mlx-serving. llama.cpp peak memory is not read (n/a).\n'
 const out = path.join(bench, 'results')
 fs.mkdirSync(out, { recursive: true })
 const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-')

@@ -26,7 +26,21 @@ grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)
 # package.spec.ts installs the packed tarballs from npm's registry; it runs
 # with plain `npm test`.
 npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
-python=$(command -v python3)
-if "$python" -c 'import mlx_lm' 2>/dev/null; then export MLX_LM_PYTHON=$python; fi
-"$python" scripts/random_mlx_model.py bench/.work/llama-3.2-1b-random --shape llama-3.2-1b --tokenizer models/SmolLM2-135M-Instruct-mlx-4bit
-node bench/gpu.mjs bench/.work/llama-3.2-1b-random=bench/.work/llama-3.2-1b-random 2>&1 | tee bench/results/gpu-bench-$stamp.log
+# mlx-lm with MLX's CUDA runtime, in its own venv; the same weights for it:
+# the random-weight 1B-shaped MLX directory, and SmolLM2's GGUF converted.
+venv=bench/.venv-cuda
+if [[ ! -x $venv/bin/python ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "mlx[cuda13]==0.32.2" "mlx-lm==0.32.2"
+fi
+export MLX_LM_PYTHON=$venv/bin/python
+gguf=models/SmolLM2-135M-Instruct.Q4_1.gguf
+random=bench/.work/llama-3.2-1b-random
+if [[ ! -f bench/.work/smollm2-mlx/model.safetensors ]]; then
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  cargo run --release --quiet --target "$host" --example export_tokenizer -- "$gguf" bench/.work/smollm2-mlx
+  "$MLX_LM_PYTHON" bench/convert_gguf.py "$gguf" bench/.work/smollm2-mlx
+fi
+[[ -f $random/config.json ]] || "$MLX_LM_PYTHON" scripts/random_mlx_model.py "$random" --shape llama-3.2-1b --tokenizer bench/.work/smollm2-mlx
+# node-llama-cpp's CUDA build (@node-llama-cpp/linux-x64-cuda, installed by npm) on the GGUF.
+BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=$random" "$gguf=bench/.work/smollm2-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log
