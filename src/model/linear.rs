@@ -1,5 +1,8 @@
 //! Linear layers over GGUF weights: dense (dequantized at load) or quantized
-//! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU).
+//! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU, by
+//! MLX's own kernels on a GPU).
+
+use std::sync::OnceLock;
 
 use mlx_rs::{
     ops::{
@@ -11,9 +14,28 @@ use mlx_rs::{
 };
 
 use crate::{
+    device,
     error::Result,
     kernels::{quantized_matmul, Activations, Isa},
 };
+
+/// The dtype activations enter quantized matmuls in on a GPU: bf16 by default
+/// (MLX's CUDA quantized matmul takes its naive kernel for f32 inputs, its fast
+/// ones for 16-bit), `MLX_SERVING_GPU_MATMUL=f32|f16|bf16` to choose. `None` on
+/// the CPU, where our kernels take f32.
+fn gpu_matmul_dtype() -> Option<Dtype> {
+    static DTYPE: OnceLock<Option<Dtype>> = OnceLock::new();
+    *DTYPE.get_or_init(|| {
+        if !device::backend().is_gpu() {
+            return None;
+        }
+        match std::env::var("MLX_SERVING_GPU_MATMUL").as_deref() {
+            Ok("f32") => None,
+            Ok("f16") => Some(Dtype::Float16),
+            _ => Some(Dtype::Bfloat16),
+        }
+    })
+}
 
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +68,28 @@ pub struct QuantizedWeight {
 }
 
 impl QuantizedWeight {
+    /// A quantized matrix as the loaders read it (scales and biases in f32). On a
+    /// GPU, scales and biases are kept in the dtype of [`gpu_matmul_dtype`].
+    pub fn new(weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32, activations: Activations) -> Result<Self> {
+        let (scales, biases) = match gpu_matmul_dtype() {
+            Some(dtype) => {
+                let (s, b) = (scales.as_dtype(dtype)?, biases.as_dtype(dtype)?);
+                s.eval()?;
+                b.eval()?;
+                (s, b)
+            }
+            None => (scales, biases),
+        };
+        Ok(QuantizedWeight { weight, scales, biases, group_size, bits, activations })
+    }
+
     fn forward(&self, x: &Array) -> Result<Array> {
         let q = self;
+        if let Some(dtype) = gpu_matmul_dtype().filter(|&d| q.scales.dtype() == d) {
+            // MLX's kernel in 16 bits; the rest of the model stays f32.
+            let y = mlx_rs::ops::quantized_matmul(&x.as_dtype(dtype)?, &q.weight, &q.scales, &q.biases, true, q.group_size, q.bits)?;
+            return Ok(y.as_dtype(Dtype::Float32)?);
+        }
         quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto)
     }
 
