@@ -19,10 +19,12 @@ use crate::{
     kernels::{quantized_matmul, Activations, Isa},
 };
 
-/// The dtype activations enter quantized matmuls in on a GPU: bf16 by default
-/// (MLX's CUDA quantized matmul takes its naive kernel for f32 inputs, its fast
-/// ones for 16-bit), `MLX_SERVING_GPU_MATMUL=f32|f16|bf16` to choose. `None` on
-/// the CPU, where our kernels take f32.
+/// The dtype activations enter quantized matmuls in on a GPU: f32 by default,
+/// as everywhere; `MLX_SERVING_GPU_MATMUL=bf16|f16` tries 16 bits (MLX's CUDA
+/// quantized matmul takes its naive kernel for f32 inputs). Experimental: on
+/// an H100 (2026-11-26) bf16 changed SmolLM2's greedy answer from the first
+/// token and doubled the kernels' first-use compile time (44 s); its speed was
+/// not measured. `None` on the CPU, where our kernels take f32.
 fn gpu_matmul_dtype() -> Option<Dtype> {
     static DTYPE: OnceLock<Option<Dtype>> = OnceLock::new();
     *DTYPE.get_or_init(|| {
@@ -30,9 +32,9 @@ fn gpu_matmul_dtype() -> Option<Dtype> {
             return None;
         }
         match std::env::var("MLX_SERVING_GPU_MATMUL").as_deref() {
-            Ok("f32") => None,
+            Ok("bf16") => Some(Dtype::Bfloat16),
             Ok("f16") => Some(Dtype::Float16),
-            _ => Some(Dtype::Bfloat16),
+            _ => None,
         }
     })
 }
