@@ -45,7 +45,7 @@ pub enum WeightFormat {
     /// Dequantize every tensor to f32 at load (multiplied by BLAS's sgemm).
     Dense,
     /// Keep quantized tensors as MLX affine-quantized arrays: on CPU multiplied
-    /// by our kernels ([`crate::kernels`]), on Metal by MLX's.
+    /// by our kernels ([`crate::kernels`]), on a GPU (Metal, CUDA) by MLX's.
     Quantized,
 }
 
@@ -71,7 +71,8 @@ pub struct QuantizedWeight {
 
 impl QuantizedWeight {
     /// A quantized matrix as the loaders read it (scales and biases in f32). On a
-    /// GPU, scales and biases are kept in the dtype of [`gpu_matmul_dtype`].
+    /// GPU with `MLX_SERVING_GPU_MATMUL` set, scales and biases are kept in that
+    /// dtype ([`gpu_matmul_dtype`]).
     pub fn new(weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32, activations: Activations) -> Result<Self> {
         let (scales, biases) = match gpu_matmul_dtype() {
             Some(dtype) => {
