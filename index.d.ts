@@ -48,6 +48,16 @@ export declare class TokenStream {
   get id(): number
 }
 
+/** The device the models run on. */
+export interface DeviceStatsJs {
+  /** "cpu", "cuda" or "metal". */
+  backend: string
+  /** The GPU's name (e.g. "NVIDIA H100 80GB HBM3"); "cpu" on the CPU. */
+  name: string
+  /** The GPU's memory in bytes (0 on the CPU). */
+  totalBytes: number
+}
+
 export interface EngineOptionsInput {
   maxBatchSize?: number
   maxQueued?: number
@@ -58,7 +68,9 @@ export interface EngineOptionsInput {
 
 export interface EngineStatsJs {
   models: Array<ModelStatsJs>
+  /** MLX's allocator: device memory on a GPU, host memory on the CPU. */
   memory: MemoryStatsJs
+  device: DeviceStatsJs
 }
 
 /** Every error code, in documentation order. */
@@ -131,6 +143,8 @@ export interface ModelInfoJs {
   weightFormat: string
   hasChatTemplate: boolean
   loadMs: number
+  /** Where the model runs: "cpu", "cuda" or "metal". */
+  backend: string
 }
 
 export interface ModelStatsJs {

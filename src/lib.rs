@@ -4,8 +4,10 @@
 //! - [`js`]: the napi surface (the only module that knows about Node);
 //! - [`engine`]: model slots, workers, scheduling, deadlines, watchdog, stats;
 //! - [`model`], [`tokenizer`], [`sampling`]: pure building blocks;
-//! - [`kernels`]: our CPU quantized-matmul MLX primitive, used by [`model`].
+//! - [`kernels`]: our CPU quantized-matmul MLX primitive, used by [`model`];
+//! - [`device`]: the backend MLX runs on (CPU, CUDA, Metal), asked by [`model`] and [`engine`].
 
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod kernels;

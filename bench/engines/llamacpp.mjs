@@ -6,11 +6,16 @@ import { median, streamsPlan } from './common.mjs'
 
 const work = JSON.parse(process.argv[2])
 const threads = os.availableParallelism()
-const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' })
-const model = await llama.loadModel({ modelPath: work.model })
+// BENCH_LLAMA_GPU=cuda: llama.cpp's CUDA build (every layer on the GPU); the CPU otherwise.
+const gpu = process.env.BENCH_LLAMA_GPU || false
+const llama = await getLlama({ gpu, build: 'never', logLevel: 'error' })
+const model = await llama.loadModel({ modelPath: work.model, ...(gpu ? { gpuLayers: 'max' } : {}) })
+// One sequence's context must hold the longest first-token prompt.
+const longest = Math.max(...Object.values(work.ttftPrompts).map((ids) => ids.length))
 
 async function withContext(sequences, fn) {
-  const context = await model.createContext({ sequences, contextSize: sequences * 1024, threads, batchSize: 512 })
+  const contextSize = Math.max(sequences * 1024, sequences === 1 ? longest + 256 : 0)
+  const context = await model.createContext({ sequences, contextSize, threads, batchSize: 512 })
   try {
     return await fn(context)
   } finally {
@@ -65,4 +70,4 @@ for (const n of work.streams) {
 }
 await model.dispose()
 await llama.dispose()
-console.log(JSON.stringify({ ...single, aggregateTps: aggregate, eventLoopP99Ms, peakRssMiB: process.resourceUsage().maxRSS / 1024, threads }))
+console.log(JSON.stringify({ ...single, aggregateTps: aggregate, eventLoopP99Ms, peakRssMiB: process.resourceUsage().maxRSS / 1024, threads, gpu: llama.gpu }))

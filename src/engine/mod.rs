@@ -26,7 +26,7 @@ use std::{
 pub use request::{Action, Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
 pub use slot::ModelState;
 pub use prefix::PrefixSnapshot;
-pub use stats::{EngineStats, MemoryStats, ModelStats};
+pub use stats::{DeviceStats, EngineStats, MemoryStats, ModelStats};
 use slot::{ModelSlot, SlotOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -299,7 +299,7 @@ impl Engine {
         let slots: Vec<_> = lock(&self.shared.models).values().cloned().collect();
         let mut models: Vec<_> = slots.iter().map(|s| s.stats()).collect();
         models.sort_by(|a, b| a.id.cmp(&b.id));
-        EngineStats { models, memory: MemoryStats::read() }
+        EngineStats { models, memory: MemoryStats::read(), device: DeviceStats::read() }
     }
 }
 

@@ -61,7 +61,8 @@ pub struct ModelStats {
     pub prefix_cache: super::prefix::PrefixSnapshot,
 }
 
-/// MLX allocator figures, in bytes.
+/// MLX allocator figures, in bytes: device memory on a GPU (CUDA, Metal),
+/// host memory on the CPU.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStats {
     pub active_bytes: u64,
@@ -69,10 +70,27 @@ pub struct MemoryStats {
     pub cache_bytes: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineStats {
     pub models: Vec<ModelStats>,
     pub memory: MemoryStats,
+    pub device: DeviceStats,
+}
+
+/// The device the models run on, as `stats()` reports it.
+#[derive(Debug, Clone)]
+pub struct DeviceStats {
+    pub backend: crate::device::Backend,
+    pub name: String,
+    /// The GPU's memory (0 on the CPU).
+    pub total_bytes: u64,
+}
+
+impl DeviceStats {
+    pub fn read() -> Self {
+        let d = crate::device::current();
+        DeviceStats { backend: d.backend, name: d.name.clone(), total_bytes: d.total_memory }
+    }
 }
 
 impl MemoryStats {

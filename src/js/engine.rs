@@ -39,6 +39,8 @@ pub struct ModelInfoJs {
     pub weight_format: String,
     pub has_chat_template: bool,
     pub load_ms: f64,
+    /// Where the model runs: "cpu", "cuda" or "metal".
+    pub backend: String,
 }
 
 fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
@@ -62,6 +64,7 @@ fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
         },
         has_chat_template: i.has_chat_template,
         load_ms: i.load_ms,
+        backend: crate::device::backend().name().into(),
     }
 }
 
@@ -125,10 +128,23 @@ pub struct MemoryStatsJs {
     pub cache_bytes: f64,
 }
 
+/// The device the models run on.
+#[napi(object)]
+pub struct DeviceStatsJs {
+    /// "cpu", "cuda" or "metal".
+    pub backend: String,
+    /// The GPU's name (e.g. "NVIDIA H100 80GB HBM3"); "cpu" on the CPU.
+    pub name: String,
+    /// The GPU's memory in bytes (0 on the CPU).
+    pub total_bytes: f64,
+}
+
 #[napi(object)]
 pub struct EngineStatsJs {
     pub models: Vec<ModelStatsJs>,
+    /// MLX's allocator: device memory on a GPU, host memory on the CPU.
     pub memory: MemoryStatsJs,
+    pub device: DeviceStatsJs,
 }
 
 fn drain(ms: Option<f64>) -> Result<Duration, Error> {
@@ -292,6 +308,11 @@ impl EngineCore {
                 active_bytes: s.memory.active_bytes as f64,
                 peak_bytes: s.memory.peak_bytes as f64,
                 cache_bytes: s.memory.cache_bytes as f64,
+            },
+            device: DeviceStatsJs {
+                backend: s.device.backend.name().into(),
+                name: s.device.name,
+                total_bytes: s.device.total_bytes as f64,
             },
         }
     }

@@ -1,5 +1,8 @@
 //! Linear layers over GGUF weights: dense (dequantized at load) or quantized
-//! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU).
+//! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU, by
+//! MLX's own kernels on a GPU).
+
+use std::sync::OnceLock;
 
 use mlx_rs::{
     ops::{
@@ -11,9 +14,30 @@ use mlx_rs::{
 };
 
 use crate::{
+    device,
     error::Result,
     kernels::{quantized_matmul, Activations, Isa},
 };
+
+/// The dtype activations enter quantized matmuls in on a GPU: f32 by default,
+/// as everywhere; `MLX_SERVING_GPU_MATMUL=bf16|f16` tries 16 bits (MLX's CUDA
+/// quantized matmul takes its naive kernel for f32 inputs). Experimental: on
+/// an H100 (2026-11-26) bf16 changed SmolLM2's greedy answer from the first
+/// token and doubled the kernels' first-use compile time (44 s); its speed was
+/// not measured. `None` on the CPU, where our kernels take f32.
+fn gpu_matmul_dtype() -> Option<Dtype> {
+    static DTYPE: OnceLock<Option<Dtype>> = OnceLock::new();
+    *DTYPE.get_or_init(|| {
+        if !device::backend().is_gpu() {
+            return None;
+        }
+        match std::env::var("MLX_SERVING_GPU_MATMUL").as_deref() {
+            Ok("bf16") => Some(Dtype::Bfloat16),
+            Ok("f16") => Some(Dtype::Float16),
+            _ => None,
+        }
+    })
+}
 
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +45,7 @@ pub enum WeightFormat {
     /// Dequantize every tensor to f32 at load (multiplied by BLAS's sgemm).
     Dense,
     /// Keep quantized tensors as MLX affine-quantized arrays: on CPU multiplied
-    /// by our kernels ([`crate::kernels`]), on Metal by MLX's.
+    /// by our kernels ([`crate::kernels`]), on a GPU (Metal, CUDA) by MLX's.
     Quantized,
 }
 
@@ -46,8 +70,29 @@ pub struct QuantizedWeight {
 }
 
 impl QuantizedWeight {
+    /// A quantized matrix as the loaders read it (scales and biases in f32). On a
+    /// GPU with `MLX_SERVING_GPU_MATMUL` set, scales and biases are kept in that
+    /// dtype ([`gpu_matmul_dtype`]).
+    pub fn new(weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32, activations: Activations) -> Result<Self> {
+        let (scales, biases) = match gpu_matmul_dtype() {
+            Some(dtype) => {
+                let (s, b) = (scales.as_dtype(dtype)?, biases.as_dtype(dtype)?);
+                s.eval()?;
+                b.eval()?;
+                (s, b)
+            }
+            None => (scales, biases),
+        };
+        Ok(QuantizedWeight { weight, scales, biases, group_size, bits, activations })
+    }
+
     fn forward(&self, x: &Array) -> Result<Array> {
         let q = self;
+        if let Some(dtype) = gpu_matmul_dtype().filter(|&d| q.scales.dtype() == d) {
+            // MLX's kernel in 16 bits; the rest of the model stays f32.
+            let y = mlx_rs::ops::quantized_matmul(&x.as_dtype(dtype)?, &q.weight, &q.scales, &q.biases, true, q.group_size, q.bits)?;
+            return Ok(y.as_dtype(Dtype::Float32)?);
+        }
         quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto)
     }
 

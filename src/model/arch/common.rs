@@ -10,16 +10,18 @@ use mlx_rs::{
 
 use super::{HyperParameters, Tensors};
 use crate::{
+    device,
     error::Result,
     model::{cache::Mask, linear::Projections},
 };
 
-/// `silu(gate) * up`. Off Apple, MLX's CPU `exp` (inside `sigmoid`) is a
-/// scalar polynomial that calls libm's `fmaf` per term, about 3x slower than
-/// `pow`; so there `e^-g` is computed as `2^(-g * log2 e)`, which cut the
-/// MLP's element-wise time by half in prefill (`examples/steps.rs`).
+/// `silu(gate) * up`. On MLX's CPU backend off Apple, `exp` (inside
+/// `sigmoid`) is a scalar polynomial that calls libm's `fmaf` per term, about
+/// 3x slower than `pow`; so there `e^-g` is computed as `2^(-g * log2 e)`,
+/// which cut the MLP's element-wise time by half in prefill
+/// (`examples/steps.rs`). A GPU (CUDA, Metal) takes MLX's own form.
 pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
-    if cfg!(target_os = "macos") {
+    if native_exp() {
         return Ok(gate.multiply(sigmoid(gate)?)?.multiply(up)?);
     }
     let neg_exp = power(Array::from_f32(2.0), gate.multiply(Array::from_f32(-std::f32::consts::LOG2_E))?)?;
@@ -34,12 +36,17 @@ pub fn geglu(gate: &Array, up: &Array) -> Result<Array> {
     const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
     let cubic = gate.multiply(gate)?.multiply(gate)?.multiply(Array::from_f32(0.044715))?;
     let z2 = gate.add(cubic)?.multiply(Array::from_f32(TWO_SQRT_2_OVER_PI))?;
-    let neg_exp = if cfg!(target_os = "macos") {
+    let neg_exp = if native_exp() {
         z2.negative()?.exp()?
     } else {
         power(Array::from_f32(2.0), z2.multiply(Array::from_f32(-std::f32::consts::LOG2_E))?)?
     };
     Ok(gate.multiply(up)?.divide(neg_exp.add(Array::from_f32(1.0))?)?)
+}
+
+/// Whether MLX's own `exp` (and `sigmoid`) serve: on Apple and on a GPU.
+fn native_exp() -> bool {
+    cfg!(target_os = "macos") || device::backend().is_gpu()
 }
 
 /// [rows, len, heads * dim] → [rows, len, heads, dim] (before per-head norms).
@@ -65,8 +72,10 @@ pub fn last_position(x: Array) -> Result<Array> {
 }
 
 /// Whether prefill attention is composed here rather than by MLX's
-/// `scaled_dot_product_attention`; see [`attention`].
-pub const COMPOSED_PREFILL_ATTENTION: bool = !cfg!(target_os = "macos");
+/// `scaled_dot_product_attention` (on MLX's CPU backend off Apple); see [`attention`].
+pub fn composed_prefill_attention() -> bool {
+    !native_exp()
+}
 
 /// Attention of `q` [rows, heads, len, head_dim] over `keys`/`values`
 /// [rows, kv_heads, columns, head_dim]. On an x86 CPU our kernel serves it
@@ -85,7 +94,7 @@ pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mas
     }
     let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let allowed = match mask {
-        Mask::Rows(allowed) if COMPOSED_PREFILL_ATTENTION && len > 1 => allowed,
+        Mask::Rows(allowed) if composed_prefill_attention() && len > 1 => allowed,
         _ => return Ok(scaled_dot_product_attention(q, keys, values, scale, mask.as_sdpa(), None)?),
     };
     let (kv_heads, columns) = (keys.dim(1), keys.dim(2));

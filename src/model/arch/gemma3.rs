@@ -13,7 +13,7 @@
 use mlx_rs::{fast::rms_norm, Array};
 
 use super::{
-    common::{attention, geglu, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, COMPOSED_PREFILL_ATTENTION},
+    common::{attention, geglu, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -101,7 +101,7 @@ impl Gemma3 {
         debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
         let positions = cache.positions();
-        let explicit = COMPOSED_PREFILL_ATTENTION && len > 1;
+        let explicit = composed_prefill_attention() && len > 1;
         let global_mask = cache.mask(len, explicit);
         let local_mask = cache.window_mask(len, explicit, Some(c.sliding_window));
         let mut x = self.embed.rows(tokens)?.multiply(Array::from_f32(c.embedding_scale))?;

@@ -6,7 +6,7 @@
 use mlx_rs::{fast::rms_norm, Array};
 
 use super::{
-    common::{attention, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, swiglu, COMPOSED_PREFILL_ATTENTION},
+    common::{attention, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, swiglu, composed_prefill_attention},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -138,7 +138,7 @@ impl Llama {
         debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
         let positions = cache.positions();
-        let mask = cache.mask(len, COMPOSED_PREFILL_ATTENTION && len > 1);
+        let mask = cache.mask(len, composed_prefill_attention() && len > 1);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut x = self.embed.rows(tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {

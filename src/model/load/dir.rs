@@ -362,7 +362,8 @@ impl DirWeights<'_> {
         for a in [&weight, &scales, &biases] {
             a.eval().map_err(mlx)?;
         }
-        Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size, bits: q.bits, activations: Activations::from_env() }))
+        let q = QuantizedWeight::new(weight, scales, biases, group_size, q.bits, Activations::from_env()).map_err(|e| e.to_string())?;
+        Ok(Linear::Quantized(q))
     }
 }
 

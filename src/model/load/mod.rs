@@ -374,7 +374,8 @@ fn linear(gguf: &Gguf, t: &TensorInfo, format: WeightFormat) -> Result<Linear, S
                 a.eval().map_err(mlx)?;
             }
             let activations = Activations::from_env();
-            return Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size: q.group_size, bits: q.bits, activations }));
+            let q = QuantizedWeight::new(weight, scales, biases, q.group_size, q.bits, activations).map_err(|e| format!("tensor {}: {e}", t.name))?;
+            return Ok(Linear::Quantized(q));
         }
     }
     let dense = Array::from_slice(&gguf.dequantize(t)?, &shape);

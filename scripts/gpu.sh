@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The engine on an NVIDIA GPU in one command: MLX's CUDA runtime
+# (mlx-cuda-13, same MLX version as the CPU one), the addon, the vitest suite
+# on the GPU and the GPU benchmark, with logs in bench/results/.
+#
+#   scripts/gpu.sh               # setup (CUDA runtime), npm test, bench
+#   scripts/gpu.sh --no-setup    # the runtime and addon are in place already
+#
+# Needs an NVIDIA driver for CUDA 13 and what scripts/setup.sh needs (Rust,
+# Python, Node, network). The addon is built against MLX's CPU headers and loads
+# the CUDA libmlx unchanged; MLX's default device is then the GPU (stats().device).
+# Afterwards `scripts/setup.sh` (MLX_SERVING_BACKEND unset) goes back to the CPU runtime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=$(date -u +%Y-%m-%d-%H-%M)
+mkdir -p bench/results
+if [[ "${1:-}" != "--no-setup" ]]; then
+  # Build on the CPU runtime (mlx-sys compiles against its CMake package, which
+  # needs no CUDA toolkit), then put the CUDA runtime beside the addon.
+  scripts/setup.sh --test
+  MLX_SERVING_BACKEND=cuda scripts/setup.sh --test
+fi
+log=bench/results/gpu-test-$stamp.log
+node scripts/device-check.mjs 2>&1 | tee "$log"
+grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)" >&2; exit 1; }
+# package.spec.ts installs the packed tarballs from npm's registry; it runs
+# with plain `npm test`.
+npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
+# mlx-lm with MLX's CUDA runtime, in its own venv; the same weights for it:
+# the random-weight 1B-shaped MLX directory, and SmolLM2's GGUF converted.
+venv=bench/.venv-cuda
+if [[ ! -x $venv/bin/python ]]; then
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "mlx[cuda13]==0.32.2" "mlx-lm==0.32.2"
+fi
+export MLX_LM_PYTHON=$venv/bin/python
+gguf=models/SmolLM2-135M-Instruct.Q4_1.gguf
+random=bench/.work/llama-3.2-1b-random
+if [[ ! -f bench/.work/smollm2-mlx/model.safetensors ]]; then
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  cargo run --release --quiet --target "$host" --example export_tokenizer -- "$gguf" bench/.work/smollm2-mlx
+  "$MLX_LM_PYTHON" bench/convert_gguf.py "$gguf" bench/.work/smollm2-mlx
+fi
+[[ -f $random/config.json ]] || "$MLX_LM_PYTHON" scripts/random_mlx_model.py "$random" --shape llama-3.2-1b --tokenizer bench/.work/smollm2-mlx
+# node-llama-cpp's CUDA build (@node-llama-cpp/linux-x64-cuda, installed by npm) on the GGUF.
+BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=$random" "$gguf=bench/.work/smollm2-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log

@@ -1,0 +1,117 @@
+//! Which device runs the models: the CPU, or a GPU through MLX's CUDA or Metal
+//! backend.
+//!
+//! The choice is the MLX runtime's, not the build's: the addon built against
+//! the `mlx-cpu` headers loads the `mlx-cuda-13` libmlx of the same version
+//! unchanged (the symbols it uses are the same; see README's "GPU (CUDA)"), and
+//! MLX's default device is then the GPU. The model code asks [`current`] where
+//! it used to ask `cfg!(target_os = "macos")`: the workarounds for MLX's CPU
+//! backend (our quantized-matmul kernels, the `2^x` form of `exp`, composed
+//! prefill attention) are for the CPU only.
+
+use std::{
+    ffi::{c_char, CStr, CString},
+    sync::OnceLock,
+};
+
+/// MLX's backend for the default device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl Backend {
+    /// "cpu", "cuda" or "metal", as `stats()` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Cpu => "cpu",
+            Backend::Cuda => "cuda",
+            Backend::Metal => "metal",
+        }
+    }
+
+    pub fn is_gpu(self) -> bool {
+        self != Backend::Cpu
+    }
+}
+
+/// The default device, read once from MLX.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    pub backend: Backend,
+    /// The GPU's name as MLX reports it (e.g. "NVIDIA H100 80GB HBM3"); "cpu" on the CPU.
+    pub name: String,
+    /// The GPU's memory in bytes (0 on the CPU or when MLX does not say).
+    pub total_memory: u64,
+}
+
+/// The device MLX runs on by default (the first call asks MLX; later calls
+/// return the same answer).
+pub fn current() -> &'static DeviceInfo {
+    static INFO: OnceLock<DeviceInfo> = OnceLock::new();
+    INFO.get_or_init(read)
+}
+
+/// The backend of [`current`].
+pub fn backend() -> Backend {
+    current().backend
+}
+
+fn read() -> DeviceInfo {
+    let cpu = DeviceInfo {
+        backend: Backend::Cpu,
+        name: "cpu".into(),
+        total_memory: 0,
+    };
+    // SAFETY: mlx-c calls with out-parameters we own; every device and info
+    // object made here is freed before returning.
+    unsafe {
+        let mut dev = mlx_sys::mlx_device_new();
+        let mut ty: mlx_sys::mlx_device_type = mlx_sys::mlx_device_type__MLX_CPU;
+        let ok = mlx_sys::mlx_get_default_device(&mut dev) == 0
+            && mlx_sys::mlx_device_get_type(&mut ty, dev) == 0;
+        if !ok || ty != mlx_sys::mlx_device_type__MLX_GPU {
+            mlx_sys::mlx_device_free(dev);
+            return cpu;
+        }
+        let mut cuda = false;
+        let mut metal = false;
+        mlx_sys::mlx_cuda_is_available(&mut cuda);
+        mlx_sys::mlx_metal_is_available(&mut metal);
+        let backend = if cuda {
+            Backend::Cuda
+        } else if metal {
+            Backend::Metal
+        } else {
+            mlx_sys::mlx_device_free(dev);
+            return cpu;
+        };
+        let mut info = mlx_sys::mlx_device_info_new();
+        let (mut name, mut total_memory) = (String::from("gpu"), 0u64);
+        if mlx_sys::mlx_device_info_get(&mut info, dev) == 0 {
+            let key = |k: &str| CString::new(k).expect("no NUL in a key");
+            let mut s: *const c_char = std::ptr::null();
+            if mlx_sys::mlx_device_info_get_string(&mut s, info, key("device_name").as_ptr()) == 0
+                && !s.is_null()
+            {
+                name = CStr::from_ptr(s).to_string_lossy().into_owned();
+            }
+            for k in ["total_memory", "memory_size"] {
+                let mut v: usize = 0;
+                if mlx_sys::mlx_device_info_get_size(&mut v, info, key(k).as_ptr()) == 0 && v > 0 {
+                    total_memory = v as u64;
+                    break;
+                }
+            }
+        }
+        mlx_sys::mlx_device_info_free(info);
+        mlx_sys::mlx_device_free(dev);
+        DeviceInfo {
+            backend,
+            name,
+            total_memory,
+        }
+    }
+}
