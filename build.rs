@@ -52,6 +52,7 @@ fn build_kernels() {
         "attention.cpp",
         "attention_api.h",
         "attention_avx2.cpp",
+        "simd.h",
     ] {
         println!("cargo:rerun-if-changed=src/kernels/{file}");
     }

@@ -234,9 +234,7 @@ impl Worker {
     fn advance_long_prefill(&mut self) {
         let Some(mut job) = self.long.pop_front() else { return };
         let chunk = self.interleaved_budget();
-        let started = Instant::now();
         let outcome = self.prefill_chunk(&mut job, chunk);
-        tracing::debug!(chunk, done = job.done, ms = started.elapsed().as_secs_f64() * 1e3, "long prefill chunk");
         match outcome {
             Ok(()) if job.is_complete() => self.join(job),
             Ok(()) => self.long.push_front(job),
@@ -522,7 +520,9 @@ impl Worker {
         let started = Instant::now();
         let out = model.forward(&x, &mut job.cache)?;
         out.eval()?;
-        let per_token = started.elapsed() / (tokens.len().max(1) as u32);
+        let elapsed = started.elapsed();
+        tracing::debug!(tokens = end - start, done = end, ms = elapsed.as_secs_f64() * 1e3, "prefill chunk");
+        let per_token = elapsed / (tokens.len().max(1) as u32);
         // Later chunks attend to more context and cost more: follow the latest closely.
         self.prefill_per_token = Some(match self.prefill_per_token {
             Some(prev) => (prev + per_token * 3) / 4,
@@ -641,8 +641,9 @@ impl Worker {
             logits.eval()?;
             Ok(logits)
         });
-        self.last_step = Some(started.elapsed());
-        tracing::debug!(rows = batch, columns = self.cache.columns(), ms = started.elapsed().as_secs_f64() * 1e3, "decode step");
+        let elapsed = started.elapsed();
+        self.last_step = Some(elapsed);
+        tracing::debug!(rows = batch, columns = self.cache.columns(), ms = elapsed.as_secs_f64() * 1e3, "decode step");
         let logits = match result {
             Ok(l) => l,
             Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),

@@ -10,7 +10,6 @@
 // the quantized matmul's thread pool.
 
 #include <algorithm>
-#include <cstdio>
 #include <exception>
 #include <stdexcept>
 #include <vector>
@@ -147,10 +146,6 @@ bool covered(const mx::array& q, const mx::array& k, const mx::array& v, const m
   return true;
 }
 
-void set_error(char* err, size_t len, const char* what) {
-  if (err && len) std::snprintf(err, len, "%s", what);
-}
-
 }  // namespace
 }  // namespace mlx_serving::attn
 
@@ -177,7 +172,7 @@ int mlx_serving_attention(void** out, void* q, void* k, void* v, void* mask, flo
                          std::make_shared<Attention>(stream, scale, causal != 0 && !m), std::move(inputs));
     return 0;
   } catch (const std::exception& e) {
-    set_error(err, err_len, e.what());
+    mlx_serving::qmm::set_error(err, err_len, e.what());
     return 1;
   }
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attention_api.h"
+#include "simd.h"
 
 namespace mlx_serving::attn {
 namespace {
@@ -20,12 +21,7 @@ namespace {
 constexpr int kBlock = 128;  // keys per pass over a block
 constexpr int kMaxRows = 16; // query rows per work item (see attention.cpp)
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using simd::hsum;
 
 inline float hmax(__m256 v) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -402,13 +402,13 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
                    {f32(x), w, f32(scales), f32(biases)});
 }
 
+}  // namespace
+
 void set_error(char* err, size_t len, const char* what) {
   if (err && len) {
     std::snprintf(err, len, "%s", what);
   }
 }
-
-}  // namespace
 
 void parallel_for(int n, int chunk, void (*fn)(void*, int, int), void* ctx) { Pool::get().parallel_for(n, chunk, fn, ctx); }
 

@@ -4,6 +4,7 @@
 // compiled for the baseline CPU.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace mlx_serving::qmm {
@@ -39,6 +40,9 @@ struct Kernels {
 // Calls fn(ctx, i0, i1) over [0, n) in chunks of `chunk` on the kernels'
 // thread pool (qmm.cpp), the calling thread included.
 void parallel_for(int n, int chunk, void (*fn)(void*, int, int), void* ctx);
+
+// Writes `what` into the C entry points' error buffer (NUL-terminated, cut to len).
+void set_error(char* err, size_t len, const char* what);
 
 // Whether this CPU runs AVX2 + FMA code (and MLX_SERVING_QMM_ISA is not `mlx`).
 bool cpu_has_avx2();

@@ -13,14 +13,19 @@
 #include <cstring>
 
 #include "qmm_api.h"
+#include "simd.h"
 
 namespace mlx_serving::qmm::QMM_NS {
 
-static inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+using simd::hsum;
+
+// The exact f32 sum of each group of `group` elements of one row of K.
+static inline void group_sums(const float* xr, int K, int group, float* out) {
+  for (int g = 0; g < K / group; ++g) {
+    __m256 s = _mm256_setzero_ps();
+    for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(xr + g * group + k));
+    out[g] = hsum(s);
+  }
 }
 
 // Sum over 8 lanes of u8 (first) x s8 (second) products, 4 per i32 lane.
@@ -62,11 +67,7 @@ static void quantize(const float* x, int rows, int K, int group, int bits, int8_
   alignas(32) float tmp[32];
   for (int m = 0; m < rows; ++m) {
     const float* xr = x + (size_t)m * K;
-    for (int g = 0; g < G; ++g) {
-      __m256 s = _mm256_setzero_ps();
-      for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(xr + g * group + k));
-      xsum[(size_t)m * G + g] = hsum(s);
-    }
+    group_sums(xr, K, group, xsum + (size_t)m * G);
     for (int b = 0; b < nb; ++b) {
       const float* src = xr + b * 32;
       if (bits == 4) {
@@ -283,11 +284,7 @@ static void prepare_f32(const float* x, int rows, int K, int group, int bits, fl
   const int G = K / group;
   for (int m = 0; m < rows; ++m) {
     const float* xr = x + (size_t)m * K;
-    for (int g = 0; g < G; ++g) {
-      __m256 s = _mm256_setzero_ps();
-      for (int k = 0; k < group; k += 8) s = _mm256_add_ps(s, _mm256_loadu_ps(xr + g * group + k));
-      xsum[(size_t)m * G + g] = hsum(s);
-    }
+    group_sums(xr, K, group, xsum + (size_t)m * G);
     float* o = xp + (size_t)m * K;
     if (bits == 4) {
       for (int b = 0; b < K; b += 32)

@@ -84,12 +84,12 @@ pub fn composed_prefill_attention() -> bool {
 /// a softmax whose `exp` is the slow scalar one (see [`swiglu`]), so it is
 /// composed here with `2^x`.
 pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mask) -> Result<Array> {
-    let ours = match mask {
-        Mask::None => crate::kernels::attention(q, keys, values, None, false, scale)?,
-        Mask::Causal => crate::kernels::attention(q, keys, values, None, true, scale)?,
-        Mask::Rows(allowed) => crate::kernels::attention(q, keys, values, Some(allowed), false, scale)?,
+    let (allowed, causal) = match mask {
+        Mask::None => (None, false),
+        Mask::Causal => (None, true),
+        Mask::Rows(allowed) => (Some(allowed), false),
     };
-    if let Some(out) = ours {
+    if let Some(out) = crate::kernels::attention(q, keys, values, allowed, causal, scale)? {
         return Ok(out);
     }
     let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
