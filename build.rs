@@ -52,6 +52,9 @@ fn build_kernels() {
         "attention.cpp",
         "attention_api.h",
         "attention_avx2.cpp",
+        "glu.cpp",
+        "glu_api.h",
+        "glu_avx2.cpp",
         "simd.h",
     ] {
         println!("cargo:rerun-if-changed=src/kernels/{file}");
@@ -71,9 +74,9 @@ fn build_kernels() {
         }
         b.compile(name);
     };
-    build(&["qmm.cpp", "attention.cpp"], &[], "mlx_serving_qmm");
+    build(&["qmm.cpp", "attention.cpp", "glu.cpp"], &[], "mlx_serving_qmm");
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
-        build(&["qmm_avx2.cpp", "attention_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
+        build(&["qmm_avx2.cpp", "attention_avx2.cpp", "glu_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
         build(
             &["qmm_avx512.cpp"],
             &["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],

@@ -153,7 +153,8 @@ using namespace mlx_serving::attn;
 
 extern "C" {
 
-// softmax(scale * q k^T, mask) v into *out (a new heap mx::array), q [B, Hq,
+// softmax(scale * q k^T, mask) v into *out (a new heap mx::array) as
+// [B, Lq, Hq * D] (heads merged, as the output projection takes them), q [B, Hq,
 // Lq, D], k and v [B, Hkv, S, D], mask null or bool [B or 1, 1, Lq or 1, S];
 // causal (without a mask): query i sees keys up to S - Lq + i. Returns 0, 2
 // when the kernel does not cover these inputs (compose attention instead), or
@@ -167,7 +168,8 @@ int mlx_serving_attention(void** out, void* q, void* k, void* v, void* mask, flo
     std::vector<mx::array> inputs{as_f32(get(q)), as_f32(get(k)), as_f32(get(v))};
     if (m) inputs.push_back(*m);
     auto stream = mx::default_stream(mx::Device::cpu);
-    mx::Shape shape = get(q).shape();
+    const mx::array& qa = get(q);
+    mx::Shape shape{qa.shape(0), qa.shape(2), qa.shape(1) * qa.shape(3)};
     *out = new mx::array(std::move(shape), mx::float32,
                          std::make_shared<Attention>(stream, scale, causal != 0 && !m), std::move(inputs));
     return 0;

@@ -20,7 +20,7 @@ struct Args {
   const bool* mask;
   int64_t ms[4];
   bool causal;
-  float* out;  // [B, Hq, Lq, D], contiguous
+  float* out;  // [B, Lq, Hq * D], contiguous: heads merged, as the output projection takes them
   int B, Hq, Hkv, Lq, S, D;
   float scale;
 };

@@ -149,7 +149,9 @@ pub fn quantized_matmul(
     imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa)
 }
 
-/// `softmax(scale * q k^T, mask) v` by our CPU kernel (`attention.cpp`): `q`
+/// `softmax(scale * q k^T, mask) v` by our CPU kernel (`attention.cpp`), with
+/// the heads merged as the output projection takes them: [rows, len, heads *
+/// head_dim] (one op fewer per layer than transposing afterwards). `q`
 /// [rows, heads, len, head_dim], `keys`/`values` [rows, kv_heads, columns,
 /// head_dim] (views of the cache are read in place), `mask` bool [rows or 1, 1,
 /// len or 1, columns] (true where a query may attend) or, without one,
@@ -158,6 +160,24 @@ pub fn quantized_matmul(
 /// odd shapes): compose attention from MLX's ops instead.
 pub fn attention(q: &Array, keys: &Array, values: &Array, mask: Option<&Array>, causal: bool, scale: f32) -> Result<Option<Array>> {
     imp::attention(q, keys, values, mask, causal, scale)
+}
+
+/// A gated MLP activation ([`glu`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// `silu(gate) * up` (SwiGLU: llama, qwen, mistral, phi3).
+    Silu = 0,
+    /// `gelu(gate) * up` with GELU's tanh approximation (GeGLU: gemma).
+    GeluTanh = 1,
+}
+
+/// `act(gate) * up` by our CPU kernel (`glu.cpp`) as one op: with `up` `None`,
+/// `gate` is the stacked gate/up projection's output [..., 2 * width] (gate
+/// first); otherwise `gate` and `up` have the same shape. f32 only. `None`
+/// where the kernel does not serve (no AVX2, a GPU, other dtypes): compose the
+/// activation from MLX's ops instead.
+pub fn glu(gate: &Array, up: Option<&Array>, kind: Gate) -> Result<Option<Array>> {
+    imp::glu(gate, up, kind)
 }
 
 /// Fails with a clear error when the MLX runtime loaded is not the one whose
@@ -188,7 +208,7 @@ mod imp {
 
     use mlx_rs::Array;
 
-    use super::{Activations, Isa};
+    use super::{Activations, Gate, Isa};
     use crate::error::{Error, Result};
 
     extern "C" {
@@ -217,6 +237,7 @@ mod imp {
             err: *mut c_char,
             err_len: usize,
         ) -> c_int;
+        fn mlx_serving_glu(out: *mut *mut c_void, gate: *mut c_void, up: *mut c_void, kind: c_int, err: *mut c_char, err_len: usize) -> c_int;
         fn mlx_serving_mlx_header_version() -> *const c_char;
         fn mlx_serving_mlx_runtime_version() -> *const c_char;
     }
@@ -295,6 +316,23 @@ mod imp {
         }
     }
 
+    pub fn glu(gate: &Array, up: Option<&Array>, kind: Gate) -> Result<Option<Array>> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        let mut err = [0 as c_char; 512];
+        let up = up.map_or(std::ptr::null_mut(), |u| u.as_ptr().ctx);
+        // SAFETY: as in `attention`.
+        let rc = unsafe { mlx_serving_glu(&mut out, gate.as_ptr().ctx, up, kind as c_int, err.as_mut_ptr(), err.len()) };
+        match rc {
+            2 => Ok(None),
+            0 if !out.is_null() => Ok(Some(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })),
+            _ => {
+                // SAFETY: the C side wrote a NUL-terminated message (snprintf).
+                let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+                Err(Error::internal(format!("glu: {why}")))
+            }
+        }
+    }
+
     pub fn isa_available(isa: Isa) -> bool {
         isa == Isa::Auto || unsafe { mlx_serving_qmm_isa(isa as c_int) } == 1
     }
@@ -320,7 +358,7 @@ mod imp {
 mod imp {
     use mlx_rs::{ops, Array};
 
-    use super::{Activations, Isa};
+    use super::{Activations, Gate, Isa};
     use crate::error::Result;
 
     #[allow(clippy::too_many_arguments)]
@@ -338,6 +376,10 @@ mod imp {
     }
 
     pub fn attention(_q: &Array, _k: &Array, _v: &Array, _mask: Option<&Array>, _causal: bool, _scale: f32) -> Result<Option<Array>> {
+        Ok(None)
+    }
+
+    pub fn glu(_gate: &Array, _up: Option<&Array>, _kind: Gate) -> Result<Option<Array>> {
         Ok(None)
     }
 

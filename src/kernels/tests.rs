@@ -97,7 +97,10 @@ fn reference_attention(q: &Array, k: &Array, v: &Array, mask: &Array, scale: f32
     let repeat = |a: &Array| Array::repeat_axis::<f32>(a.clone(), heads / kv_heads, 1).unwrap();
     let scores = matmul(&q.multiply(Array::from_f32(scale)).unwrap(), repeat(k).swap_axes(-1, -2).unwrap()).unwrap();
     let scores = select(mask, &scores, Array::from_f32(f32::NEG_INFINITY)).unwrap();
-    matmul(softmax_axis(&scores, -1, true).unwrap(), repeat(v)).unwrap()
+    let out = matmul(softmax_axis(&scores, -1, true).unwrap(), repeat(v)).unwrap();
+    // [rows, heads, len, dim] → [rows, len, heads * dim], the kernel's layout.
+    let (rows, len, dim) = (q.dim(0), q.dim(2), q.dim(3));
+    out.transpose_axes(&[0, 2, 1, 3]).unwrap().reshape(&[rows, len, heads * dim]).unwrap()
 }
 
 #[test]
@@ -148,6 +151,56 @@ fn attention_matches_composed_attention() {
             let got = super::attention(&q, &k, &v, None, causal, scale).unwrap().unwrap();
             let err = relative_error(&got, &expected);
             assert!(err <= 1e-5, "causal {causal}, rows {rows} len {len} columns {columns}: relative error {err}");
+        }
+    }
+}
+
+/// `act(gate) * up` composed from MLX's ops with its own `sigmoid`:
+/// the reference for our gated-activation kernel.
+fn reference_glu(g: &Array, u: &Array, kind: super::Gate) -> Array {
+    use mlx_rs::ops::sigmoid;
+    let act = match kind {
+        super::Gate::Silu => g.multiply(sigmoid(g).unwrap()).unwrap(),
+        super::Gate::GeluTanh => {
+            // (1 + tanh(z)) / 2 as sigmoid(2z): the same function without tanh's
+            // cancellation near -1 (which would make the reference the less exact one).
+            let inner = g.add(g.multiply(g).unwrap().multiply(g).unwrap().multiply(Array::from_f32(0.044715)).unwrap()).unwrap();
+            g.multiply(sigmoid(&inner.multiply(Array::from_f32(2.0 * 0.797_884_6)).unwrap()).unwrap()).unwrap()
+        }
+    };
+    act.multiply(u).unwrap()
+}
+
+#[test]
+fn glu_matches_composed_activation() {
+    use mlx_rs::ops::concatenate;
+    // Decode rows, a prefill chunk split over the pool, widths that fill no vector evenly.
+    for (seed, (rows, width)) in [(1, 1536), (4, 37), (300, 1536), (3, 8)].into_iter().enumerate() {
+        let seed = seed as u64 * 10 + 500;
+        let normal = |s: u64| normal::<f32>(&[1, rows, width], None, None, &key(s).unwrap()).unwrap().multiply(Array::from_f32(4.0)).unwrap();
+        // Extremes where e^-g overflows or vanishes.
+        let g = concatenate(&[normal(seed), Array::from_slice(&vec![-100.0f32; width as usize], &[1, 1, width])], 1).unwrap();
+        let g = concatenate(&[g, Array::from_slice(&vec![90.0f32; width as usize], &[1, 1, width])], 1).unwrap();
+        let u = concatenate(&[normal(seed + 1), Array::ones::<f32>(&[1, 2, width]).unwrap()], 1).unwrap();
+        for kind in [super::Gate::Silu, super::Gate::GeluTanh] {
+            let expected = reference_glu(&g, &u, kind);
+            let stacked = concatenate(&[&g, &u], 2).unwrap();
+            // Stacked (one projection's output), separate, and a non-contiguous view.
+            let transposed = u.transpose_axes(&[0, 2, 1]).unwrap().contiguous().unwrap().transpose_axes(&[0, 2, 1]).unwrap();
+            for (what, got) in [
+                ("stacked", super::glu(&stacked, None, kind)),
+                ("separate", super::glu(&g, Some(&u), kind)),
+                ("strided", super::glu(&g, Some(&transposed), kind)),
+            ] {
+                let Some(got) = got.unwrap() else {
+                    assert!(!Isa::Avx2.available(), "the kernel serves f32 on an AVX2 CPU");
+                    return;
+                };
+                assert_eq!(got.shape(), expected.shape(), "{what}");
+                for (i, (a, b)) in got.as_slice::<f32>().iter().zip(expected.as_slice::<f32>()).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * b.abs() + 1e-6, "{kind:?} {what} rows {rows} width {width} element {i}: {a} vs {b}");
+                }
+            }
         }
     }
 }

@@ -4,23 +4,56 @@
 
 use mlx_rs::{
     fast::scaled_dot_product_attention,
-    ops::{indexing::TryIndexOp, matmul, power, select, sigmoid},
+    ops::{
+        indexing::{Ellipsis, TryIndexOp},
+        matmul, power, select, sigmoid,
+    },
     Array,
 };
 
 use super::{HyperParameters, Tensors};
+pub use crate::kernels::Gate;
 use crate::{
     device,
-    error::Result,
+    error::{Error, Result},
+    kernels,
     model::{cache::Mask, linear::Projections},
 };
+
+/// The gated MLP's activation of `h` through `gate_up`: `act(gate) * up`. On
+/// an x86 CPU one op of ours ([`crate::kernels::glu`]) reads gate and up from
+/// the stacked projection's output; otherwise the activation is composed
+/// ([`swiglu`], [`geglu`]).
+pub fn gated(gate_up: &Projections, h: &Array, gate: Gate) -> Result<Array> {
+    let (g, u) = match gate_up {
+        Projections::Stacked { weight, outputs } if outputs.len() == 2 && outputs[0] == outputs[1] => {
+            let y = weight.forward(h)?;
+            if let Some(out) = kernels::glu(&y, None, gate)? {
+                return Ok(out);
+            }
+            let n = outputs[0];
+            (y.try_index((Ellipsis, ..n))?, y.try_index((Ellipsis, n..))?)
+        }
+        _ => {
+            let [g, u]: [Array; 2] = gate_up.forward(h)?.try_into().map_err(|_| Error::internal("gate/up: two projections expected"))?;
+            if let Some(out) = kernels::glu(&g, Some(&u), gate)? {
+                return Ok(out);
+            }
+            (g, u)
+        }
+    };
+    match gate {
+        Gate::Silu => swiglu(&g, &u),
+        Gate::GeluTanh => geglu(&g, &u),
+    }
+}
 
 /// `silu(gate) * up`. On MLX's CPU backend off Apple, `exp` (inside
 /// `sigmoid`) is a scalar polynomial that calls libm's `fmaf` per term, about
 /// 3x slower than `pow`; so there `e^-g` is computed as `2^(-g * log2 e)`,
 /// which cut the MLP's element-wise time by half in prefill
 /// (`examples/steps.rs`). A GPU (CUDA, Metal) takes MLX's own form.
-pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
     if native_exp() {
         return Ok(gate.multiply(sigmoid(gate)?)?.multiply(up)?);
     }
@@ -32,7 +65,7 @@ pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
 /// `(1 + tanh(z)) / 2 = sigmoid(2z)`, this is `gate * sigmoid(2z) * up` with
 /// `z = sqrt(2/pi) * (g + 0.044715 g^3)`; the sigmoid's exponential is taken
 /// as a power of two as in [`swiglu`].
-pub fn geglu(gate: &Array, up: &Array) -> Result<Array> {
+fn geglu(gate: &Array, up: &Array) -> Result<Array> {
     const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
     let cubic = gate.multiply(gate)?.multiply(gate)?.multiply(Array::from_f32(0.044715))?;
     let z2 = gate.add(cubic)?.multiply(Array::from_f32(TWO_SQRT_2_OVER_PI))?;
@@ -60,7 +93,7 @@ pub fn heads_first(x: &Array) -> Result<Array> {
 }
 
 /// Attention's output [rows, heads, len, dim] back to [rows, len, heads * dim].
-pub fn merge_heads(x: &Array) -> Result<Array> {
+fn merge_heads(x: &Array) -> Result<Array> {
     let (rows, heads, len, dim) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
     Ok(x.transpose_axes(&[0, 2, 1, 3])?.reshape(&[rows, len, heads * dim])?)
 }
@@ -78,7 +111,8 @@ pub fn composed_prefill_attention() -> bool {
 }
 
 /// Attention of `q` [rows, heads, len, head_dim] over `keys`/`values`
-/// [rows, kv_heads, columns, head_dim]. On an x86 CPU our kernel serves it
+/// [rows, kv_heads, columns, head_dim], with the heads merged: [rows, len,
+/// heads * head_dim]. On an x86 CPU our kernel serves it
 /// ([`crate::kernels::attention`]). Otherwise MLX's `scaled_dot_product_attention`,
 /// except for prefill off Apple: there MLX composes attention from matmuls and
 /// a softmax whose `exp` is the slow scalar one (see [`swiglu`]), so it is
@@ -95,7 +129,7 @@ pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mas
     let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let allowed = match mask {
         Mask::Rows(allowed) if composed_prefill_attention() && len > 1 => allowed,
-        _ => return Ok(scaled_dot_product_attention(q, keys, values, scale, mask.as_sdpa(), None)?),
+        _ => return merge_heads(&scaled_dot_product_attention(q, keys, values, scale, mask.as_sdpa(), None)?),
     };
     let (kv_heads, columns) = (keys.dim(1), keys.dim(2));
     // Query heads sharing a key/value head are grouped: [rows, kv_heads, group, len, dim].
@@ -108,7 +142,7 @@ pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mas
     let shifted = scores.subtract(scores.max_axis(-1, true)?)?;
     let weights = power(Array::from_f32(2.0), shifted.multiply(Array::from_f32(std::f32::consts::LOG2_E))?)?;
     let weights = weights.divide(weights.sum_axis(-1, true)?)?;
-    Ok(matmul(&weights, &values)?.reshape(&[rows, heads, len, dim])?)
+    merge_heads(&matmul(&weights, &values)?.reshape(&[rows, heads, len, dim])?)
 }
 
 /// The Hugging Face module of GGUF's layer part `part` (`blk.N.<part>`) as

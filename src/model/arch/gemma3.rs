@@ -13,7 +13,7 @@
 use mlx_rs::{fast::rms_norm, Array};
 
 use super::{
-    common::{attention, geglu, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention},
+    common::{attention, gated, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention, Gate},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -115,13 +115,13 @@ impl Gemma3 {
             let q = positions.rope(&heads_first(&q)?, rope)?;
             let k = positions.rope(&heads_first(&k)?, rope)?;
             let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?)?;
-            let attn = merge_heads(&attention(&q, &keys, &values, c.attention_scale, mask)?)?;
+            let attn = attention(&q, &keys, &values, c.attention_scale, mask)?;
             let out = rms_norm(&block.wo.forward(&attn)?, Some(&block.post_attn_norm), c.rms_eps)?;
             x = x.add(out)?;
 
             let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
-            let [gate, up]: [Array; 2] = block.gate_up.forward(&h)?.try_into().expect("two projections");
-            let out = rms_norm(&block.down.forward(&geglu(&gate, &up)?)?, Some(&block.post_ffn_norm), c.rms_eps)?;
+            let act = gated(&block.gate_up, &h, Gate::GeluTanh)?;
+            let out = rms_norm(&block.down.forward(&act)?, Some(&block.post_ffn_norm), c.rms_eps)?;
             x = x.add(out)?;
         }
         cache.advance(len);

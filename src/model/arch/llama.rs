@@ -6,7 +6,7 @@
 use mlx_rs::{fast::rms_norm, Array};
 
 use super::{
-    common::{attention, heads, heads_first, last_position, merge_heads, refuse_unused_biases, split_gate_up, split_qkv, swiglu, composed_prefill_attention},
+    common::{attention, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, gated, composed_prefill_attention, Gate},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -154,12 +154,11 @@ impl Llama {
             let q = positions.rope(&heads_first(&q)?, &c.rope)?;
             let k = positions.rope(&heads_first(&k)?, &c.rope)?;
             let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?)?;
-            let attn = merge_heads(&attention(&q, &keys, &values, scale, &mask)?)?;
+            let attn = attention(&q, &keys, &values, scale, &mask)?;
             x = x.add(block.wo.forward(&attn)?)?;
 
             let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
-            let [gate, up]: [Array; 2] = block.gate_up.forward(&h)?.try_into().expect("two projections");
-            let act = swiglu(&gate, &up)?;
+            let act = gated(&block.gate_up, &h, Gate::Silu)?;
             x = x.add(block.down.forward(&act)?)?;
         }
         cache.advance(len);
