@@ -146,7 +146,35 @@ pub fn quantized_matmul(
     activations: Activations,
     isa: Isa,
 ) -> Result<Array> {
-    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa)
+    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa, Fuse::default())
+}
+
+/// The neighbours of a matmul that [`quantized_matmul_fused`] takes in, so
+/// that they cost no graph node of their own (at decode a node's fixed cost,
+/// not its arithmetic, is what such small ops spend).
+#[derive(Default, Clone, Copy)]
+pub struct Fuse<'a> {
+    /// `rms_norm(x, weight, eps)` before the product.
+    pub norm: Option<(&'a Array, f32)>,
+    /// Added to the product (the residual stream), of the output's shape.
+    pub add: Option<&'a Array>,
+}
+
+/// `fuse.add + rms_norm(x) @ dequantize(weight)^T`, the parts `fuse` names, as
+/// one op of ours where [`quantized_matmul`] would use our kernel; composed
+/// from MLX's ops where it would not.
+#[allow(clippy::too_many_arguments)]
+pub fn quantized_matmul_fused(
+    x: &Array,
+    weight: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: i32,
+    bits: i32,
+    activations: Activations,
+    fuse: Fuse,
+) -> Result<Array> {
+    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, Isa::Auto, fuse)
 }
 
 /// `softmax(scale * q k^T, mask) v` by our CPU kernel (`attention.cpp`), with
@@ -208,7 +236,7 @@ mod imp {
 
     use mlx_rs::Array;
 
-    use super::{Activations, Gate, Isa};
+    use super::{Activations, Fuse, Gate, Isa};
     use crate::error::{Error, Result};
 
     extern "C" {
@@ -222,6 +250,9 @@ mod imp {
             bits: c_int,
             mode: c_int,
             isa: c_int,
+            norm: *mut c_void,
+            eps: f32,
+            add: *mut c_void,
             err: *mut c_char,
             err_len: usize,
         ) -> c_int;
@@ -252,8 +283,11 @@ mod imp {
         bits: i32,
         activations: Activations,
         isa: Isa,
+        fuse: Fuse,
     ) -> Result<Array> {
         let mut out: *mut c_void = std::ptr::null_mut();
+        let (norm, eps) = fuse.norm.map_or((std::ptr::null_mut(), 0.0), |(w, eps)| (w.as_ptr().ctx, eps));
+        let add = fuse.add.map_or(std::ptr::null_mut(), |a| a.as_ptr().ctx);
         let mut err = [0 as c_char; 512];
         let mode = match activations {
             Activations::Int8 => 0,
@@ -273,6 +307,9 @@ mod imp {
                 bits,
                 mode,
                 isa as c_int,
+                norm,
+                eps,
+                add,
                 err.as_mut_ptr(),
                 err.len(),
             )
@@ -358,7 +395,7 @@ mod imp {
 mod imp {
     use mlx_rs::{ops, Array};
 
-    use super::{Activations, Gate, Isa};
+    use super::{Activations, Fuse, Gate, Isa};
     use crate::error::Result;
 
     #[allow(clippy::too_many_arguments)]
@@ -371,8 +408,21 @@ mod imp {
         bits: i32,
         _activations: Activations,
         _isa: Isa,
+        fuse: Fuse,
     ) -> Result<Array> {
-        Ok(ops::quantized_matmul(x, weight, scales, biases, true, group_size, bits)?)
+        let normed;
+        let x = match fuse.norm {
+            Some((w, eps)) => {
+                normed = mlx_rs::fast::rms_norm(x, Some(w), eps)?;
+                &normed
+            }
+            None => x,
+        };
+        let y = ops::quantized_matmul(x, weight, scales, biases, true, group_size, bits)?;
+        Ok(match fuse.add {
+            Some(a) => a.add(&y)?,
+            None => y,
+        })
     }
 
     pub fn attention(_q: &Array, _k: &Array, _v: &Array, _mask: Option<&Array>, _causal: bool, _scale: f32) -> Result<Option<Array>> {

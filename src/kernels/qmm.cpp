@@ -12,12 +12,14 @@
 #include <atomic>
 #include <climits>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +32,7 @@
 #include "mlx/allocator.h"
 #include "mlx/array.h"
 #include "mlx/backend/cpu/encoder.h"
+#include "mlx/fast.h"
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 #include "mlx/version.h"
@@ -368,10 +371,52 @@ void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& 
 
 // ---------------------------------------------------------------------------
 
+// `x`'s elements in row-major order: itself, or a copy gathered into `buffer`
+// when it is strided (rare: the model's inputs are contiguous).
+const float* row_major(const mx::array& x, std::vector<float>& buffer) {
+  if (x.flags().row_contiguous) return x.data<float>();
+  buffer.resize(x.size());
+  const float* src = x.data<float>();
+  const auto& shape = x.shape();
+  const auto& strides = x.strides();
+  for (size_t i = 0; i < x.size(); ++i) {
+    size_t rest = i;
+    int64_t offset = 0;
+    for (int dim = (int)shape.size() - 1; dim >= 0; --dim) {
+      offset += (int64_t)(rest % shape[dim]) * strides[dim];
+      rest /= shape[dim];
+    }
+    buffer[i] = src[offset];
+  }
+  return buffer.data();
+}
+
+// What a matmul takes in besides x @ W^T, so that a transformer layer's
+// neighbouring ops need no graph node of their own: an RMS norm of x before
+// (`rms_norm(x, weight, eps)`, as MLX composes it on the CPU: x * (1 /
+// sqrt(mean(x^2) + eps)) * weight) and an addend after (the residual stream).
+struct Fused {
+  bool norm = false;
+  float eps = 0.0f;
+  bool add = false;
+};
+
+// RMS norm of M rows of K into dst.
+void rms_norm_rows(const float* x, const float* weight, float eps, int M, int K, float* dst) {
+  for (int m = 0; m < M; ++m) {
+    const float* xr = x + (size_t)m * K;
+    float sum = 0.0f;
+    for (int i = 0; i < K; ++i) sum += xr[i] * xr[i];
+    const float r = 1.0f / std::sqrt(sum / (float)K + eps);
+    float* o = dst + (size_t)m * K;
+    for (int i = 0; i < K; ++i) o[i] = (xr[i] * r) * weight[i];
+  }
+}
+
 class QuantizedMatmul : public mx::UnaryPrimitive {
  public:
-  QuantizedMatmul(mx::Stream s, const Kernels* k, int group, int bits, Mode mode)
-      : mx::UnaryPrimitive(s), k_(k), group_(group), bits_(bits), mode_(mode) {}
+  QuantizedMatmul(mx::Stream s, const Kernels* k, int group, int bits, Mode mode, Fused fused)
+      : mx::UnaryPrimitive(s), k_(k), group_(group), bits_(bits), mode_(mode), fused_(fused) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const mx::array& x = inputs[0];
@@ -383,36 +428,34 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
     }
     out.set_data(mx::allocator::malloc(out.nbytes()));
     auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(w);
-    encoder.set_input_array(scales);
-    encoder.set_input_array(biases);
+    for (const auto& in : inputs) encoder.set_input_array(in);
     encoder.set_output_array(out);
     const int K = x.shape(-1);
     const int M = K == 0 ? 0 : (int)(x.size() / K);
     const int N = w.shape(0);
     Weights W{w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), N, K, group_, bits_};
-    encoder.dispatch([k = k_, mode = mode_, x, M, W, out_ptr = out.data<float>()]() {
-      if (M == 0 || W.N == 0) return;
-      const float* xp = x.data<float>();
-      std::vector<float> packed;
-      if (!x.flags().row_contiguous) {
-        // Gather a strided input into rows (rare: the model's inputs are contiguous).
-        packed.resize(x.size());
-        const auto& shape = x.shape();
-        const auto& strides = x.strides();
-        for (size_t i = 0; i < x.size(); ++i) {
-          size_t rest = i;
-          int64_t offset = 0;
-          for (int dim = (int)shape.size() - 1; dim >= 0; --dim) {
-            offset += (int64_t)(rest % shape[dim]) * strides[dim];
-            rest /= shape[dim];
-          }
-          packed[i] = xp[offset];
-        }
-        xp = packed.data();
+    // Inputs after the weights: the norm's weight, then the addend.
+    std::optional<mx::array> norm, add;
+    size_t next = 4;
+    if (fused_.norm) norm = inputs[next++];
+    if (fused_.add) add = inputs[next++];
+    encoder.dispatch([k = k_, mode = mode_, eps = fused_.eps, x, norm, add, M, W, out_ptr = out.data<float>()]() {
+      if (M == 0) return;
+      std::vector<float> packed, normed, addend;
+      const float* xp = row_major(x, packed);
+      if (norm) {
+        normed.resize((size_t)M * W.K);
+        std::vector<float> weight_buffer;
+        rms_norm_rows(xp, row_major(*norm, weight_buffer), eps, M, W.K, normed.data());
+        xp = normed.data();
       }
+      if (W.N == 0) return;
       compute(k, mode, xp, M, W, out_ptr);
+      if (add) {
+        const float* a = row_major(*add, addend);
+        const size_t n = (size_t)M * W.N;
+        for (size_t i = 0; i < n; ++i) out_ptr[i] = a[i] + out_ptr[i];
+      }
     });
   }
 
@@ -424,33 +467,46 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const QuantizedMatmul*>(&other);
-    return o && o->k_ == k_ && o->group_ == group_ && o->bits_ == bits_ && o->mode_ == mode_;
+    return o && o->k_ == k_ && o->group_ == group_ && o->bits_ == bits_ && o->mode_ == mode_ &&
+           o->fused_.norm == fused_.norm && o->fused_.eps == fused_.eps && o->fused_.add == fused_.add;
   }
 
  private:
   const Kernels* k_;
   int group_, bits_;
   Mode mode_;
+  Fused fused_;
 };
 
+// `add + rms_norm(x, norm, eps) @ dequantize(w)^T`, each part optional.
 mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
-                           int group, int bits, Mode mode, Isa isa) {
+                           int group, int bits, Mode mode, Isa isa, const mx::array* norm, float eps,
+                           const mx::array* add) {
   if (w.ndim() != 2 || w.dtype() != mx::uint32 || scales.ndim() != 2 || biases.ndim() != 2 || x.ndim() < 1) {
     throw std::invalid_argument("quantized_matmul: expected uint32 weights [N, K * bits / 32] with 2-D scales and biases");
   }
   const int N = w.shape(0);
   const int K = x.shape(-1);
+  mx::Shape shape = x.shape();
+  shape.back() = N;
   const Kernels* k = kernels_for(resolve(isa));
   const bool ours = k && (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128) && K % group == 0 &&
                     (int64_t)w.shape(1) * 32 == (int64_t)K * bits && scales.shape(0) == N && biases.shape(0) == N &&
-                    scales.shape(1) == K / group && biases.shape(1) == K / group && mx::default_device() == mx::Device::cpu;
-  if (!ours) return mx::quantized_matmul(x, w, scales, biases, true, group, bits, "affine");
+                    scales.shape(1) == K / group && biases.shape(1) == K / group && mx::default_device() == mx::Device::cpu &&
+                    (!norm || (norm->ndim() == 1 && norm->shape(0) == K)) && (!add || add->shape() == shape);
+  if (!ours) {
+    mx::array y = mx::quantized_matmul(norm ? mx::fast::rms_norm(x, *norm, eps) : x, w, scales, biases, true, group, bits,
+                                       "affine");
+    return add ? mx::add(*add, y) : y;
+  }
   auto f32 = [](const mx::array& a) { return a.dtype() == mx::float32 ? a : mx::astype(a, mx::float32); };
-  mx::Shape shape = x.shape();
-  shape.back() = N;
+  std::vector<mx::array> inputs{f32(x), w, f32(scales), f32(biases)};
+  Fused fused{norm != nullptr, eps, add != nullptr};
+  if (norm) inputs.push_back(f32(*norm));
+  if (add) inputs.push_back(f32(*add));
   auto stream = mx::default_stream(mx::Device::cpu);
-  return mx::array(std::move(shape), mx::float32, std::make_shared<QuantizedMatmul>(stream, k, group, bits, mode),
-                   {f32(x), w, f32(scales), f32(biases)});
+  return mx::array(std::move(shape), mx::float32, std::make_shared<QuantizedMatmul>(stream, k, group, bits, mode, fused),
+                   std::move(inputs));
 }
 
 }  // namespace
@@ -475,12 +531,16 @@ extern "C" {
 // mlx_array). mode: 0 int8 activations, 1 f32 activations. isa: 0 best
 // available, 1 AVX2, 2 AVX-512 VNNI, 3 MLX's own op, 4 AVX-VNNI. Returns 0, or 1 with a
 // message in err.
+// With `norm` (a weight [K], or null) x is RMS-normalized first (epsilon
+// `eps`); with `add` (null, or an array of the output's shape) it is added to
+// the product.
 int mlx_serving_qmm(void** out, void* x, void* w, void* scales, void* biases, int group, int bits, int mode, int isa,
-                    char* err, size_t err_len) {
+                    void* norm, float eps, void* add, char* err, size_t err_len) {
   try {
     auto get = [](void* p) -> const mx::array& { return *static_cast<const mx::array*>(p); };
     mx::array y = quantized_matmul(get(x), get(w), get(scales), get(biases), group, bits, mode == 1 ? kF32 : kInt8,
-                                   isa >= 0 && isa <= 4 ? static_cast<Isa>(isa) : kAuto);
+                                   isa >= 0 && isa <= 4 ? static_cast<Isa>(isa) : kAuto,
+                                   norm ? &get(norm) : nullptr, eps, add ? &get(add) : nullptr);
     *out = new mx::array(std::move(y));
     return 0;
   } catch (const std::exception& e) {

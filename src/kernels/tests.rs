@@ -76,6 +76,32 @@ fn batched_inputs_keep_their_leading_dimensions() {
 }
 
 #[test]
+fn fused_norm_and_residual_match_composed_ops() {
+    use mlx_rs::fast::rms_norm;
+    // Decode rows (our kernel) and a prefill's rows (dequantized tiles + sgemm); 4 bits
+    // (ours) and 2 bits (MLX's op composed with the norm and the add).
+    for (seed, (rows, bits)) in [(1, 4), (5, 8), (64, 4), (3, 2)].into_iter().enumerate() {
+        let seed = 40 + 10 * seed as u64;
+        let w = normal::<f32>(&[96, 256], None, None, &key(seed).unwrap()).unwrap();
+        let (wq, scales, biases) = quantize(&w, 64, bits).unwrap();
+        let x = normal::<f32>(&[1, rows, 256], None, None, &key(seed + 1).unwrap()).unwrap().multiply(Array::from_f32(3.0)).unwrap();
+        let norm = normal::<f32>(&[256], None, None, &key(seed + 2).unwrap()).unwrap();
+        // A strided residual: the kernel gathers it.
+        let residual = normal::<f32>(&[1, 96, rows], None, None, &key(seed + 3).unwrap()).unwrap().transpose_axes(&[0, 2, 1]).unwrap();
+        let expected =
+            residual.add(mlx_qmm(&rms_norm(&x, Some(&norm), 1e-5).unwrap(), &wq, &scales, &biases, true, 64, bits).unwrap()).unwrap();
+        for activations in [Activations::F32, Activations::Int8] {
+            let fuse = super::Fuse { norm: Some((&norm, 1e-5)), add: Some(&residual) };
+            let got = super::quantized_matmul_fused(&x, &wq, &scales, &biases, 64, bits, activations, fuse).unwrap();
+            assert_eq!(got.shape(), expected.shape());
+            let tolerance = if activations == Activations::F32 || rows >= 48 { 1e-5 } else { 3e-2 };
+            let err = relative_error(&got, &expected);
+            assert!(err <= tolerance, "rows {rows} bits {bits} {activations:?}: relative error {err}");
+        }
+    }
+}
+
+#[test]
 fn unsupported_bits_fall_back_to_mlx() {
     let w = normal::<f32>(&[16, 128], None, None, &key(9).unwrap()).unwrap();
     let (wq, scales, biases) = quantize(&w, 64, 2).unwrap();

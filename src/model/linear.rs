@@ -16,7 +16,7 @@ use mlx_rs::{
 use crate::{
     device,
     error::Result,
-    kernels::{quantized_matmul, Activations, Isa},
+    kernels::{quantized_matmul, quantized_matmul_fused, Activations, Fuse, Isa},
 };
 
 /// The dtype activations enter quantized matmuls in on a GPU: f32 by default,
@@ -135,6 +135,21 @@ impl Linear {
         })
     }
 
+    /// `fuse.add + rms_norm(x) @ W^T`, the parts `fuse` names: one op where our
+    /// quantized kernel serves (CPU), composed otherwise.
+    pub fn forward_fused(&self, x: &Array, fuse: Fuse) -> Result<Array> {
+        if let Linear::Quantized(q) = self {
+            if gpu_matmul_dtype().is_none() {
+                return quantized_matmul_fused(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, fuse);
+            }
+        }
+        let y = self.forward(&normed(x, fuse.norm)?)?;
+        Ok(match fuse.add {
+            Some(a) => a.add(&y)?,
+            None => y,
+        })
+    }
+
     /// Rows of the matrix (an embedding lookup), as f32.
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
@@ -186,10 +201,19 @@ impl Projections {
 
     /// One output per layer, in order.
     pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+        self.forward_normed(x, None)
+    }
+
+    /// One output per layer of `rms_norm(x, weight, eps)` (`norm`), or of `x`.
+    /// Stacked, the norm is part of the matmul's op ([`Linear::forward_fused`]).
+    pub fn forward_normed(&self, x: &Array, norm: Option<(&Array, f32)>) -> Result<Vec<Array>> {
         match self {
-            Projections::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            Projections::Separate(parts) => {
+                let x = normed(x, norm)?;
+                parts.iter().map(|p| p.forward(&x)).collect()
+            }
             Projections::Stacked { weight, outputs } => {
-                let y = weight.forward(x)?;
+                let y = weight.forward_fused(x, Fuse { norm, add: None })?;
                 let mut start = 0;
                 let mut out = Vec::with_capacity(outputs.len());
                 for &n in outputs {
@@ -200,4 +224,12 @@ impl Projections {
             }
         }
     }
+}
+
+/// `rms_norm(x, weight, eps)` where `norm` is given, else `x`.
+pub fn normed(x: &Array, norm: Option<(&Array, f32)>) -> Result<Array> {
+    Ok(match norm {
+        Some((w, eps)) => mlx_rs::fast::rms_norm(x, Some(w), eps)?,
+        None => x.clone(),
+    })
 }

@@ -16,18 +16,19 @@ pub use crate::kernels::Gate;
 use crate::{
     device,
     error::{Error, Result},
-    kernels,
+    kernels::{self, Fuse},
     model::{cache::Mask, linear::Projections},
 };
 
-/// The gated MLP's activation of `h` through `gate_up`: `act(gate) * up`. On
-/// an x86 CPU one op of ours ([`crate::kernels::glu`]) reads gate and up from
-/// the stacked projection's output; otherwise the activation is composed
+/// The gated MLP's activation of `rms_norm(x)` (`norm`: weight and epsilon)
+/// through `gate_up`: `act(gate) * up`. On an x86 CPU the norm is part of the
+/// matmul's op and one op of ours ([`crate::kernels::glu`]) reads gate and up
+/// from the stacked projection's output; otherwise the activation is composed
 /// ([`swiglu`], [`geglu`]).
-pub fn gated(gate_up: &Projections, h: &Array, gate: Gate) -> Result<Array> {
+pub fn gated(gate_up: &Projections, x: &Array, norm: (&Array, f32), gate: Gate) -> Result<Array> {
     let (g, u) = match gate_up {
         Projections::Stacked { weight, outputs } if outputs.len() == 2 && outputs[0] == outputs[1] => {
-            let y = weight.forward(h)?;
+            let y = weight.forward_fused(x, Fuse { norm: Some(norm), add: None })?;
             if let Some(out) = kernels::glu(&y, None, gate)? {
                 return Ok(out);
             }
@@ -35,7 +36,7 @@ pub fn gated(gate_up: &Projections, h: &Array, gate: Gate) -> Result<Array> {
             (y.try_index((Ellipsis, ..n))?, y.try_index((Ellipsis, n..))?)
         }
         _ => {
-            let [g, u]: [Array; 2] = gate_up.forward(h)?.try_into().map_err(|_| Error::internal("gate/up: two projections expected"))?;
+            let [g, u]: [Array; 2] = gate_up.forward_normed(x, Some(norm))?.try_into().map_err(|_| Error::internal("gate/up: two projections expected"))?;
             if let Some(out) = kernels::glu(&g, Some(&u), gate)? {
                 return Ok(out);
             }

@@ -108,8 +108,8 @@ impl Gemma3 {
         for (layer, block) in self.blocks.iter().enumerate() {
             let (rope, mask): (&Rope, &Mask) =
                 if c.is_global(layer) { (&c.rope_global, &global_mask) } else { (&c.rope_local, &local_mask) };
-            let h = rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?;
-            let [q, k, v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
+            let [q, k, v]: [Array; 3] =
+                block.qkv.forward_normed(&x, Some((&block.attn_norm, c.rms_eps)))?.try_into().expect("three projections");
             let q = rms_norm(&heads(&q, c.heads, c.head_dim)?, Some(&block.q_norm), c.rms_eps)?;
             let k = rms_norm(&heads(&k, c.kv_heads, c.head_dim)?, Some(&block.k_norm), c.rms_eps)?;
             let q = positions.rope(&heads_first(&q)?, rope)?;
@@ -119,8 +119,7 @@ impl Gemma3 {
             let out = rms_norm(&block.wo.forward(&attn)?, Some(&block.post_attn_norm), c.rms_eps)?;
             x = x.add(out)?;
 
-            let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
-            let act = gated(&block.gate_up, &h, Gate::GeluTanh)?;
+            let act = gated(&block.gate_up, &x, (&block.ffn_norm, c.rms_eps), Gate::GeluTanh)?;
             let out = rms_norm(&block.down.forward(&act)?, Some(&block.post_ffn_norm), c.rms_eps)?;
             x = x.add(out)?;
         }

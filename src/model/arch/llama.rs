@@ -11,6 +11,7 @@ use super::{
 };
 use crate::{
     error::Result,
+    kernels::Fuse,
     model::{
         cache::{KvCache, Rope},
         linear::{Linear, Projections},
@@ -142,8 +143,8 @@ impl Llama {
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let mut x = self.embed.rows(tokens)?;
         for (layer, block) in self.blocks.iter().enumerate() {
-            let h = rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?;
-            let [mut q, mut k, mut v]: [Array; 3] = block.qkv.forward(&h)?.try_into().expect("three projections");
+            let [mut q, mut k, mut v]: [Array; 3] =
+                block.qkv.forward_normed(&x, Some((&block.attn_norm, c.rms_eps)))?.try_into().expect("three projections");
             if let Some([bq, bk, bv]) = &block.qkv_bias {
                 (q, k, v) = (q.add(bq)?, k.add(bk)?, v.add(bv)?);
             }
@@ -155,11 +156,10 @@ impl Llama {
             let k = positions.rope(&heads_first(&k)?, &c.rope)?;
             let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?)?;
             let attn = attention(&q, &keys, &values, scale, &mask)?;
-            x = x.add(block.wo.forward(&attn)?)?;
-
-            let h = rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?;
-            let act = gated(&block.gate_up, &h, Gate::Silu)?;
-            x = x.add(block.down.forward(&act)?)?;
+            // The residual adds and the norms are parts of the matmuls' ops (`Fuse`).
+            x = block.wo.forward_fused(&attn, Fuse { norm: None, add: Some(&x) })?;
+            let act = gated(&block.gate_up, &x, (&block.ffn_norm, c.rms_eps), Gate::Silu)?;
+            x = block.down.forward_fused(&act, Fuse { norm: None, add: Some(&x) })?;
         }
         cache.advance(len);
         let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
