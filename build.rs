@@ -52,6 +52,7 @@ fn build_kernels() {
         "attention.cpp",
         "attention_api.h",
         "attention_avx2.cpp",
+        "arrays.h",
         "glu.cpp",
         "glu_api.h",
         "glu_avx2.cpp",

@@ -11,7 +11,7 @@ use mlx_rs::{
     random::{key, normal},
     Array,
 };
-use mlx_serving::kernels::{quantized_matmul, Activations, Isa};
+use mlx_serving::kernels::{quantized_matmul, Activations, Fuse, Isa};
 
 fn median_us(mut f: impl FnMut() -> Array) -> f64 {
     let mut times: Vec<f64> = (0..25)
@@ -41,8 +41,8 @@ fn main() {
     for m in rows {
         let x = normal::<f32>(&[m, k], None, None, &key(2).unwrap()).unwrap();
         x.eval().unwrap();
-        let int8 = median_us(|| quantized_matmul(&x, &wq, &scales, &biases, 32, bits, Activations::Int8, Isa::Auto).unwrap());
-        let f32 = median_us(|| quantized_matmul(&x, &wq, &scales, &biases, 32, bits, Activations::F32, Isa::Auto).unwrap());
+        let int8 = median_us(|| quantized_matmul(&x, &wq, &scales, &biases, 32, bits, Activations::Int8, Isa::Auto, Fuse::default()).unwrap());
+        let f32 = median_us(|| quantized_matmul(&x, &wq, &scales, &biases, 32, bits, Activations::F32, Isa::Auto, Fuse::default()).unwrap());
         let sgemm = median_us(|| matmul(&x, &dense).unwrap());
         let mlx = if with_mlx { median_us(|| mlx_qmm(&x, &wq, &scales, &biases, true, 32, bits).unwrap()) } else { f64::NAN };
         println!("{m:>5} {int8:>10.1} {f32:>10.1} {sgemm:>10.1} {mlx:>10.1}");

@@ -18,6 +18,7 @@
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 
+#include "arrays.h"
 #include "glu_api.h"
 #include "qmm_api.h"
 
@@ -45,27 +46,6 @@ void run(void* ctx, int i0, int i1) {
 #endif
 }
 
-// `x`'s elements in row-major order: itself when it is row-contiguous (the
-// projections' outputs are), else a copy gathered into `buffer`.
-const float* row_major(const mx::array& x, std::vector<float>& buffer) {
-  if (x.flags().row_contiguous) return x.data<float>();
-  buffer.resize(x.size());
-  const auto& shape = x.shape();
-  const auto& strides = x.strides();
-  const float* src = x.data<float>();
-  std::vector<int> index(shape.size(), 0);
-  for (size_t i = 0; i < x.size(); ++i) {
-    int64_t offset = 0;
-    for (size_t d = 0; d < shape.size(); ++d) offset += (int64_t)index[d] * strides[d];
-    buffer[i] = src[offset];
-    for (int d = (int)shape.size() - 1; d >= 0; --d) {
-      if (++index[d] < shape[d]) break;
-      index[d] = 0;
-    }
-  }
-  return buffer.data();
-}
-
 class Glu : public mx::UnaryPrimitive {
  public:
   Glu(mx::Stream s, Kind kind) : mx::UnaryPrimitive(s), kind_(kind) {}
@@ -86,15 +66,14 @@ class Glu : public mx::UnaryPrimitive {
       a.rows = rows;
       a.width = width;
       a.kind = kind;
+      a.gate = qmm::row_major(in[0], first);
       if (in.size() == 1) {
         // Stacked: each row is gate then up.
-        a.gate = row_major(in[0], first);
         a.up = a.gate + width;
-        a.gate_row = a.up_row = 2 * width;
+        a.in_row = 2 * width;
       } else {
-        a.gate = row_major(in[0], first);
-        a.up = row_major(in[1], second);
-        a.gate_row = a.up_row = width;
+        a.up = qmm::row_major(in[1], second);
+        a.in_row = width;
       }
       Call c{a, std::max<int64_t>(1, kItem / std::max<int64_t>(1, width))};
       const int64_t items = (rows + c.rows_per_item - 1) / c.rows_per_item;

@@ -9,11 +9,12 @@ namespace mlx_serving::glu {
 enum Kind : int { kSilu = 0, kGeluTanh = 1 };
 
 // out[r, i] = act(gate[r, i]) * up[r, i] for rows r of `width` elements; each
-// row of gate and up starts `gate_row` / `up_row` floats after the previous.
+// row of gate and of up starts `in_row` floats after the previous (2 * width
+// when they are the halves of one stacked output, else width).
 struct Args {
   const float* gate;
   const float* up;
-  int64_t gate_row, up_row;
+  int64_t in_row;
   float* out;  // [rows, width], contiguous
   int64_t rows, width;
   Kind kind;

@@ -33,8 +33,8 @@ inline float sigmoid_arg(float g, Kind kind) {
 void glu_avx2(const Args& a, int64_t r0, int64_t r1) {
   const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t r = r0; r < r1; ++r) {
-    const float* g = a.gate + r * a.gate_row;
-    const float* u = a.up + r * a.up_row;
+    const float* g = a.gate + r * a.in_row;
+    const float* u = a.up + r * a.in_row;
     float* o = a.out + r * a.width;
     int64_t i = 0;
     for (; i + 8 <= a.width; i += 8) {

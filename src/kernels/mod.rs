@@ -41,7 +41,7 @@
 //!   futex right after a job: spinning for the next one took a core from the
 //!   thread that builds and dispatches MLX's graph (batch-1 decode 11% slower
 //!   with 100 us of spin on 2 cores; `MLX_SERVING_QMM_SPIN_US` sets it).
-//! - **Fused neighbours** ([`quantized_matmul_fused`], [`Fuse`]): the layer's
+//! - **Fused neighbours** ([`quantized_matmul`]'s [`Fuse`]): the layer's
 //!   RMS norm before a projection and the residual add after it run inside
 //!   the matmul's op, and the MLP's gated activation is one op ([`glu`],
 //!   `glu.cpp`) reading the stacked gate/up output; attention writes its heads
@@ -136,14 +136,16 @@ impl Isa {
 /// `x @ dequantize(weight, scales, biases)^T` for MLX affine-quantized weights
 /// (`weight` uint32 `[N, K * bits / 32]`, `scales`/`biases` `[N, K / group_size]`),
 /// with `x` `[..., K]`; the result is f32 `[..., N]`, lazy like any MLX op.
+/// With `fuse`, `fuse.add + rms_norm(x) @ ...`: the parts it names are one op
+/// with the product where our kernel serves, composed from MLX's ops where not.
 ///
 /// ```no_run
 /// # use mlx_rs::{ops::quantize, random::normal, Array};
-/// # use mlx_serving::kernels::{quantized_matmul, Activations, Isa};
+/// # use mlx_serving::kernels::{quantized_matmul, Activations, Fuse, Isa};
 /// let w = normal::<f32>(&[64, 128], None, None, None).unwrap();
 /// let (wq, scales, biases) = quantize(&w, 32, 4).unwrap();
 /// let x = normal::<f32>(&[3, 128], None, None, None).unwrap();
-/// let y = quantized_matmul(&x, &wq, &scales, &biases, 32, 4, Activations::Int8, Isa::Auto).unwrap();
+/// let y = quantized_matmul(&x, &wq, &scales, &biases, 32, 4, Activations::Int8, Isa::Auto, Fuse::default()).unwrap();
 /// assert_eq!(y.shape(), &[3, 64]);
 /// ```
 #[allow(clippy::too_many_arguments)]
@@ -156,36 +158,20 @@ pub fn quantized_matmul(
     bits: i32,
     activations: Activations,
     isa: Isa,
+    fuse: Fuse,
 ) -> Result<Array> {
-    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa, Fuse::default())
+    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa, fuse)
 }
 
-/// The neighbours of a matmul that [`quantized_matmul_fused`] takes in, so
-/// that they cost no graph node of their own (at decode a node's fixed cost,
-/// not its arithmetic, is what such small ops spend).
+/// The neighbours of a matmul that [`quantized_matmul`] takes in, so that they
+/// cost no graph node of their own (at decode a node's fixed cost, not its
+/// arithmetic, is what such small ops spend).
 #[derive(Default, Clone, Copy)]
 pub struct Fuse<'a> {
     /// `rms_norm(x, weight, eps)` before the product.
     pub norm: Option<(&'a Array, f32)>,
     /// Added to the product (the residual stream), of the output's shape.
     pub add: Option<&'a Array>,
-}
-
-/// `fuse.add + rms_norm(x) @ dequantize(weight)^T`, the parts `fuse` names, as
-/// one op of ours where [`quantized_matmul`] would use our kernel; composed
-/// from MLX's ops where it would not.
-#[allow(clippy::too_many_arguments)]
-pub fn quantized_matmul_fused(
-    x: &Array,
-    weight: &Array,
-    scales: &Array,
-    biases: &Array,
-    group_size: i32,
-    bits: i32,
-    activations: Activations,
-    fuse: Fuse,
-) -> Result<Array> {
-    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, Isa::Auto, fuse)
 }
 
 /// `softmax(scale * q k^T, mask) v` by our CPU kernel (`attention.cpp`), with
@@ -325,13 +311,23 @@ mod imp {
                 err.len(),
             )
         };
-        if rc != 0 || out.is_null() {
-            // SAFETY: the C side wrote a NUL-terminated message (snprintf).
-            let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-            return Err(Error::internal(format!("quantized_matmul: {why}")));
+        made(rc, out, &err, "quantized_matmul")?.ok_or_else(|| Error::internal("quantized_matmul: no array made"))
+    }
+
+    /// What one of our C entry points returned: the array it made (0), `None`
+    /// where its kernel does not cover the inputs (2), or the error it wrote
+    /// into `err` (1).
+    fn made(rc: c_int, out: *mut c_void, err: &[c_char], what: &str) -> Result<Option<Array>> {
+        match rc {
+            2 => Ok(None),
+            // SAFETY: on 0 `out` is an owned heap mlx::core::array, the representation of mlx_array.
+            0 if !out.is_null() => Ok(Some(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })),
+            _ => {
+                // SAFETY: the C side wrote a NUL-terminated message (snprintf).
+                let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+                Err(Error::internal(format!("{what}: {why}")))
+            }
         }
-        // SAFETY: `out` is an owned heap mlx::core::array, the representation of mlx_array.
-        Ok(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })
     }
 
     pub fn attention(q: &Array, keys: &Array, values: &Array, mask: Option<&Array>, causal: bool, scale: f32) -> Result<Option<Array>> {
@@ -353,15 +349,7 @@ mod imp {
                 err.len(),
             )
         };
-        match rc {
-            2 => Ok(None),
-            0 if !out.is_null() => Ok(Some(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })),
-            _ => {
-                // SAFETY: the C side wrote a NUL-terminated message (snprintf).
-                let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-                Err(Error::internal(format!("attention: {why}")))
-            }
-        }
+        made(rc, out, &err, "attention")
     }
 
     pub fn glu(gate: &Array, up: Option<&Array>, kind: Gate) -> Result<Option<Array>> {
@@ -370,15 +358,7 @@ mod imp {
         let up = up.map_or(std::ptr::null_mut(), |u| u.as_ptr().ctx);
         // SAFETY: as in `attention`.
         let rc = unsafe { mlx_serving_glu(&mut out, gate.as_ptr().ctx, up, kind as c_int, err.as_mut_ptr(), err.len()) };
-        match rc {
-            2 => Ok(None),
-            0 if !out.is_null() => Ok(Some(unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: out }) })),
-            _ => {
-                // SAFETY: the C side wrote a NUL-terminated message (snprintf).
-                let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
-                Err(Error::internal(format!("glu: {why}")))
-            }
-        }
+        made(rc, out, &err, "glu")
     }
 
     pub fn isa_available(isa: Isa) -> bool {

@@ -37,6 +37,7 @@
 #include "mlx/primitives.h"
 #include "mlx/version.h"
 
+#include "arrays.h"
 #include "qmm_api.h"
 
 extern "C" void openblas_set_num_threads(int threads);
@@ -371,26 +372,6 @@ void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& 
 
 // ---------------------------------------------------------------------------
 
-// `x`'s elements in row-major order: itself, or a copy gathered into `buffer`
-// when it is strided (rare: the model's inputs are contiguous).
-const float* row_major(const mx::array& x, std::vector<float>& buffer) {
-  if (x.flags().row_contiguous) return x.data<float>();
-  buffer.resize(x.size());
-  const float* src = x.data<float>();
-  const auto& shape = x.shape();
-  const auto& strides = x.strides();
-  for (size_t i = 0; i < x.size(); ++i) {
-    size_t rest = i;
-    int64_t offset = 0;
-    for (int dim = (int)shape.size() - 1; dim >= 0; --dim) {
-      offset += (int64_t)(rest % shape[dim]) * strides[dim];
-      rest /= shape[dim];
-    }
-    buffer[i] = src[offset];
-  }
-  return buffer.data();
-}
-
 // What a matmul takes in besides x @ W^T, so that a transformer layer's
 // neighbouring ops need no graph node of their own: an RMS norm of x before
 // (`rms_norm(x, weight, eps)`, as MLX composes it on the CPU: x * (1 /
@@ -440,7 +421,7 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
     if (fused_.norm) norm = inputs[next++];
     if (fused_.add) add = inputs[next++];
     encoder.dispatch([k = k_, mode = mode_, eps = fused_.eps, x, norm, add, M, W, out_ptr = out.data<float>()]() {
-      if (M == 0) return;
+      if (M == 0 || W.N == 0) return;
       std::vector<float> packed, normed, addend;
       const float* xp = row_major(x, packed);
       if (norm) {
@@ -449,7 +430,6 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
         rms_norm_rows(xp, row_major(*norm, weight_buffer), eps, M, W.K, normed.data());
         xp = normed.data();
       }
-      if (W.N == 0) return;
       compute(k, mode, xp, M, W, out_ptr);
       if (add) {
         const float* a = row_major(*add, addend);
@@ -510,6 +490,24 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
 }
 
 }  // namespace
+
+const float* row_major(const mx::array& x, std::vector<float>& buffer) {
+  if (x.flags().row_contiguous) return x.data<float>();
+  buffer.resize(x.size());
+  const float* src = x.data<float>();
+  const auto& shape = x.shape();
+  const auto& strides = x.strides();
+  for (size_t i = 0; i < x.size(); ++i) {
+    size_t rest = i;
+    int64_t offset = 0;
+    for (int dim = (int)shape.size() - 1; dim >= 0; --dim) {
+      offset += (int64_t)(rest % shape[dim]) * strides[dim];
+      rest /= shape[dim];
+    }
+    buffer[i] = src[offset];
+  }
+  return buffer.data();
+}
 
 void set_error(char* err, size_t len, const char* what) {
   if (err && len) {

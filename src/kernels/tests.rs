@@ -8,7 +8,7 @@ use mlx_rs::{
     Array,
 };
 
-use super::{quantized_matmul, Activations, Isa};
+use super::{quantized_matmul, Activations, Fuse, Isa};
 
 /// Largest |a - b| relative to the largest |b|.
 fn relative_error(a: &Array, b: &Array) -> f32 {
@@ -36,7 +36,7 @@ fn check(activations: Activations, tolerance: f32) {
                     let x = normal::<f32>(&[m, k], 0.3, None, &key(1000 + seed).unwrap()).unwrap();
                     let expected = mlx_qmm(&x, &wq, &scales, &biases, true, group, bits).unwrap();
                     for isa in isas() {
-                        let got = quantized_matmul(&x, &wq, &scales, &biases, group, bits, activations, isa).unwrap();
+                        let got = quantized_matmul(&x, &wq, &scales, &biases, group, bits, activations, isa, Fuse::default()).unwrap();
                         assert_eq!(got.shape(), &[m, n]);
                         let err = relative_error(&got, &expected);
                         assert!(
@@ -69,7 +69,7 @@ fn batched_inputs_keep_their_leading_dimensions() {
     let w = normal::<f32>(&[40, 256], None, None, &key(7).unwrap()).unwrap();
     let (wq, scales, biases) = quantize(&w, 64, 4).unwrap();
     let x = normal::<f32>(&[2, 3, 256], None, None, &key(8).unwrap()).unwrap();
-    let got = quantized_matmul(&x, &wq, &scales, &biases, 64, 4, Activations::F32, Isa::Auto).unwrap();
+    let got = quantized_matmul(&x, &wq, &scales, &biases, 64, 4, Activations::F32, Isa::Auto, Fuse::default()).unwrap();
     assert_eq!(got.shape(), &[2, 3, 40]);
     let expected = mlx_qmm(&x, &wq, &scales, &biases, true, 64, 4).unwrap();
     assert!(relative_error(&got, &expected) <= 1e-5);
@@ -91,8 +91,8 @@ fn fused_norm_and_residual_match_composed_ops() {
         let expected =
             residual.add(mlx_qmm(&rms_norm(&x, Some(&norm), 1e-5).unwrap(), &wq, &scales, &biases, true, 64, bits).unwrap()).unwrap();
         for activations in [Activations::F32, Activations::Int8] {
-            let fuse = super::Fuse { norm: Some((&norm, 1e-5)), add: Some(&residual) };
-            let got = super::quantized_matmul_fused(&x, &wq, &scales, &biases, 64, bits, activations, fuse).unwrap();
+            let fuse = Fuse { norm: Some((&norm, 1e-5)), add: Some(&residual) };
+            let got = quantized_matmul(&x, &wq, &scales, &biases, 64, bits, activations, Isa::Auto, fuse).unwrap();
             assert_eq!(got.shape(), expected.shape());
             let tolerance = if activations == Activations::F32 || rows >= 48 { 1e-5 } else { 3e-2 };
             let err = relative_error(&got, &expected);
@@ -106,7 +106,7 @@ fn unsupported_bits_fall_back_to_mlx() {
     let w = normal::<f32>(&[16, 128], None, None, &key(9).unwrap()).unwrap();
     let (wq, scales, biases) = quantize(&w, 64, 2).unwrap();
     let x = normal::<f32>(&[2, 128], None, None, &key(10).unwrap()).unwrap();
-    let got = quantized_matmul(&x, &wq, &scales, &biases, 64, 2, Activations::Int8, Isa::Auto).unwrap();
+    let got = quantized_matmul(&x, &wq, &scales, &biases, 64, 2, Activations::Int8, Isa::Auto, Fuse::default()).unwrap();
     let expected = mlx_qmm(&x, &wq, &scales, &biases, true, 64, 2).unwrap();
     assert_eq!(relative_error(&got, &expected), 0.0);
 }

@@ -16,7 +16,7 @@ use mlx_rs::{
 use crate::{
     device,
     error::Result,
-    kernels::{quantized_matmul, quantized_matmul_fused, Activations, Fuse, Isa},
+    kernels::{quantized_matmul, Activations, Fuse, Isa},
 };
 
 /// The dtype activations enter quantized matmuls in on a GPU: f32 by default,
@@ -86,14 +86,16 @@ impl QuantizedWeight {
         Ok(QuantizedWeight { weight, scales, biases, group_size, bits, activations })
     }
 
-    fn forward(&self, x: &Array) -> Result<Array> {
+    fn forward(&self, x: &Array, fuse: Fuse) -> Result<Array> {
         let q = self;
         if let Some(dtype) = gpu_matmul_dtype().filter(|&d| q.scales.dtype() == d) {
             // MLX's kernel in 16 bits; the rest of the model stays f32.
-            let y = mlx_rs::ops::quantized_matmul(&x.as_dtype(dtype)?, &q.weight, &q.scales, &q.biases, true, q.group_size, q.bits)?;
-            return Ok(y.as_dtype(Dtype::Float32)?);
+            return composed(x, fuse, |x| {
+                let y = mlx_rs::ops::quantized_matmul(&x.as_dtype(dtype)?, &q.weight, &q.scales, &q.biases, true, q.group_size, q.bits)?;
+                Ok(y.as_dtype(Dtype::Float32)?)
+            });
         }
-        quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto)
+        quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto, fuse)
     }
 
     /// Several matrices of one kind and width stacked along the output axis.
@@ -129,25 +131,16 @@ pub enum Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        Ok(match self {
-            Linear::Dense(w) => matmul(x, w.transpose_axes(&[1, 0])?)?,
-            Linear::Quantized(q) => q.forward(x)?,
-        })
+        self.forward_fused(x, Fuse::default())
     }
 
     /// `fuse.add + rms_norm(x) @ W^T`, the parts `fuse` names: one op where our
     /// quantized kernel serves (CPU), composed otherwise.
     pub fn forward_fused(&self, x: &Array, fuse: Fuse) -> Result<Array> {
-        if let Linear::Quantized(q) = self {
-            if gpu_matmul_dtype().is_none() {
-                return quantized_matmul_fused(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, fuse);
-            }
+        match self {
+            Linear::Dense(w) => composed(x, fuse, |x| Ok(matmul(x, w.transpose_axes(&[1, 0])?)?)),
+            Linear::Quantized(q) => q.forward(x, fuse),
         }
-        let y = self.forward(&normed(x, fuse.norm)?)?;
-        Ok(match fuse.add {
-            Some(a) => a.add(&y)?,
-            None => y,
-        })
     }
 
     /// Rows of the matrix (an embedding lookup), as f32.
@@ -226,8 +219,18 @@ impl Projections {
     }
 }
 
+/// `fuse.add + product(rms_norm(x))` from MLX's ops, for a product that takes
+/// no norm or addend in itself.
+fn composed(x: &Array, fuse: Fuse, product: impl FnOnce(&Array) -> Result<Array>) -> Result<Array> {
+    let y = product(&normed(x, fuse.norm)?)?;
+    Ok(match fuse.add {
+        Some(a) => a.add(&y)?,
+        None => y,
+    })
+}
+
 /// `rms_norm(x, weight, eps)` where `norm` is given, else `x`.
-pub fn normed(x: &Array, norm: Option<(&Array, f32)>) -> Result<Array> {
+fn normed(x: &Array, norm: Option<(&Array, f32)>) -> Result<Array> {
     Ok(match norm {
         Some((w, eps)) => mlx_rs::fast::rms_norm(x, Some(w), eps)?,
         None => x.clone(),
