@@ -141,8 +141,13 @@ export interface ModelInfoJs {
   tensorTypes: Array<string>
   /** "dense" (dequantized at load) or "quantized". */
   weightFormat: string
+  /** The dtype the model computes in: "float32" on the CPU, "float16" on a GPU. */
+  dtype: string
   hasChatTemplate: boolean
+  /** Loading in all; on a GPU it includes `warmUpMs`. */
   loadMs: number
+  /** Compiling the GPU's kernels at load (0 on the CPU). */
+  warmUpMs: number
   /** Where the model runs: "cpu", "cuda" or "metal". */
   backend: string
 }

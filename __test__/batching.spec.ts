@@ -1,5 +1,13 @@
 // Continuous batching: concurrent calls share decode steps, each keeps its own
 // parameters, and batching never changes a greedy result.
+//
+// In f32, which the CPU always computes in. A GPU computes in f16 by default,
+// where a batch of rows and a row alone take different matmul kernels whose
+// roundings differ in the last bits, which can flip a greedy pick at a
+// near-tie (on an H200 an answer batched with 7 others left the lone one after
+// 12 equal tokens); so this suite asks for f32 there too (README "GPU (CUDA)").
+process.env.MLX_SERVING_DTYPE ??= 'f32'
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ask, drain, Engine, engineWithModel, MODEL, waitFor } from './helpers'
 

@@ -101,8 +101,10 @@ describe('prefix reuse', () => {
   })
 
   it('stays within its budget, evicting the least recently used', async () => {
-    // SmolLM2 keeps 46 KiB per token: 8 MiB holds about 180 tokens.
-    const small = await engineWithModel({ prefixCacheMb: 8 })
+    // SmolLM2 keeps 46 KiB per token in f32 (23 KiB in f16, a GPU's dtype):
+    // 8 MiB (4 MiB) holds about 180 tokens.
+    const f32 = cold.modelInfo(MODEL).dtype === 'float32'
+    const small = await engineWithModel({ prefixCacheMb: f32 ? 8 : 4 })
     try {
       const stats = () => small.stats().models[0].prefixCache
       // Each about 110 prompt tokens plus 40 generated: two do not fit.

@@ -12,9 +12,11 @@ import { drain, Engine, engineWithModel, MODEL } from './helpers'
 const HANG_TIMEOUT_MS = 1500
 
 let engine: InstanceType<typeof Engine>
+let loaded = 0 // MLX's active bytes with one model loaded (device memory on a GPU)
 
 beforeAll(async () => {
   engine = await engineWithModel({ hangTimeoutMs: HANG_TIMEOUT_MS })
+  loaded = engine.stats().memory.activeBytes
 })
 afterAll(async () => {
   await engine?.shutdown({ drainTimeoutMs: 1000 })
@@ -44,6 +46,12 @@ it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and rep
   expect(after.error).toBeUndefined()
   expect(after.ids).toHaveLength(8)
   expect(engine.stats().models[0]).toMatchObject({ state: 'ready', restarts: 1, abandonedWorkers: 1, activeRequests: 0, queuedRequests: 0 })
+  // A hung thread cannot be unwound from outside, so what it holds (its
+  // model's weights and its cache) stays allocated: at most one more model,
+  // never more. README's "Recovery" says so.
+  const now = engine.stats().memory.activeBytes
+  console.log(`MLX active memory: ${(loaded / 2 ** 20).toFixed(1)} MiB with the first worker, ${(now / 2 ** 20).toFixed(1)} MiB beside the abandoned one`)
+  expect(now).toBeLessThan(2.5 * loaded)
 })
 
 it('an idle worker is never declared hung', async () => {

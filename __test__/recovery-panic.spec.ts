@@ -7,9 +7,11 @@ import { afterAll, beforeAll, expect, it } from 'vitest'
 import { drain, Engine, engineWithModel, MODEL } from './helpers'
 
 let engine: InstanceType<typeof Engine>
+let loaded = 0 // MLX's active bytes with the first worker's model loaded (device memory on a GPU)
 
 beforeAll(async () => {
   engine = await engineWithModel({ maxBatchSize: 2 })
+  loaded = engine.stats().memory.activeBytes
 })
 afterAll(async () => {
   await engine?.shutdown()
@@ -33,6 +35,12 @@ it('a panicking worker is replaced without restarting Node, and nothing is lost'
   expect(later.error).toBeUndefined()
   const stats = engine.stats().models[0]
   expect(stats).toMatchObject({ state: 'ready', restarts: 1, abandonedWorkers: 0, activeRequests: 0, queuedRequests: 0 })
+  // The dead worker's weights and cache were freed as its thread unwound: what
+  // is held now is one model (the replacement's), not two.
+  const now = engine.stats().memory.activeBytes
+  console.log(`MLX active memory: ${(loaded / 2 ** 20).toFixed(1)} MiB with the first worker, ${(now / 2 ** 20).toFixed(1)} MiB after its replacement`)
+  expect(loaded).toBeGreaterThan(0)
+  expect(now).toBeLessThan(1.5 * loaded)
 })
 
 it('the replacement computes exactly what the original did', async () => {

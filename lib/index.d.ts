@@ -42,7 +42,7 @@ export interface EngineOptions {
   maxQueued?: number
   /** Deadline for calls without `timeoutMs`. Default: none. */
   defaultTimeoutMs?: number
-  /** A worker holding work that finishes no step for this long is replaced (WORKER_HUNG). Default 30000. */
+  /** A worker holding work that finishes no step for this long is replaced (WORKER_HUNG). Default 30000; 120000 on a GPU, where a step of a new shape may wait for kernel compilation. */
   hangTimeoutMs?: number
   /**
    * MiB of keys and values each model keeps from recent prompts and finished
@@ -90,8 +90,13 @@ export interface ModelInfo {
   tensorTypes: string[]
   /** 'quantized' (weights kept 4-/8-bit; the default) or 'dense' (dequantized to f32 at load, `MLX_SERVING_WEIGHTS=dense`). */
   weightFormat: 'dense' | 'quantized'
+  /** The dtype the model computes in: 'float32' on the CPU, 'float16' on a GPU (`MLX_SERVING_DTYPE=f32|f16|bf16` overrides). */
+  dtype: 'float32' | 'float16' | 'bfloat16'
   hasChatTemplate: boolean
+  /** Loading in all; on a GPU it includes `warmUpMs`. */
   loadMs: number
+  /** Compiling the GPU's kernels at load, before the model counts as loaded (0 on the CPU). */
+  warmUpMs: number
   /** Where the model runs: 'cpu', or 'cuda' / 'metal' when the MLX runtime has a GPU. */
   backend: 'cpu' | 'cuda' | 'metal'
 }

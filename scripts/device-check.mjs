@@ -20,7 +20,7 @@ const { device } = engine.stats()
 console.log(`device: ${device.backend} (${device.name}${device.totalBytes ? `, ${mib(device.totalBytes)}` : ''})`)
 console.log(`memory before load: ${memory(engine)}`)
 const info = await engine.loadModel({ id: 'm', path: modelPath })
-console.log(`model: ${path.basename(info.path)} on ${info.backend}, ${info.weightFormat} weights, loaded in ${info.loadMs.toFixed(0)} ms`)
+console.log(`model: ${path.basename(info.path)} on ${info.backend}, ${info.weightFormat} weights, computing in ${info.dtype}, loaded in ${info.loadMs.toFixed(0)} ms (of which GPU warm-up ${info.warmUpMs.toFixed(0)} ms)`)
 console.log(`memory after load: ${memory(engine)}`)
 let text = ''
 for await (const chunk of engine.generate({ model: 'm', messages: [{ role: 'user', content: 'What is the capital of France?' }], maxTokens: 32 })) {

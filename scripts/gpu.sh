@@ -35,12 +35,23 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 export MLX_LM_PYTHON=$venv/bin/python
 gguf=models/SmolLM2-135M-Instruct.Q4_1.gguf
-random=bench/.work/llama-3.2-1b-random
-if [[ ! -f bench/.work/smollm2-mlx/model.safetensors ]]; then
+random=bench/.work/llama-3.2-1b-random.gguf
+tokenizer_dir() {
+  local d=$1
+  [[ -f $d/tokenizer.json ]] && return
   host=$(rustc -vV | sed -n 's/^host: //p')
-  cargo run --release --quiet --target "$host" --example export_tokenizer -- "$gguf" bench/.work/smollm2-mlx
-  "$MLX_LM_PYTHON" bench/convert_gguf.py "$gguf" bench/.work/smollm2-mlx
-fi
-[[ -f $random/config.json ]] || "$MLX_LM_PYTHON" scripts/random_mlx_model.py "$random" --shape llama-3.2-1b --tokenizer bench/.work/smollm2-mlx
-# node-llama-cpp's CUDA build (@node-llama-cpp/linux-x64-cuda, installed by npm) on the GGUF.
-BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=$random" "$gguf=bench/.work/smollm2-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log
+  cargo run --release --quiet --target "$host" --example export_tokenizer -- "$gguf" "$d"
+}
+# The same weights for mlx-lm: each GGUF converted to an MLX directory.
+tokenizer_dir bench/.work/smollm2-mlx
+[[ -f bench/.work/smollm2-mlx/model.safetensors ]] || "$MLX_LM_PYTHON" bench/convert_gguf.py "$gguf" bench/.work/smollm2-mlx
+# A Llama-3.2-1B-shaped GGUF with random Q4_1 weights and SmolLM2's tokenizer:
+# the larger model all three engines read (no real >= 1B weights offline).
+[[ -f $random ]] || python3 scripts/random_gguf.py "$random" --shape llama-3.2-1b --tokenizer "$gguf"
+tokenizer_dir bench/.work/llama-3.2-1b-mlx
+[[ -f bench/.work/llama-3.2-1b-mlx/model.safetensors ]] || "$MLX_LM_PYTHON" bench/convert_gguf.py "$random" bench/.work/llama-3.2-1b-mlx
+# node-llama-cpp's CUDA build (@node-llama-cpp/linux-x64-cuda, installed by npm);
+# its prebuilt CUDA backend has kernels for some cards only (not sm_90: H100,
+# H200), so build that one library for this card where it must.
+scripts/llama_cuda_backend.sh
+BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=bench/.work/llama-3.2-1b-mlx" "$gguf=bench/.work/smollm2-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log

@@ -115,3 +115,32 @@ fn read() -> DeviceInfo {
         }
     }
 }
+
+/// The dtype a model computes in on this device: f32 on the CPU (our kernels
+/// take f32; MLX's CPU backend has no faster 16-bit path), f16 on a GPU, where
+/// MLX's quantized kernels for 16-bit inputs use the tensor cores (for f32 its
+/// CUDA backend takes a naive kernel). f16 holds the scales of GGUF's blocks
+/// exactly (they are stored as f16); bf16 would round them.
+/// `MLX_SERVING_DTYPE=f32|f16|bf16` overrides it, on any device; another
+/// value is an error.
+pub fn compute_dtype() -> Result<mlx_rs::Dtype, String> {
+    use mlx_rs::Dtype;
+    Ok(match std::env::var("MLX_SERVING_DTYPE").as_deref() {
+        Ok("f32" | "float32") => Dtype::Float32,
+        Ok("f16" | "float16") => Dtype::Float16,
+        Ok("bf16" | "bfloat16") => Dtype::Bfloat16,
+        Ok(other) if !other.is_empty() => return Err(format!("MLX_SERVING_DTYPE={other}: expected f32, f16 or bf16")),
+        _ if backend().is_gpu() => Dtype::Float16,
+        _ => Dtype::Float32,
+    })
+}
+
+/// `dtype`'s name as MLX spells it ("float32", "float16", "bfloat16").
+pub fn dtype_name(dtype: mlx_rs::Dtype) -> &'static str {
+    use mlx_rs::Dtype;
+    match dtype {
+        Dtype::Float16 => "float16",
+        Dtype::Bfloat16 => "bfloat16",
+        _ => "float32",
+    }
+}

@@ -68,7 +68,10 @@ impl Default for EngineOptions {
             max_batch_size: 8,
             max_queued: 256,
             default_timeout: None,
-            hang_timeout: Duration::from_secs(30),
+            // On a GPU a step of a shape not seen before waits for MLX to
+            // compile its kernels (seconds each; the warm-up at load takes the
+            // common ones), which must not pass for a hang.
+            hang_timeout: Duration::from_secs(if crate::device::backend().is_gpu() { 120 } else { 30 }),
             weight_format: WeightFormat::for_platform(),
             prefix_cache_bytes: 256 << 20,
         }

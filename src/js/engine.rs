@@ -37,8 +37,13 @@ pub struct ModelInfoJs {
     pub tensor_types: Vec<String>,
     /// "dense" (dequantized at load) or "quantized".
     pub weight_format: String,
+    /// The dtype the model computes in: "float32" on the CPU, "float16" on a GPU.
+    pub dtype: String,
     pub has_chat_template: bool,
+    /// Loading in all; on a GPU it includes `warmUpMs`.
     pub load_ms: f64,
+    /// Compiling the GPU's kernels at load (0 on the CPU).
+    pub warm_up_ms: f64,
     /// Where the model runs: "cpu", "cuda" or "metal".
     pub backend: String,
 }
@@ -62,8 +67,10 @@ fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
             WeightFormat::Dense => "dense".into(),
             WeightFormat::Quantized => "quantized".into(),
         },
+        dtype: i.dtype,
         has_chat_template: i.has_chat_template,
         load_ms: i.load_ms,
+        warm_up_ms: i.warm_up_ms,
         backend: crate::device::backend().name().into(),
     }
 }

@@ -127,12 +127,12 @@ class Attention : public mx::UnaryPrimitive {
   bool causal_;
 };
 
-// Our kernel covers f32-able inputs with contiguous head dimensions that are a
+// Our kernel covers f32 queries (a model in 16 bits composes) and f32-able keys and values with contiguous head dimensions that are a
 // multiple of 8, query heads a multiple of key/value heads, on an AVX2 CPU
 // while MLX computes on the CPU. Anything else is the caller's to compose.
 bool covered(const mx::array& q, const mx::array& k, const mx::array& v, const mx::array* mask) {
   if (!qmm::cpu_has_avx2() || mx::default_device() != mx::Device::cpu) return false;
-  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4) return false;
+  if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || q.dtype() != mx::float32) return false;
   const int B = q.shape(0), Hq = q.shape(1), Lq = q.shape(2), D = q.shape(3), Hkv = k.shape(1), S = k.shape(2);
   if (D % 8 != 0 || D > 512 || Hkv == 0 || Hq % Hkv != 0 || Lq == 0 || S == 0) return false;
   if (k.shape(0) != B || v.shape(0) != B || v.shape(1) != Hkv || v.shape(2) != S || k.shape(3) != D || v.shape(3) != D)

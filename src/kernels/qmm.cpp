@@ -470,7 +470,9 @@ mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::arr
   mx::Shape shape = x.shape();
   shape.back() = N;
   const Kernels* k = kernels_for(resolve(isa));
-  const bool ours = k && (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128) && K % group == 0 &&
+  // Our kernels take f32 activations (the CPU's compute dtype); a model run in
+  // 16 bits (MLX_SERVING_DTYPE) takes MLX's op.
+  const bool ours = k && x.dtype() == mx::float32 && (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128) && K % group == 0 &&
                     (int64_t)w.shape(1) * 32 == (int64_t)K * bits && scales.shape(0) == N && biases.shape(0) == N &&
                     scales.shape(1) == K / group && biases.shape(1) == K / group && mx::default_device() == mx::Device::cpu &&
                     (!norm || (norm->ndim() == 1 && norm->shape(0) == K)) && (!add || add->shape() == shape);

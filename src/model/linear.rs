@@ -2,8 +2,6 @@
 //! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU, by
 //! MLX's own kernels on a GPU).
 
-use std::sync::OnceLock;
-
 use mlx_rs::{
     ops::{
         concatenate, dequantize,
@@ -14,30 +12,9 @@ use mlx_rs::{
 };
 
 use crate::{
-    device,
     error::Result,
     kernels::{quantized_matmul, Activations, Fuse, Isa},
 };
-
-/// The dtype activations enter quantized matmuls in on a GPU: f32 by default,
-/// as everywhere; `MLX_SERVING_GPU_MATMUL=bf16|f16` tries 16 bits (MLX's CUDA
-/// quantized matmul takes its naive kernel for f32 inputs). Experimental: on
-/// an H100 (2026-11-26) bf16 changed SmolLM2's greedy answer from the first
-/// token and doubled the kernels' first-use compile time (44 s); its speed was
-/// not measured. `None` on the CPU, where our kernels take f32.
-fn gpu_matmul_dtype() -> Option<Dtype> {
-    static DTYPE: OnceLock<Option<Dtype>> = OnceLock::new();
-    *DTYPE.get_or_init(|| {
-        if !device::backend().is_gpu() {
-            return None;
-        }
-        match std::env::var("MLX_SERVING_GPU_MATMUL").as_deref() {
-            Ok("bf16") => Some(Dtype::Bfloat16),
-            Ok("f16") => Some(Dtype::Float16),
-            _ => None,
-        }
-    })
-}
 
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,31 +47,8 @@ pub struct QuantizedWeight {
 }
 
 impl QuantizedWeight {
-    /// A quantized matrix as the loaders read it (scales and biases in f32). On a
-    /// GPU with `MLX_SERVING_GPU_MATMUL` set, scales and biases are kept in that
-    /// dtype ([`gpu_matmul_dtype`]).
-    pub fn new(weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32, activations: Activations) -> Result<Self> {
-        let (scales, biases) = match gpu_matmul_dtype() {
-            Some(dtype) => {
-                let (s, b) = (scales.as_dtype(dtype)?, biases.as_dtype(dtype)?);
-                s.eval()?;
-                b.eval()?;
-                (s, b)
-            }
-            None => (scales, biases),
-        };
-        Ok(QuantizedWeight { weight, scales, biases, group_size, bits, activations })
-    }
-
     fn forward(&self, x: &Array, fuse: Fuse) -> Result<Array> {
         let q = self;
-        if let Some(dtype) = gpu_matmul_dtype().filter(|&d| q.scales.dtype() == d) {
-            // MLX's kernel in 16 bits; the rest of the model stays f32.
-            return composed(x, fuse, |x| {
-                let y = mlx_rs::ops::quantized_matmul(&x.as_dtype(dtype)?, &q.weight, &q.scales, &q.biases, true, q.group_size, q.bits)?;
-                Ok(y.as_dtype(Dtype::Float32)?)
-            });
-        }
         quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto, fuse)
     }
 
@@ -117,6 +71,58 @@ impl QuantizedWeight {
             bits: first.bits,
             activations: first.activations,
         }))
+    }
+}
+
+/// Converts a model's floating-point parameters to the dtype it computes in
+/// ([`crate::device::compute_dtype`]): dense matrices, the scales and biases of
+/// quantized ones (which stay packed), norm weights, biases. Integer arrays
+/// are left alone. Each converted array is evaluated, so the f32 original is
+/// freed as the model is walked.
+pub trait Cast {
+    fn cast(&mut self, dtype: Dtype) -> Result<()>;
+}
+
+impl Cast for Array {
+    fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        if self.dtype() != dtype && matches!(self.dtype(), Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
+            *self = self.as_dtype(dtype)?;
+            self.eval()?;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Cast> Cast for Option<T> {
+    fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        self.iter_mut().try_for_each(|x| x.cast(dtype))
+    }
+}
+
+impl<T: Cast, const N: usize> Cast for [T; N] {
+    fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        self.iter_mut().try_for_each(|x| x.cast(dtype))
+    }
+}
+
+impl Cast for Linear {
+    fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        match self {
+            Linear::Dense(w) => w.cast(dtype),
+            Linear::Quantized(q) => {
+                q.scales.cast(dtype)?;
+                q.biases.cast(dtype)
+            }
+        }
+    }
+}
+
+impl Cast for Projections {
+    fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        match self {
+            Projections::Stacked { weight, .. } => weight.cast(dtype),
+            Projections::Separate(parts) => parts.iter_mut().try_for_each(|p| p.cast(dtype)),
+        }
     }
 }
 
@@ -143,7 +149,8 @@ impl Linear {
         }
     }
 
-    /// Rows of the matrix (an embedding lookup), as f32.
+    /// Rows of the matrix (an embedding lookup), in the weights' dtype (the
+    /// scales' for quantized ones: [`Cast`]).
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
             Linear::Dense(w) => w.try_index(ids)?,
@@ -153,8 +160,7 @@ impl Linear {
                 &q.biases.try_index(ids)?,
                 q.group_size,
                 q.bits,
-            )?
-            .as_dtype(Dtype::Float32)?,
+            )?,
         })
     }
 }

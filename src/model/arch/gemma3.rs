@@ -10,7 +10,7 @@
 //! a plain RMS norm with the stored weight (directories get their `+1`
 //! at load).
 
-use mlx_rs::{fast::rms_norm, Array};
+use mlx_rs::{fast::rms_norm, Array, Dtype};
 
 use super::{
     common::{attention, gated, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention, Gate},
@@ -20,7 +20,7 @@ use crate::{
     error::Result,
     model::{
         cache::{KvCache, Mask, Rope},
-        linear::{Linear, Projections},
+        linear::{Cast, Linear, Projections},
     },
 };
 
@@ -104,7 +104,8 @@ impl Gemma3 {
         let explicit = composed_prefill_attention() && len > 1;
         let global_mask = cache.mask(len, explicit);
         let local_mask = cache.window_mask(len, explicit, Some(c.sliding_window));
-        let mut x = self.embed.rows(tokens)?.multiply(Array::from_f32(c.embedding_scale))?;
+        let x = self.embed.rows(tokens)?;
+        let mut x = x.multiply(Array::from_f32(c.embedding_scale).as_dtype(x.dtype())?)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let (rope, mask): (&Rope, &Mask) =
                 if c.is_global(layer) { (&c.rope_global, &global_mask) } else { (&c.rope_local, &local_mask) };
@@ -125,7 +126,23 @@ impl Gemma3 {
         }
         cache.advance(len);
         let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
-        Ok(self.embed.forward(&last)?.reshape(&[batch, -1])?)
+        Ok(self.embed.forward(&last)?.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+    }
+
+    /// Converts the parameters to `dtype` ([`Cast`]).
+    pub fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        self.embed.cast(dtype)?;
+        self.norm.cast(dtype)?;
+        for b in &mut self.blocks {
+            for v in [&mut b.attn_norm, &mut b.q_norm, &mut b.k_norm, &mut b.post_attn_norm, &mut b.ffn_norm, &mut b.post_ffn_norm] {
+                v.cast(dtype)?;
+            }
+            b.qkv.cast(dtype)?;
+            b.wo.cast(dtype)?;
+            b.gate_up.cast(dtype)?;
+            b.down.cast(dtype)?;
+        }
+        Ok(())
     }
 }
 

@@ -3,7 +3,7 @@
 //! biases), qwen3 (per-head q/k norms), phi3 (fused projections). A model is
 //! data plus `forward`; it knows nothing of requests.
 
-use mlx_rs::{fast::rms_norm, Array};
+use mlx_rs::{fast::rms_norm, Array, Dtype};
 
 use super::{
     common::{attention, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, gated, composed_prefill_attention, Gate},
@@ -14,7 +14,7 @@ use crate::{
     kernels::Fuse,
     model::{
         cache::{KvCache, Rope},
-        linear::{Linear, Projections},
+        linear::{Cast, Linear, Projections},
     },
 };
 
@@ -165,6 +165,24 @@ impl Llama {
         let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let logits = head.forward(&last)?;
-        Ok(logits.reshape(&[batch, -1])?)
+        Ok(logits.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+    }
+
+    /// Converts the parameters to `dtype` ([`Cast`]).
+    pub fn cast(&mut self, dtype: Dtype) -> Result<()> {
+        self.embed.cast(dtype)?;
+        self.output.cast(dtype)?;
+        self.norm.cast(dtype)?;
+        for b in &mut self.blocks {
+            b.attn_norm.cast(dtype)?;
+            b.qkv.cast(dtype)?;
+            b.qkv_bias.cast(dtype)?;
+            b.qk_norm.cast(dtype)?;
+            b.wo.cast(dtype)?;
+            b.ffn_norm.cast(dtype)?;
+            b.gate_up.cast(dtype)?;
+            b.down.cast(dtype)?;
+        }
+        Ok(())
     }
 }

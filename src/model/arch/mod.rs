@@ -43,6 +43,15 @@ impl Model {
         }
     }
 
+    /// Converts the parameters to the dtype the model computes in
+    /// ([`crate::device::compute_dtype`]; f32 as loaded on the CPU).
+    pub fn cast(&mut self, dtype: mlx_rs::Dtype) -> Result<()> {
+        match self {
+            Model::Llama(m) => m.cast(dtype),
+            Model::Gemma3(m) => m.cast(dtype),
+        }
+    }
+
     /// Transformer blocks, i.e. KV cache layers.
     pub fn layers(&self) -> usize {
         match self {

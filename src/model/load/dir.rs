@@ -362,8 +362,7 @@ impl DirWeights<'_> {
         for a in [&weight, &scales, &biases] {
             a.eval().map_err(mlx)?;
         }
-        let q = QuantizedWeight::new(weight, scales, biases, group_size, q.bits, Activations::from_env()).map_err(|e| e.to_string())?;
-        Ok(Linear::Quantized(q))
+        Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size, bits: q.bits, activations: Activations::from_env() }))
     }
 }
 
@@ -584,8 +583,10 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         head_dim: config.head_dim as usize,
         tensor_types,
         weight_format: format,
+        dtype: "float32".into(),
         has_chat_template: template.is_some(),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        warm_up_ms: 0.0,
     };
     Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
 }

@@ -19,6 +19,7 @@ use self::{
 pub(crate) use super::arch::{HyperParameters, Tensors};
 use super::{
     arch::{self, gemma3, Architecture, Model},
+    cache::KvCache,
     linear::{Linear, QuantizedWeight, WeightFormat},
 };
 use crate::{
@@ -74,8 +75,14 @@ pub struct ModelInfo {
     /// Block types present in the file, e.g. `["F32", "Q4_K", "Q6_K"]`.
     pub tensor_types: Vec<String>,
     pub weight_format: WeightFormat,
+    /// The dtype the model computes in: "float32" on the CPU, "float16" on a
+    /// GPU by default ([`crate::device::compute_dtype`]).
+    pub dtype: String,
     pub has_chat_template: bool,
+    /// Loading in all, the GPU warm-up included.
     pub load_ms: f64,
+    /// Of that, the GPU warm-up's kernel compilation ([`warm_up`]); 0 on the CPU.
+    pub warm_up_ms: f64,
 }
 
 /// A model ready to run: the network, its tokenizer and chat template.
@@ -99,13 +106,39 @@ pub fn load_model(path: &Path, format: WeightFormat) -> Result<LoadedModel> {
     load_model_tracked(path, format, &Arc::default())
 }
 
-/// [`load_model`], counting the tensor bytes read in `progress`.
+/// [`load_model`], counting the tensor bytes read in `progress`. The model
+/// computes in this device's dtype ([`crate::device::compute_dtype`]); on a GPU
+/// it is warmed up before it counts as loaded ([`warm_up`]).
 pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadProgress>) -> Result<LoadedModel> {
-    if path.is_dir() {
-        dir::load_dir_tracked(path, format, progress)
-    } else {
-        load_gguf_tracked(path, format, progress)
+    let started = Instant::now();
+    let dtype = crate::device::compute_dtype().map_err(|e| load_failed(path, e))?;
+    let mut loaded = if path.is_dir() { dir::load_dir_tracked(path, format, progress)? } else { load_gguf_tracked(path, format, progress)? };
+    loaded.model.cast(dtype).map_err(|e| load_failed(path, e))?;
+    loaded.info.dtype = crate::device::dtype_name(dtype).into();
+    if crate::device::backend().is_gpu() {
+        let warming = Instant::now();
+        warm_up(&loaded.model).map_err(|e| load_failed(path, format!("warm-up: {e}")))?;
+        loaded.info.warm_up_ms = warming.elapsed().as_secs_f64() * 1000.0;
     }
+    loaded.info.load_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(loaded)
+}
+
+/// Runs the shapes of a worker's first steps once: a prompt's prefill, two
+/// prompts prefilled side by side (the masked path) and a decode step of each.
+/// MLX's CUDA backend compiles each kernel on its first use (NVRTC, seconds
+/// each, 20-40 s for a model's first request on an H100); done here, that time
+/// is part of loading, where no request waits on it and the hang watchdog
+/// does not count it (a worker is only watched while it holds requests).
+pub fn warm_up(model: &Model) -> Result<()> {
+    let tokens = |rows: i32, len: i32| Array::from_slice(&vec![1i32; (rows * len) as usize], &[rows, len]);
+    for pads in [vec![0], vec![0, 3]] {
+        let rows = pads.len() as i32;
+        let mut cache = KvCache::with_rows(model.layers(), pads);
+        model.forward(&tokens(rows, 8), &mut cache)?.eval()?;
+        model.forward(&tokens(rows, 1), &mut cache)?.eval()?;
+    }
+    Ok(())
 }
 
 /// Loads a GGUF model. Every failure is `MODEL_LOAD_FAILED` with the reason.
@@ -155,8 +188,10 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
         head_dim: hp.head_dim as usize,
         tensor_types: tensor_types(&gguf),
         weight_format: format,
+        dtype: "float32".into(),
         has_chat_template: template.is_some(),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        warm_up_ms: 0.0,
     };
     Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
 }
@@ -374,8 +409,7 @@ fn linear(gguf: &Gguf, t: &TensorInfo, format: WeightFormat) -> Result<Linear, S
                 a.eval().map_err(mlx)?;
             }
             let activations = Activations::from_env();
-            let q = QuantizedWeight::new(weight, scales, biases, q.group_size, q.bits, activations).map_err(|e| format!("tensor {}: {e}", t.name))?;
-            return Ok(Linear::Quantized(q));
+            return Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size: q.group_size, bits: q.bits, activations }));
         }
     }
     let dense = Array::from_slice(&gguf.dequantize(t)?, &shape);
