@@ -2,6 +2,8 @@
 //! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU, by
 //! MLX's own kernels on a GPU).
 
+use std::sync::OnceLock;
+
 use mlx_rs::{
     ops::{
         concatenate, dequantize,
@@ -12,9 +14,30 @@ use mlx_rs::{
 };
 
 use crate::{
+    device::{self, Backend},
     error::Result,
     kernels::{quantized_matmul, Activations, Fuse, Isa},
 };
+
+/// Whether a product of `rows` rows (tokens of a prefill, sequences of a
+/// decode step) with a quantized matrix of `weights` weights goes through a
+/// dequantized copy of the matrix on CUDA rather than MLX's quantized kernel:
+/// from 8 rows (`MLX_SERVING_CUDA_DEQUANTIZE_ROWS`) for matrices of at least
+/// 2^22 weights (2048 x 2048). MLX 0.32's CUDA quantized matmul is fast for a
+/// row or a few (its matrix-vector kernel) and slow past them on large
+/// matrices, where widening the matrix to f16 for one cuBLAS product costs
+/// less. Measured on an H200 (`bench/results/gpu-2026-11-27.md`): on a
+/// 1B-shaped model (matrices of 4-34M weights) 32 streams went from 1077 to
+/// 2868 tok/s and a 4096-token prefill from 204 to 117 ms, one stream level;
+/// on SmolLM2-135M (matrices under 2M weights but its 28M output projection)
+/// dequantizing every matrix lost (8 streams 1143 -> 646 tok/s), hence the
+/// size floor. The weights stay quantized in memory; only the matrix of the
+/// product in flight is widened, and freed after it.
+fn cuda_dequantizes(rows: usize, weights: usize) -> bool {
+    static ROWS: OnceLock<usize> = OnceLock::new();
+    let min_rows = *ROWS.get_or_init(|| std::env::var("MLX_SERVING_CUDA_DEQUANTIZE_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(8));
+    device::backend() == Backend::Cuda && rows >= min_rows && weights >= 1 << 22
+}
 
 /// How weights are kept in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +72,18 @@ pub struct QuantizedWeight {
 impl QuantizedWeight {
     fn forward(&self, x: &Array, fuse: Fuse) -> Result<Array> {
         let q = self;
+        let (rows, weights) = (x.size() / x.dim(-1).max(1) as usize, q.weight.dim(0) as usize * x.dim(-1) as usize);
+        if cuda_dequantizes(rows, weights) {
+            return composed(x, fuse, |x| q.dequantized_product(x));
+        }
         quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto, fuse)
+    }
+
+    /// `x @ dequantize(W)^T`: the matrix widened to the scales' dtype for this
+    /// one product (a temporary MLX frees after it), then a dense matmul.
+    fn dequantized_product(&self, x: &Array) -> Result<Array> {
+        let w = dequantize(&self.weight, &self.scales, &self.biases, self.group_size, self.bits)?;
+        Ok(matmul(x, w.transpose_axes(&[1, 0])?)?)
     }
 
     /// Several matrices of one kind and width stacked along the output axis.
@@ -241,4 +275,35 @@ fn normed(x: &Array, norm: Option<(&Array, f32)>) -> Result<Array> {
         Some((w, eps)) => mlx_rs::fast::rms_norm(x, Some(w), eps)?,
         None => x.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use mlx_rs::{ops::quantize, random::normal};
+
+    use super::*;
+
+    /// The CUDA path past a few rows (dequantize, then a dense product) against
+    /// MLX's quantized matmul, in f32 and f16, 4 and 8 bits.
+    #[test]
+    fn dequantized_product_matches_quantized_matmul() {
+        for (bits, dtype) in [(4, Dtype::Float32), (8, Dtype::Float32), (4, Dtype::Float16)] {
+            let w = normal::<f32>(&[48, 128], None, None, None).unwrap();
+            let (weight, scales, biases) = quantize(&w, 32, bits).unwrap();
+            let mut q = QuantizedWeight { weight, scales, biases, group_size: 32, bits, activations: Activations::F32 };
+            q.scales.cast(dtype).unwrap();
+            q.biases.cast(dtype).unwrap();
+            let x = normal::<f32>(&[2, 9, 128], None, None, None).unwrap().as_dtype(dtype).unwrap();
+            let got = q.dequantized_product(&x).unwrap().as_dtype(Dtype::Float32).unwrap();
+            let want = mlx_rs::ops::quantized_matmul(&x, &q.weight, &q.scales, &q.biases, true, 32, bits).unwrap().as_dtype(Dtype::Float32).unwrap();
+            assert_eq!(got.shape(), &[2, 9, 48]);
+            // Relative to the largest output: f16 rounds at 2^-11, and the two
+            // products sum in different orders.
+            let (got, want) = (got.as_slice::<f32>(), want.as_slice::<f32>());
+            let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let diff = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            let tolerance = if dtype == Dtype::Float32 { 1e-5 } else { 4e-3 };
+            assert!(diff < tolerance * largest, "{bits}-bit {dtype:?}: differs by {diff} (largest {largest})");
+        }
+    }
 }
