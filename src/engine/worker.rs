@@ -404,7 +404,11 @@ impl Worker {
         match outcome {
             Ok((tokens, layers)) => {
                 let n = tokens.len();
-                match self.prefix.insert(tokens, layers) {
+                // A file written where the model computes in another dtype (a CPU's
+                // f32 read on a GPU) joins this model's cache in its dtype.
+                let dtype = self.info.dtype;
+                let layers = layers.into_iter().map(|(k, v)| Ok((k.as_dtype(dtype)?, v.as_dtype(dtype)?))).collect::<Result<Vec<_>>>();
+                match layers.and_then(|layers| self.prefix.insert(tokens, layers)) {
                     Ok(()) => request.end_without_tokens(n),
                     Err(e) => request.end(Event::Error(e)),
                 };

@@ -67,7 +67,7 @@ fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
             WeightFormat::Dense => "dense".into(),
             WeightFormat::Quantized => "quantized".into(),
         },
-        dtype: i.dtype,
+        dtype: crate::device::dtype_name(i.dtype).into(),
         has_chat_template: i.has_chat_template,
         load_ms: i.load_ms,
         warm_up_ms: i.warm_up_ms,

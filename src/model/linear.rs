@@ -1,6 +1,8 @@
 //! Linear layers over GGUF weights: dense (dequantized at load) or quantized
 //! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU, by
-//! MLX's own kernels on a GPU).
+//! MLX's own kernels on a GPU, through a dequantized copy for large products
+//! on CUDA), and the conversion of a model's parameters to the dtype it
+//! computes in ([`Cast`]).
 
 use std::sync::OnceLock;
 

@@ -583,7 +583,7 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         head_dim: config.head_dim as usize,
         tensor_types,
         weight_format: format,
-        dtype: "float32".into(),
+        dtype: mlx_rs::Dtype::Float32,
         has_chat_template: template.is_some(),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
         warm_up_ms: 0.0,

@@ -75,9 +75,9 @@ pub struct ModelInfo {
     /// Block types present in the file, e.g. `["F32", "Q4_K", "Q6_K"]`.
     pub tensor_types: Vec<String>,
     pub weight_format: WeightFormat,
-    /// The dtype the model computes in: "float32" on the CPU, "float16" on a
-    /// GPU by default ([`crate::device::compute_dtype`]).
-    pub dtype: String,
+    /// The dtype the model computes in (its activations and KV cache): f32 on
+    /// the CPU, f16 on a GPU by default ([`crate::device::compute_dtype`]).
+    pub dtype: mlx_rs::Dtype,
     pub has_chat_template: bool,
     /// Loading in all, the GPU warm-up included.
     pub load_ms: f64,
@@ -114,7 +114,7 @@ pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<Load
     let dtype = crate::device::compute_dtype().map_err(|e| load_failed(path, e))?;
     let mut loaded = if path.is_dir() { dir::load_dir_tracked(path, format, progress)? } else { load_gguf_tracked(path, format, progress)? };
     loaded.model.cast(dtype).map_err(|e| load_failed(path, e))?;
-    loaded.info.dtype = crate::device::dtype_name(dtype).into();
+    loaded.info.dtype = dtype;
     if crate::device::backend().is_gpu() {
         let warming = Instant::now();
         warm_up(&loaded.model).map_err(|e| load_failed(path, format!("warm-up: {e}")))?;
@@ -188,7 +188,7 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
         head_dim: hp.head_dim as usize,
         tensor_types: tensor_types(&gguf),
         weight_format: format,
-        dtype: "float32".into(),
+        dtype: mlx_rs::Dtype::Float32,
         has_chat_template: template.is_some(),
         load_ms: started.elapsed().as_secs_f64() * 1000.0,
         warm_up_ms: 0.0,
