@@ -47,7 +47,7 @@ tokenizer_dir bench/.work/smollm2-mlx
 [[ -f bench/.work/smollm2-mlx/model.safetensors ]] || "$MLX_LM_PYTHON" bench/convert_gguf.py "$gguf" bench/.work/smollm2-mlx
 # A Llama-3.2-1B-shaped GGUF with random Q4_1 weights and SmolLM2's tokenizer:
 # the larger model all three engines read (no real >= 1B weights offline).
-[[ -f $random ]] || python3 scripts/random_gguf.py "$random" --shape llama-3.2-1b --tokenizer "$gguf"
+[[ -f $random ]] || "$MLX_LM_PYTHON" scripts/random_gguf.py "$random" --shape llama-3.2-1b --tokenizer "$gguf"
 tokenizer_dir bench/.work/llama-3.2-1b-mlx
 [[ -f bench/.work/llama-3.2-1b-mlx/model.safetensors ]] || "$MLX_LM_PYTHON" bench/convert_gguf.py "$random" bench/.work/llama-3.2-1b-mlx
 # node-llama-cpp's CUDA build (@node-llama-cpp/linux-x64-cuda, installed by npm);
