@@ -127,9 +127,10 @@ class Attention : public mx::UnaryPrimitive {
   bool causal_;
 };
 
-// Our kernel covers f32 queries (a model in 16 bits composes) and f32-able keys and values with contiguous head dimensions that are a
-// multiple of 8, query heads a multiple of key/value heads, on an AVX2 CPU
-// while MLX computes on the CPU. Anything else is the caller's to compose.
+// Our kernel covers f32 queries (a model run in 16 bits composes) with f32-able
+// keys and values, contiguous head dimensions that are a multiple of 8, query
+// heads a multiple of key/value heads, on an AVX2 CPU while MLX computes on the
+// CPU. Anything else is the caller's to compose.
 bool covered(const mx::array& q, const mx::array& k, const mx::array& v, const mx::array* mask) {
   if (!qmm::cpu_has_avx2() || mx::default_device() != mx::Device::cpu) return false;
   if (q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 || q.dtype() != mx::float32) return false;

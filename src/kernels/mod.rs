@@ -135,7 +135,8 @@ impl Isa {
 
 /// `x @ dequantize(weight, scales, biases)^T` for MLX affine-quantized weights
 /// (`weight` uint32 `[N, K * bits / 32]`, `scales`/`biases` `[N, K / group_size]`),
-/// with `x` `[..., K]`; the result is f32 `[..., N]`, lazy like any MLX op.
+/// with `x` `[..., K]`; the result is `[..., N]`, lazy like any MLX op: f32
+/// from our kernel (f32 `x` on an x86 CPU), else in the dtype MLX's op gives.
 /// With `fuse`, `fuse.add + rms_norm(x) @ ...`: the parts it names are one op
 /// with the product where our kernel serves, composed from MLX's ops where not.
 ///

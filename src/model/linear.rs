@@ -164,7 +164,7 @@ impl Cast for Projections {
 
 /// A weight matrix `[out, in]`, applied as `x @ W^T`.
 pub enum Linear {
-    /// f32 `[out, in]`.
+    /// `[out, in]`, f32 as loaded; the model's compute dtype after [`Cast`].
     Dense(Array),
     /// MLX's affine layout; the loader sets `group_size` and `bits` from the
     /// block type's conversion (`load::blocks`).

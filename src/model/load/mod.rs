@@ -126,8 +126,9 @@ pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<Load
 
 /// Runs the shapes of a worker's first steps once: a prompt's prefill, two
 /// prompts prefilled side by side (the masked path) and a decode step of each.
-/// MLX's CUDA backend compiles each kernel on its first use (NVRTC, seconds
-/// each, 20-40 s for a model's first request on an H100); done here, that time
+/// MLX's CUDA backend compiles each kernel on its first use (NVRTC; 66-72 s
+/// for SmolLM2 in f16 on a fresh H200, and a chat prompt of another length
+/// still compiled for a minute after it); done here, that time
 /// is part of loading, where no request waits on it and the hang watchdog
 /// does not count it (a worker is only watched while it holds requests).
 pub fn warm_up(model: &Model) -> Result<()> {
