@@ -17,14 +17,14 @@ mkdir -p bench/results
 if [[ "${1:-}" != "--no-setup" ]]; then
   # Build on the CPU runtime (mlx-sys compiles against its CMake package, which
   # needs no CUDA toolkit), then put the CUDA runtime beside the addon.
-  scripts/setup.sh --test
+  scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs # the models npm test uses
   MLX_SERVING_BACKEND=cuda scripts/setup.sh --test
 fi
 log=bench/results/gpu-test-$stamp.log
 node scripts/device-check.mjs 2>&1 | tee "$log"
 grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)" >&2; exit 1; }
-# package.spec.ts installs the packed tarballs from npm's registry; it runs
-# with plain `npm test`.
+# package.spec.ts packs the CPU npm package (its tarball carries the CPU
+# runtime) and installs it through npm; it runs with plain `npm test`.
 npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
 # mlx-lm with MLX's CUDA runtime, in its own venv; the same weights for it:
 # the random-weight 1B-shaped MLX directory, and SmolLM2's GGUF converted.
@@ -50,8 +50,25 @@ tokenizer_dir bench/.work/smollm2-mlx
 [[ -f $random ]] || "$MLX_LM_PYTHON" scripts/random_gguf.py "$random" --shape llama-3.2-1b --tokenizer "$gguf"
 tokenizer_dir bench/.work/llama-3.2-1b-mlx
 [[ -f bench/.work/llama-3.2-1b-mlx/model.safetensors ]] || "$MLX_LM_PYTHON" bench/convert_gguf.py "$random" bench/.work/llama-3.2-1b-mlx
+# Qwen2.5-Coder-0.5B, real weights (Q4_K_M; setup fetched it). mlx-lm gets our
+# dequantization of it (examples/export_hf) quantized by mlx-lm to 4 bits, groups of 32.
+qwen=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
+if [[ ! -f bench/.work/qwen-mlx/config.json ]]; then
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  [[ -f bench/.work/qwen-bf16/config.json ]] || cargo run --release --quiet --target "$host" --example export_hf -- "$qwen" bench/.work/qwen-bf16
+  "$MLX_LM_PYTHON" -m mlx_lm convert --hf-path bench/.work/qwen-bf16 --mlx-path bench/.work/qwen-mlx -q --q-bits 4 --q-group-size 32
+fi
+# An 8B shape (Llama-3.1-8B's layers, Qwen2.5's vocabulary; 4.5 GB of random
+# Q4_1): the size of the largest GGUF offline (DeepSeek-R1-Distill-Qwen-7B).
+r8b=bench/.work/llama-3.1-8b-random.gguf
+[[ -f $r8b ]] || "$MLX_LM_PYTHON" scripts/random_gguf.py "$r8b" --shape llama-3.1-8b --tokenizer "$qwen"
+if [[ ! -f bench/.work/llama-3.1-8b-mlx/model.safetensors ]]; then
+  mkdir -p bench/.work/llama-3.1-8b-mlx && cp bench/.work/qwen-bf16/tokenizer* bench/.work/llama-3.1-8b-mlx/
+  "$MLX_LM_PYTHON" bench/convert_gguf.py "$r8b" bench/.work/llama-3.1-8b-mlx
+fi
 # node-llama-cpp's CUDA build (@node-llama-cpp/linux-x64-cuda, installed by npm);
 # its prebuilt CUDA backend has kernels for some cards only (not sm_90: H100,
 # H200), so build that one library for this card where it must.
 scripts/llama_cuda_backend.sh
-BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=bench/.work/llama-3.2-1b-mlx" "$gguf=bench/.work/smollm2-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log
+BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=bench/.work/llama-3.2-1b-mlx" "$gguf=bench/.work/smollm2-mlx" \
+  "$qwen=bench/.work/qwen-mlx" "$r8b=bench/.work/llama-3.1-8b-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log

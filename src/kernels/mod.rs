@@ -83,6 +83,8 @@
 use crate::error::{Error, ErrorCode, Result};
 use mlx_rs::Array;
 
+pub mod cuda;
+
 /// How activations enter the quantized matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activations {

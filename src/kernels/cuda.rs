@@ -1,0 +1,197 @@
+//! Our CUDA matrix-vector kernel for quantized weights (`qmv.cu`), run as an
+//! MLX custom kernel (`mlx::core::fast::cuda_kernel`: MLX compiles the source
+//! with NVRTC on first use, caches it, and runs it on the thread's stream like
+//! its own kernels; nothing is built here, so the addon stays one binary for
+//! the CPU and CUDA runtimes).
+//!
+//! Why: decode multiplies each quantized matrix by one row per sequence, and
+//! MLX 0.32's CUDA kernel for that streams the weights at about a quarter of
+//! an H200's bandwidth (`bench/results/gpu-2026-11-27.md`, ncu). Ours gives
+//! each output column a warp that reads the row's codes 16 bytes a lane.
+//! From 8 rows on [`crate::model`] widens large matrices for cuBLAS instead.
+
+use std::{
+    ffi::{c_char, CString},
+    sync::OnceLock,
+};
+
+use mlx_rs::{Array, Dtype, Stream};
+
+use crate::{
+    device::{self, Backend},
+    error::{Error, Result},
+};
+
+/// The most rows one call takes (the kernel is instantiated per row count).
+pub const MAX_ROWS: usize = 7;
+
+/// Whether the model should use [`quantized_matvec`] for a matrix of rows of
+/// `k` weights rather than MLX's kernel: for rows of 4096 weights or more.
+/// Measured on an H200, tokens/s of one stream, both kernels alternated on one
+/// machine (`bench/results/gpu-2026-11-27.md`): an 8B-shaped model (rows of
+/// 4096 and 14336) 151 with ours vs 129 with MLX's; a 1B shape (rows of 2048,
+/// 8192 for the MLP's down projection) 314 vs 343 with ours on every matrix.
+/// A warp per output column needs long rows: at 2048 weights each lane loads
+/// two 16-byte chunks in all and the warp is mostly waiting.
+/// `MLX_SERVING_CUDA_QMV=1` uses ours wherever it serves, `0` nowhere.
+pub fn preferred(k: usize) -> bool {
+    static CHOICE: OnceLock<Option<bool>> = OnceLock::new();
+    let forced = *CHOICE.get_or_init(|| match std::env::var("MLX_SERVING_CUDA_QMV").as_deref() {
+        Ok("1") => Some(true),
+        Ok("0") => Some(false),
+        _ => None,
+    });
+    forced.unwrap_or(k >= 4096)
+}
+
+/// `x @ dequantize(w)^T` for `x` [rows, K] (f16 or bf16, the scales' dtype),
+/// `w` [N, K * bits / 32] uint32 in MLX's affine layout, on a CUDA device.
+/// `None` where the kernel does not serve these inputs (another device, other
+/// bits, group sizes or dtypes, more than [`MAX_ROWS`] rows): use MLX's op.
+pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, group_size: i32, bits: i32) -> Result<Option<Array>> {
+    let k = *x.shape().last().unwrap_or(&0);
+    let rows = if k > 0 { x.size() / k as usize } else { 0 };
+    let dtype = x.dtype();
+    let served = device::backend() == Backend::Cuda
+        && (1..=MAX_ROWS).contains(&rows)
+        && matches!(bits, 4 | 8)
+        && matches!(group_size, 32 | 64 | 128)
+        && matches!(dtype, Dtype::Float16 | Dtype::Bfloat16)
+        && scales.dtype() == dtype
+        && biases.dtype() == dtype
+        && w.dtype() == Dtype::Uint32
+        && w.ndim() == 2
+        && k % group_size == 0
+        && w.dim(1) as i64 * (32 / bits) as i64 == k as i64;
+    if !served {
+        return Ok(None);
+    }
+    let n = w.dim(0);
+    let x2 = x.reshape(&[rows as i32, k])?;
+    let y = kernel()?.apply(&[&x2, w, scales, biases], rows as i32, n, dtype, bits, group_size)?;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap() = n;
+    Ok(Some(y.reshape(&shape)?))
+}
+
+/// The kernel object MLX made from our source, made once per process.
+struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
+
+// SAFETY: the handle wraps a `std::function` that only reads what it captured
+// (name, source, argument names); MLX calls it from any thread.
+unsafe impl Send for Kernel {}
+unsafe impl Sync for Kernel {}
+
+fn kernel() -> Result<&'static Kernel> {
+    static KERNEL: OnceLock<Option<Kernel>> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let strings = |names: &[&str]| {
+                let owned: Vec<CString> = names.iter().map(|n| CString::new(*n).unwrap()).collect();
+                let ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
+                // SAFETY: mlx-c copies the strings into its vector.
+                unsafe { mlx_sys::mlx_vector_string_new_data(ptrs.as_ptr() as *mut *const c_char, ptrs.len()) }
+            };
+            let (inputs, outputs) = (strings(&["x", "w", "scales", "biases"]), strings(&["y"]));
+            let name = CString::new("mlx_serving_qmv").unwrap();
+            let source = CString::new(include_str!("qmv.cu")).unwrap();
+            let header = CString::new(include_str!("qmv_header.cuh")).unwrap();
+            // SAFETY: all arguments are live for the call; mlx-c copies them.
+            let k = unsafe { mlx_sys::mlx_fast_cuda_kernel_new(name.as_ptr(), inputs, outputs, source.as_ptr(), header.as_ptr(), true, 0) };
+            // SAFETY: the vectors were made above and are not used again.
+            unsafe {
+                mlx_sys::mlx_vector_string_free(inputs);
+                mlx_sys::mlx_vector_string_free(outputs);
+            }
+            (!k.ctx.is_null()).then_some(Kernel(k))
+        })
+        .as_ref()
+        .ok_or_else(|| Error::internal("MLX could not make the CUDA matrix-vector kernel"))
+}
+
+impl Kernel {
+    fn apply(&self, inputs: &[&Array], rows: i32, n: i32, dtype: Dtype, bits: i32, group_size: i32) -> Result<Array> {
+        const WARPS: i32 = 4;
+        let handles: Vec<mlx_sys::mlx_array> = inputs.iter().map(|a| a.as_ptr()).collect();
+        let stream = Stream::new();
+        // SAFETY: every handle passed is live for the call (the arrays are
+        // borrowed, the config and vectors are freed below, once); on success
+        // `out` holds one new array whose reference we take over.
+        unsafe {
+            let config = mlx_sys::mlx_fast_cuda_kernel_config_new();
+            let shape = [rows, n];
+            mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(config, shape.as_ptr(), 2, dtype as mlx_sys::mlx_dtype);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, n * 32, 1, 1);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, WARPS * 32, 1, 1);
+            let name = |s: &str| CString::new(s).unwrap();
+            let t = name("T");
+            mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(config, t.as_ptr(), dtype as mlx_sys::mlx_dtype);
+            for (key, value) in [("BITS", bits), ("GS", group_size), ("M", rows)] {
+                let key = name(key);
+                mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(config, key.as_ptr(), value);
+            }
+            let ins = mlx_sys::mlx_vector_array_new_data(handles.as_ptr(), handles.len());
+            let mut outs = mlx_sys::mlx_vector_array_new();
+            let rc = mlx_sys::mlx_fast_cuda_kernel_apply(&mut outs, self.0, ins, config, stream.as_ptr());
+            mlx_sys::mlx_vector_array_free(ins);
+            mlx_sys::mlx_fast_cuda_kernel_config_free(config);
+            let result = if rc == 0 && mlx_sys::mlx_vector_array_size(outs) == 1 {
+                let mut y = mlx_sys::mlx_array_new();
+                mlx_sys::mlx_vector_array_get(&mut y, outs, 0);
+                Ok(Array::from_ptr(y))
+            } else {
+                Err(Error::internal("the CUDA matrix-vector kernel failed"))
+            };
+            mlx_sys::mlx_vector_array_free(outs);
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mlx_rs::{
+        ops::{indexing::IndexOp, quantize},
+        random::normal,
+    };
+
+    use super::*;
+
+    /// Against MLX's quantized matmul on the same device: 4 and 8 bits, every
+    /// group size, f16 and bf16, 1-7 rows, widths that leave a block's last
+    /// warps idle and rows longer than one pass of a warp. Where the default
+    /// device is not CUDA the kernel must decline (`None`).
+    #[test]
+    fn cuda_matvec_matches_quantized_matmul() {
+        let w = normal::<f32>(&[100, 1536], None, None, None).unwrap();
+        let x = normal::<f32>(&[7, 1536], None, None, None).unwrap();
+        if device::backend() != Backend::Cuda {
+            let (weight, scales, biases) = quantize(&w, 32, 4).unwrap();
+            let x = x.as_dtype(Dtype::Float16).unwrap();
+            let (scales, biases) = (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
+            assert!(quantized_matvec(&x, &weight, &scales, &biases, 32, 4).unwrap().is_none());
+            return;
+        }
+        for bits in [4, 8] {
+            for group_size in [32, 64, 128] {
+                let (weight, scales, biases) = quantize(&w, group_size, bits).unwrap();
+                for dtype in [Dtype::Float16, Dtype::Bfloat16] {
+                    let (scales, biases) = (scales.as_dtype(dtype).unwrap(), biases.as_dtype(dtype).unwrap());
+                    for rows in [1i32, 2, 3, 7] {
+                        let x = x.index(..rows).as_dtype(dtype).unwrap();
+                        let got = quantized_matvec(&x, &weight, &scales, &biases, group_size, bits).unwrap().expect("served");
+                        let want = mlx_rs::ops::quantized_matmul(&x, &weight, &scales, &biases, true, group_size, bits).unwrap();
+                        assert_eq!(got.shape(), &[rows, 100]);
+                        let (got, want) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());
+                        let (got, want) = (got.as_slice::<f32>(), want.as_slice::<f32>());
+                        let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        let diff = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                        // Both sum in f32 and round the result to the dtype (bf16: 2^-8).
+                        let tolerance = if dtype == Dtype::Float16 { 4e-3 } else { 2e-2 };
+                        assert!(diff < tolerance * largest, "{bits}-bit g{group_size} {dtype:?} {rows} rows: differs by {diff} (largest {largest})");
+                    }
+                }
+            }
+        }
+    }
+}
