@@ -62,7 +62,9 @@ pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, gr
         && w.dtype() == Dtype::Uint32
         && w.ndim() == 2
         && k % group_size == 0
-        && w.dim(1) as i64 * (32 / bits) as i64 == k as i64;
+        && w.dim(1) as i64 * (32 / bits) as i64 == k as i64
+        && scales.shape() == [w.dim(0), k / group_size]
+        && biases.shape() == scales.shape();
     if !served {
         return Ok(None);
     }
