@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// The most rows one call takes (the kernel is instantiated per row count).
-pub const MAX_ROWS: usize = 7;
+const MAX_ROWS: usize = 7;
 
 /// Whether the model should use [`quantized_matvec`] for a matrix of rows of
 /// `k` weights rather than MLX's kernel: for rows of 4096 weights or more.
@@ -44,15 +44,15 @@ pub fn preferred(k: usize) -> bool {
     forced.unwrap_or(k >= 4096)
 }
 
-/// `x @ dequantize(w)^T` for `x` [rows, K] (f16 or bf16, the scales' dtype),
-/// `w` [N, K * bits / 32] uint32 in MLX's affine layout, on a CUDA device.
-/// `None` where the kernel does not serve these inputs (another device, other
-/// bits, group sizes or dtypes, more than [`MAX_ROWS`] rows): use MLX's op.
-pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, group_size: i32, bits: i32) -> Result<Option<Array>> {
+/// Whether [`quantized_matvec`] serves these inputs: a CUDA device, `x`
+/// [..., K] of 1-[`MAX_ROWS`] rows in f16 or bf16 (the scales' dtype), `w`
+/// [N, K * bits / 32] uint32 in MLX's affine layout with 4 or 8 bits, groups
+/// of 32, 64 or 128, scales and biases [N, K / group]. Elsewhere MLX's op.
+pub fn serves(x: &Array, w: &Array, scales: &Array, biases: &Array, group_size: i32, bits: i32) -> bool {
     let k = *x.shape().last().unwrap_or(&0);
     let rows = if k > 0 { x.size() / k as usize } else { 0 };
     let dtype = x.dtype();
-    let served = device::backend() == Backend::Cuda
+    device::backend() == Backend::Cuda
         && (1..=MAX_ROWS).contains(&rows)
         && matches!(bits, 4 | 8)
         && matches!(group_size, 32 | 64 | 128)
@@ -64,16 +64,18 @@ pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, gr
         && k % group_size == 0
         && w.dim(1) as i64 * (32 / bits) as i64 == k as i64
         && scales.shape() == [w.dim(0), k / group_size]
-        && biases.shape() == scales.shape();
-    if !served {
-        return Ok(None);
-    }
+        && biases.shape() == scales.shape()
+}
+
+/// `x @ dequantize(w)^T` by our kernel, for inputs it [`serves`].
+pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, group_size: i32, bits: i32) -> Result<Array> {
+    let k = x.dim(-1);
+    let rows = (x.size() / k as usize) as i32;
     let n = w.dim(0);
-    let x2 = x.reshape(&[rows as i32, k])?;
-    let y = kernel()?.apply(&[&x2, w, scales, biases], rows as i32, n, dtype, bits, group_size)?;
+    let y = kernel()?.apply(&[&x.reshape(&[rows, k])?, w, scales, biases], rows, n, x.dtype(), bits, group_size)?;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
-    Ok(Some(y.reshape(&shape)?))
+    Ok(y.reshape(&shape)?)
 }
 
 /// The kernel object MLX made from our source, made once per process.
@@ -162,7 +164,7 @@ mod tests {
     /// Against MLX's quantized matmul on the same device: 4 and 8 bits, every
     /// group size, f16 and bf16, 1-7 rows, widths that leave a block's last
     /// warps idle and rows longer than one pass of a warp. Where the default
-    /// device is not CUDA the kernel must decline (`None`).
+    /// device is not CUDA the kernel must decline.
     #[test]
     fn cuda_matvec_matches_quantized_matmul() {
         let w = normal::<f32>(&[100, 1536], None, None, None).unwrap();
@@ -171,7 +173,7 @@ mod tests {
             let (weight, scales, biases) = quantize(&w, 32, 4).unwrap();
             let x = x.as_dtype(Dtype::Float16).unwrap();
             let (scales, biases) = (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
-            assert!(quantized_matvec(&x, &weight, &scales, &biases, 32, 4).unwrap().is_none());
+            assert!(!serves(&x, &weight, &scales, &biases, 32, 4));
             return;
         }
         for bits in [4, 8] {
@@ -181,7 +183,8 @@ mod tests {
                     let (scales, biases) = (scales.as_dtype(dtype).unwrap(), biases.as_dtype(dtype).unwrap());
                     for rows in [1i32, 2, 3, 7] {
                         let x = x.index(..rows).as_dtype(dtype).unwrap();
-                        let got = quantized_matvec(&x, &weight, &scales, &biases, group_size, bits).unwrap().expect("served");
+                        assert!(serves(&x, &weight, &scales, &biases, group_size, bits));
+                        let got = quantized_matvec(&x, &weight, &scales, &biases, group_size, bits).unwrap();
                         let want = mlx_rs::ops::quantized_matmul(&x, &weight, &scales, &biases, true, group_size, bits).unwrap();
                         assert_eq!(got.shape(), &[rows, 100]);
                         let (got, want) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());

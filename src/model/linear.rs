@@ -78,15 +78,8 @@ impl QuantizedWeight {
         if cuda_dequantizes(rows, weights) {
             return composed(x, fuse, |x| q.dequantized_product(x));
         }
-        if device::backend() == Backend::Cuda && rows <= cuda::MAX_ROWS && cuda::preferred(x.dim(-1) as usize) {
-            // Our matrix-vector kernel where it serves these inputs (lazy: an
-            // unused norm costs nothing).
-            if let Some(y) = cuda::quantized_matvec(&normed(x, fuse.norm)?, &q.weight, &q.scales, &q.biases, q.group_size, q.bits)? {
-                return Ok(match fuse.add {
-                    Some(a) => a.add(&y)?,
-                    None => y,
-                });
-            }
+        if cuda::preferred(x.dim(-1) as usize) && cuda::serves(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
+            return composed(x, fuse, |x| cuda::quantized_matvec(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits));
         }
         quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto, fuse)
     }
