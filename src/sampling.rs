@@ -1,7 +1,11 @@
-//! Token sampling on the host: repetition penalty, greedy, temperature,
-//! top-k, top-p, min-p, with a seeded generator per request.
+//! Token sampling: repetition penalty, greedy, temperature, top-k, top-p,
+//! min-p, with a seeded generator per request, on the host; a batch whose
+//! every request is greedy takes its argmax where the logits are ([`Picks`]).
 
+use mlx_rs::{ops::indexing::argmax_axis, Array};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::error::Result;
 
 /// How many recent tokens the repetition penalty looks at (llama.cpp's default).
 pub const PENALTY_WINDOW: usize = 64;
@@ -45,6 +49,12 @@ impl Sampler {
         Sampler { params, rng, recent: context[start..].to_vec() }
     }
 
+    /// Whether the next token is the logits' first maximum whatever came
+    /// before (temperature 0, no repetition penalty): one the device can pick.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 && self.params.repetition_penalty == 1.0
+    }
+
     /// Picks the next token from one row of logits and remembers it.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let token = if self.params.repetition_penalty != 1.0 {
@@ -54,11 +64,16 @@ impl Sampler {
         } else {
             self.pick(logits)
         };
+        self.remember(token);
+        token
+    }
+
+    /// Remembers a token picked elsewhere ([`Picks`]).
+    fn remember(&mut self, token: u32) {
         self.recent.push(token);
         if self.recent.len() > PENALTY_WINDOW {
             self.recent.remove(0);
         }
-        token
     }
 
     fn pick(&mut self, logits: &[f32]) -> u32 {
@@ -76,6 +91,52 @@ impl Sampler {
             r -= prob;
         }
         candidates.pop().map(|c| c.0).unwrap_or_else(|| argmax(logits))
+    }
+}
+
+/// What a step reads back from the device to pick its tokens from logits
+/// `[rows, vocab]` (f32), row `i` for the `i`-th sampler: where every sampler
+/// is greedy, the rows' argmax, taken where the logits are, so only the ids
+/// cross to the host; otherwise the logits, sampled here. On CUDA this is most
+/// of a batched step on a large vocabulary: MLX's device memory is managed,
+/// so a host read of `rows x vocab` floats migrates their pages, and the next
+/// step's write to the recycled buffer faults them back (the f32 logits cast
+/// of one 49k-token row took ~180 us of a ~2 ms step, `gpu-2026-11-27-ncu-decode-1b.csv`).
+pub enum Picks {
+    /// The first maximum of each row, `[rows]` (u32).
+    Argmax(Array),
+    Logits(Array),
+}
+
+impl Picks {
+    /// Lazily (nothing evaluated yet).
+    pub fn new<'a>(logits: Array, mut samplers: impl Iterator<Item = &'a Sampler>) -> Result<Picks> {
+        Ok(if samplers.all(Sampler::is_greedy) { Picks::Argmax(argmax_axis(&logits, -1, None)?) } else { Picks::Logits(logits) })
+    }
+
+    /// The array to evaluate.
+    pub fn array(&self) -> &Array {
+        match self {
+            Picks::Argmax(a) | Picks::Logits(a) => a,
+        }
+    }
+
+    /// Each row's token (evaluating what is not yet), remembered by its sampler.
+    pub fn tokens<'a>(&self, samplers: impl Iterator<Item = &'a mut Sampler>) -> Result<Vec<u32>> {
+        self.array().eval()?;
+        Ok(match self {
+            Picks::Argmax(ids) => {
+                samplers.zip(ids.as_slice::<u32>()).map(|(s, &token)| {
+                    s.remember(token);
+                    token
+                }).collect()
+            }
+            Picks::Logits(logits) => {
+                let vocab = logits.dim(-1) as usize;
+                let data = logits.as_slice::<f32>();
+                samplers.enumerate().map(|(row, s)| s.sample(&data[row * vocab..(row + 1) * vocab])).collect()
+            }
+        })
     }
 }
 
@@ -152,6 +213,36 @@ mod tests {
     fn greedy_picks_the_first_maximum() {
         let mut s = Sampler::new(params(0.0), &[]);
         assert_eq!(s.sample(&[0.1, 3.0, 3.0, -1.0]), 1);
+    }
+
+    #[test]
+    fn a_greedy_batch_is_picked_where_the_logits_are_as_the_host_would() {
+        // Ties (the first maximum wins), a row whose maximum is last, and the
+        // width of a real vocabulary (which MLX reduces in several blocks).
+        let vocab = 49_152;
+        let mut rows = vec![0.0f32; 3 * vocab];
+        rows[7] = 2.0;
+        rows[9] = 2.0;
+        rows[vocab + vocab - 1] = 1.0;
+        for (i, v) in rows[2 * vocab..].iter_mut().enumerate() {
+            *v = ((i * 7919) % 10_007) as f32 * 1e-3;
+        }
+        let host: Vec<u32> = rows.chunks(vocab).map(argmax).collect();
+        let logits = || Array::from_slice(&rows, &[3, vocab as i32]);
+        let mut samplers: Vec<Sampler> = (0..3).map(|_| Sampler::new(params(0.0), &[])).collect();
+        let picks = Picks::new(logits(), samplers.iter()).unwrap();
+        assert!(matches!(picks, Picks::Argmax(_)));
+        assert_eq!(picks.tokens(samplers.iter_mut()).unwrap(), host);
+        assert_eq!(host[..2], [7, vocab as u32 - 1]);
+        assert!(samplers.iter().zip(&host).all(|(s, &t)| s.recent == [t]), "each sampler remembers its token");
+        // One sampling request (or a repetition penalty) reads every row on the host.
+        for other in [params(0.7), SamplingParams { repetition_penalty: 1.1, ..params(0.0) }] {
+            let mut samplers = vec![Sampler::new(params(0.0), &[]), Sampler::new(other, &[]), Sampler::new(params(0.0), &[])];
+            let picks = Picks::new(logits(), samplers.iter()).unwrap();
+            assert!(matches!(picks, Picks::Logits(_)));
+            let tokens = picks.tokens(samplers.iter_mut()).unwrap();
+            assert_eq!((tokens[0], tokens[2]), (host[0], host[2]));
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::{
 use crate::{
     error::{Error, ErrorCode, Result},
     model::{load_model_tracked, KvCache, LoadProgress, LoadedModel},
-    sampling::Sampler,
+    sampling::{Picks, Sampler},
 };
 
 /// Prompts are prefilled in chunks of this many tokens. Attention computes
@@ -611,14 +611,12 @@ impl Worker {
         let Some(logits) = logits else {
             return Ok((Vec::new(), KvCache::batch(self.cache_layers())));
         };
-        let vocab = logits.dim(1) as usize;
-        let data = logits.as_slice::<f32>();
+        let mut samplers: Vec<Sampler> = group.iter().map(|p| Sampler::new(p.request.params.sampling.clone(), &p.ids)).collect();
+        let tokens = Picks::new(logits, samplers.iter())?.tokens(samplers.iter_mut())?;
         let (mut seqs, mut rows, size) = (Vec::new(), Vec::new(), group.len());
-        for (row, p) in group.into_iter().enumerate() {
+        for (row, ((p, sampler), token)) in group.into_iter().zip(samplers).zip(tokens).enumerate() {
             let span = p.request.span.clone();
             let _enter = span.enter();
-            let mut sampler = Sampler::new(p.request.params.sampling.clone(), &p.ids);
-            let token = sampler.sample(&data[row * vocab..(row + 1) * vocab]);
             let prompt_tokens = p.ids.len();
             let mut seq = Sequence::new(p.request.clone(), sampler, p.ids, p.max_tokens, p.admitted);
             tracing::debug!(prompt_tokens, group = size, "prefilled");
@@ -641,20 +639,19 @@ impl Worker {
         let batch = tokens.len() as i32;
         let x = Array::from_slice(&tokens, &[batch, 1]);
         let started = Instant::now();
+        let samplers = self.seqs.iter().map(|s| &s.sampler);
         let result = model.forward(&x, &mut self.cache).and_then(|logits| {
-            logits.eval()?;
-            Ok(logits)
+            let picks = Picks::new(logits, samplers)?;
+            picks.array().eval()?;
+            Ok(picks)
         });
         let elapsed = started.elapsed();
         self.last_step = Some(elapsed);
         tracing::debug!(rows = batch, columns = self.cache.columns(), ms = elapsed.as_secs_f64() * 1e3, "decode step");
-        let logits = match result {
-            Ok(l) => l,
+        let tokens = match result.and_then(|picks| picks.tokens(self.seqs.iter_mut().map(|s| &mut s.sampler))) {
+            Ok(tokens) => tokens,
             Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
         };
-        let vocab = logits.dim(1) as usize;
-        let data = logits.as_slice::<f32>();
-        let tokens: Vec<u32> = self.seqs.iter_mut().enumerate().map(|(i, seq)| seq.sampler.sample(&data[i * vocab..(i + 1) * vocab])).collect();
         // Counted before delivery, so stats never lag behind what a caller saw.
         self.slot.throughput.record(batch as u64);
         let mut retired = Vec::new();

@@ -7,7 +7,8 @@
 //! Why: decode multiplies each quantized matrix by one row per sequence, and
 //! MLX 0.32's CUDA kernel for that streams the weights at about a quarter of
 //! an H200's bandwidth (`bench/results/gpu-2026-11-27.md`, ncu). Ours gives
-//! each output column a warp that reads the row's codes 16 bytes a lane.
+//! each output column 8 to 128 threads that read the row's codes 16 bytes at
+//! a time and never convert a code by I2F (see `qmv.cu`).
 //! From 8 rows on [`crate::model`] widens large matrices for cuBLAS instead.
 
 use std::{
@@ -25,23 +26,27 @@ use crate::{
 /// The most rows one call takes (the kernel is instantiated per row count).
 const MAX_ROWS: usize = 7;
 
-/// Whether the model should use [`quantized_matvec`] for a matrix of rows of
-/// `k` weights rather than MLX's kernel: for rows of 4096 weights or more.
-/// Measured on an H200, tokens/s of one stream, both kernels alternated on one
-/// machine (`bench/results/gpu-2026-11-27.md`): an 8B-shaped model (rows of
-/// 4096 and 14336) 151 with ours vs 129 with MLX's; a 1B shape (rows of 2048,
-/// 8192 for the MLP's down projection) 314 vs 343 with ours on every matrix.
-/// A warp per output column needs long rows: at 2048 weights each lane loads
-/// two 16-byte chunks in all and the warp is mostly waiting.
-/// `MLX_SERVING_CUDA_QMV=1` uses ours wherever it serves, `0` nowhere.
-pub fn preferred(k: usize) -> bool {
-    static CHOICE: OnceLock<Option<bool>> = OnceLock::new();
-    let forced = *CHOICE.get_or_init(|| match std::env::var("MLX_SERVING_CUDA_QMV").as_deref() {
-        Ok("1") => Some(true),
-        Ok("0") => Some(false),
-        _ => None,
+/// Whether the model should use [`quantized_matvec`] for a matrix of
+/// `weights` weights rather than MLX's kernel: for matrices of more than 2^25
+/// weights (the MLP of an 8B model). Measured on an H200, one stream, tokens/s
+/// of the whole model, the choices alternated on one machine
+/// (`bench/results/gpu-2026-11-27-qmv-ab2.md`): an 8B shape 147-155 with ours
+/// (on these matrices or on all) vs 122-129 with MLX's; a 1B shape 322-335
+/// with ours on all its matrices or on its MLP's vs 375-407 with MLX's;
+/// SmolLM2-135M and Qwen2.5-0.5B lose with ours everywhere (191 vs 280, 286 vs
+/// 331). Per byte ours is the faster on large matrices (`bench/cuda_qmv.py`);
+/// on small ones a step is bound by the host, where the custom kernel's
+/// launch costs more than MLX's own (not profiled further).
+/// `MLX_SERVING_CUDA_QMV=0` uses MLX's everywhere, `1` ours wherever it
+/// serves, a larger number ours from matrices of that many weights.
+pub fn preferred(weights: usize) -> bool {
+    static FLOOR: OnceLock<usize> = OnceLock::new();
+    let floor = *FLOOR.get_or_init(|| match std::env::var("MLX_SERVING_CUDA_QMV").ok().and_then(|v| v.parse::<usize>().ok()) {
+        Some(0) => usize::MAX,
+        Some(n) => n,
+        None => (1 << 25) + 1,
     });
-    forced.unwrap_or(k >= 4096)
+    weights >= floor
 }
 
 /// Whether [`quantized_matvec`] serves these inputs: a CUDA device, `x`
@@ -76,6 +81,20 @@ pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, gr
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     Ok(y.reshape(&shape)?)
+}
+
+/// Threads per output column of a matrix `[n, k]` of `bits`-bit codes:
+/// about four 16-byte chunks each (8 to 32), then, while the matrix has
+/// fewer than 4096 warps' worth of columns (an H200 holds 8448 warps) and
+/// its rows have a chunk for each, twice as many, up to four warps.
+fn lanes(n: i32, k: i32, bits: i32) -> i32 {
+    let chunks = k * bits / 128;
+    let wanted = (chunks / 4).clamp(8, 32);
+    let mut lanes = 1 << (31 - wanted.leading_zeros()); // the power of two at or below
+    while lanes < 128 && n * lanes / 32 < 4096 && lanes * 2 <= chunks {
+        lanes *= 2;
+    }
+    lanes
 }
 
 /// The kernel object MLX made from our source, made once per process.
@@ -115,7 +134,10 @@ fn kernel() -> Result<&'static Kernel> {
 
 impl Kernel {
     fn apply(&self, inputs: &[&Array], rows: i32, n: i32, dtype: Dtype, bits: i32, group_size: i32) -> Result<Array> {
-        const WARPS: i32 = 4;
+        const THREADS: i32 = 128;
+        let lanes = lanes(n, inputs[0].dim(-1), bits);
+        // Whole blocks; threads past the last column store nothing.
+        let threads = (n * lanes + THREADS - 1) / THREADS * THREADS;
         let handles: Vec<mlx_sys::mlx_array> = inputs.iter().map(|a| a.as_ptr()).collect();
         let stream = Stream::new();
         // SAFETY: every handle passed is live for the call (the arrays are
@@ -125,12 +147,12 @@ impl Kernel {
             let config = mlx_sys::mlx_fast_cuda_kernel_config_new();
             let shape = [rows, n];
             mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(config, shape.as_ptr(), 2, dtype as mlx_sys::mlx_dtype);
-            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, n * 32, 1, 1);
-            mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, WARPS * 32, 1, 1);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, threads, 1, 1);
+            mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, THREADS, 1, 1);
             let name = |s: &str| CString::new(s).unwrap();
             let t = name("T");
             mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(config, t.as_ptr(), dtype as mlx_sys::mlx_dtype);
-            for (key, value) in [("BITS", bits), ("GS", group_size), ("M", rows)] {
+            for (key, value) in [("BITS", bits), ("GS", group_size), ("M", rows), ("LANES", lanes)] {
                 let key = name(key);
                 mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(config, key.as_ptr(), value);
             }
@@ -162,38 +184,60 @@ mod tests {
     use super::*;
 
     /// Against MLX's quantized matmul on the same device: 4 and 8 bits, every
-    /// group size, f16 and bf16, 1-7 rows, widths that leave a block's last
-    /// warps idle and rows longer than one pass of a warp. Where the default
-    /// device is not CUDA the kernel must decline.
+    /// group size, f16 and bf16, 1-7 rows, column counts that leave a block's
+    /// last threads idle, 8 to 128 threads a column, rows longer than one
+    /// pass of them. Where the default device is not CUDA the kernel must decline.
+    #[test]
+    fn lanes_follow_the_shape() {
+        let cases = [
+            ((1152, 896, 4), 16),    // Qwen2.5-0.5B's q, k, v: short rows
+            ((151_936, 896, 8), 8),  // its output projection: many columns
+            ((896, 4864, 4), 128),   // its MLP's down projection: few columns
+            ((16_384, 2048, 4), 16), // Llama-3.2-1B's gate and up
+            ((2048, 8192, 4), 64),   // its down projection
+            ((4096, 14_336, 4), 32), // Llama-3.1-8B's
+            ((100, 4096, 4), 128),
+            ((16_400, 256, 8), 8),
+        ];
+        for ((n, k, bits), want) in cases {
+            assert_eq!(lanes(n, k, bits), want, "{n} x {k}, {bits} bits");
+        }
+    }
+
     #[test]
     fn cuda_matvec_matches_quantized_matmul() {
-        let w = normal::<f32>(&[100, 1536], None, None, None).unwrap();
-        let x = normal::<f32>(&[7, 1536], None, None, None).unwrap();
         if device::backend() != Backend::Cuda {
+            let w = normal::<f32>(&[100, 1536], None, None, None).unwrap();
             let (weight, scales, biases) = quantize(&w, 32, 4).unwrap();
-            let x = x.as_dtype(Dtype::Float16).unwrap();
+            let x = normal::<f32>(&[1, 1536], None, None, None).unwrap().as_dtype(Dtype::Float16).unwrap();
             let (scales, biases) = (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
             assert!(!serves(&x, &weight, &scales, &biases, 32, 4));
             return;
         }
-        for bits in [4, 8] {
-            for group_size in [32, 64, 128] {
-                let (weight, scales, biases) = quantize(&w, group_size, bits).unwrap();
-                for dtype in [Dtype::Float16, Dtype::Bfloat16] {
-                    let (scales, biases) = (scales.as_dtype(dtype).unwrap(), biases.as_dtype(dtype).unwrap());
-                    for rows in [1i32, 2, 3, 7] {
-                        let x = x.index(..rows).as_dtype(dtype).unwrap();
-                        assert!(serves(&x, &weight, &scales, &biases, group_size, bits));
-                        let got = quantized_matvec(&x, &weight, &scales, &biases, group_size, bits).unwrap();
-                        let want = mlx_rs::ops::quantized_matmul(&x, &weight, &scales, &biases, true, group_size, bits).unwrap();
-                        assert_eq!(got.shape(), &[rows, 100]);
-                        let (got, want) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());
-                        let (got, want) = (got.as_slice::<f32>(), want.as_slice::<f32>());
-                        let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                        let diff = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                        // Both sum in f32 and round the result to the dtype (bf16: 2^-8).
-                        let tolerance = if dtype == Dtype::Float16 { 4e-3 } else { 2e-2 };
-                        assert!(diff < tolerance * largest, "{bits}-bit g{group_size} {dtype:?} {rows} rows: differs by {diff} (largest {largest})");
+        // 8 to 128 threads a column (see `lanes_follow_the_shape`).
+        for (n, k) in [(100, 512), (100, 1536), (100, 4096), (16_400, 256)] {
+            let w = normal::<f32>(&[n, k], None, None, None).unwrap();
+            let x = normal::<f32>(&[7, k], None, None, None).unwrap();
+            for bits in [4, 8] {
+                for group_size in [32, 64, 128] {
+                    let (weight, scales, biases) = quantize(&w, group_size, bits).unwrap();
+                    for dtype in [Dtype::Float16, Dtype::Bfloat16] {
+                        let (scales, biases) = (scales.as_dtype(dtype).unwrap(), biases.as_dtype(dtype).unwrap());
+                        for rows in [1i32, 2, 3, 7] {
+                            let x = x.index(..rows).as_dtype(dtype).unwrap();
+                            assert!(serves(&x, &weight, &scales, &biases, group_size, bits));
+                            let got = quantized_matvec(&x, &weight, &scales, &biases, group_size, bits).unwrap();
+                            let want = mlx_rs::ops::quantized_matmul(&x, &weight, &scales, &biases, true, group_size, bits).unwrap();
+                            assert_eq!(got.shape(), &[rows, n]);
+                            let (got, want) = (got.as_dtype(Dtype::Float32).unwrap(), want.as_dtype(Dtype::Float32).unwrap());
+                            let (got, want) = (got.as_slice::<f32>(), want.as_slice::<f32>());
+                            let largest = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                            let diff = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                            // Results are rounded to the dtype (bf16: 2^-8); ours adds
+                            // 4-bit f16 products eight at a time in half precision.
+                            let tolerance = if dtype == Dtype::Float16 { 4e-3 } else { 2e-2 };
+                            assert!(diff < tolerance * largest, "{n} x {k} {bits}-bit g{group_size} {dtype:?} {rows} rows: differs by {diff} (largest {largest})");
+                        }
                     }
                 }
             }

@@ -4,22 +4,35 @@
 // This is the body of an MLX custom kernel (mlx::core::fast::cuda_kernel):
 // MLX writes the signature (x, w, scales, biases as const pointers, their
 // shapes, y) and the compile-time constants T (the activations' and scales'
-// type), BITS, GS and M (rows, 1-7).
+// type), BITS, GS, M (rows, 1-7) and LANES (threads per output column, a
+// power of two from 8 to 128; blocks are 128 threads).
 //
-// One warp per output column n. A lane's chunk is 16 bytes of codes (32
-// weights at 4 bits, 16 at 8) from one group; the warp's 32 chunks are 512
-// contiguous bytes of the row. Per chunk and row a lane keeps two sums, codes
-// times x and x alone, and applies the group's scale and bias once:
-// scale * sum(code * x) + bias * sum(x). Sums are f32; the warp adds its
-// lanes' sums with shuffles.
-constexpr int VPT = 128 / BITS;  // weights per 16-byte load
+// LANES threads share output column n and read its row's codes as contiguous
+// 16-byte chunks (32 weights at 4 bits, 16 at 8; a chunk lies in one group),
+// UNROLL chunks in flight each. Short rows get fewer lanes, so that each has
+// a few chunks; few columns get more, up to four warps each, so that the card
+// has enough warps to hide the loads' latency. Sums are f32: shuffles add a
+// warp's, shared memory the warps' of a column.
+//
+// No code is converted to float by I2F: its bits are placed in the mantissa
+// of 1.0, giving the float 1 + code / 2^BITS (a shift and a LOP3). With
+// d' = sum(x * (1 + code / 2^BITS)) and s = sum(x) over a chunk,
+// sum(x * code) = 2^BITS * (d' - s), so the chunk adds
+// scale * sum(x * code) + bias * s = 2^BITS * scale * d' + (bias - 2^BITS * scale) * s.
+// Halves are widened two at a time.
+constexpr int VPT = 128 / BITS;  // weights per chunk
 constexpr int PER_WORD = 32 / BITS;
 constexpr unsigned MASK = (1u << BITS) - 1u;
+constexpr int MANTISSA_SHIFT = 23 - BITS;  // a code's place under 1.0's exponent
+constexpr float LEVELS = static_cast<float>(1u << BITS);
+constexpr int UNROLL = 4;
 const int K = x_shape[1];
 const int N = w_shape[0];
-const int lane = threadIdx.x & 31;
-const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-if (n >= N) return;
+const int lane = threadIdx.x % LANES;
+// Every thread reaches the reductions: those past the last column compute
+// the last one again and do not store it.
+const int column = (blockIdx.x * blockDim.x + threadIdx.x) / LANES;
+const int n = column < N ? column : N - 1;
 const int chunks = K / VPT;
 const int groups = K / GS;
 const uint4* wrow = reinterpret_cast<const uint4*>(w + (size_t)n * (K / PER_WORD));
@@ -28,15 +41,13 @@ const T* brow = biases + (size_t)n * groups;
 float acc[M];
 #pragma unroll
 for (int m = 0; m < M; m++) acc[m] = 0.0f;
-// Each lane takes UNROLL chunks a pass, 32 chunks apart, and issues their
-// loads before any arithmetic, so a warp has UNROLL * 512 bytes in flight.
-constexpr int UNROLL = 4;
-for (int c0 = lane; c0 < chunks; c0 += 32 * UNROLL) {
+for (int c0 = lane; c0 < chunks; c0 += LANES * UNROLL) {
+  // The loads of UNROLL chunks, LANES chunks apart, before any arithmetic.
   uint4 packed[UNROLL];
   float scale[UNROLL], bias[UNROLL];
 #pragma unroll
   for (int u = 0; u < UNROLL; u++) {
-    const int c = c0 + 32 * u;
+    const int c = c0 + LANES * u;
     if (c < chunks) {
       packed[u] = wrow[c];
       scale[u] = to_f32(srow[c * VPT / GS]);
@@ -45,13 +56,20 @@ for (int c0 = lane; c0 < chunks; c0 += 32 * UNROLL) {
   }
 #pragma unroll
   for (int u = 0; u < UNROLL; u++) {
-    const int c = c0 + 32 * u;
+    const int c = c0 + LANES * u;
     if (c >= chunks) break;
     const uint32_t words[4] = {packed[u].x, packed[u].y, packed[u].z, packed[u].w};
-    const int k0 = c * VPT;
-    float code[VPT];
+    float code[VPT];  // 1 + code / 2^BITS
 #pragma unroll
-    for (int i = 0; i < VPT; i++) code[i] = static_cast<float>((words[i / PER_WORD] >> (BITS * (i % PER_WORD))) & MASK);
+    for (int i = 0; i < VPT; i++) {
+      const int shift = MANTISSA_SHIFT - BITS * (i % PER_WORD);
+      const uint32_t word = words[i / PER_WORD];
+      const uint32_t placed = shift >= 0 ? word << shift : word >> -shift;
+      code[i] = __uint_as_float((placed & (MASK << MANTISSA_SHIFT)) | 0x3f800000u);
+    }
+    const float scaled = scale[u] * LEVELS;
+    const float offset = bias[u] - scaled;
+    const int k0 = c * VPT;
 #pragma unroll
     for (int m = 0; m < M; m++) {
       const uint4* xv = reinterpret_cast<const uint4*>(x + (size_t)m * K + k0);
@@ -59,22 +77,45 @@ for (int c0 = lane; c0 < chunks; c0 += 32 * UNROLL) {
 #pragma unroll
       for (int j = 0; j < VPT / 8; j++) {
         const uint4 raw = xv[j];
-        const T* h = reinterpret_cast<const T*>(&raw);
+        const uint32_t pairs[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
-        for (int e = 0; e < 8; e++) {
-          const float xf = to_f32(h[e]);
-          dot = fmaf(xf, code[j * 8 + e], dot);
-          sum += xf;
+        for (int e = 0; e < 4; e++) {
+          const float2 xf = to_f32x2<T>(pairs[e]);
+          dot = fmaf(xf.x, code[j * 8 + 2 * e], dot);
+          dot = fmaf(xf.y, code[j * 8 + 2 * e + 1], dot);
+          sum += xf.x + xf.y;
         }
       }
-      acc[m] = fmaf(scale[u], dot, fmaf(bias[u], sum, acc[m]));
+      acc[m] = fmaf(scaled, dot, fmaf(offset, sum, acc[m]));
     }
   }
 }
+constexpr int WIDTH = LANES < 32 ? LANES : 32;
 #pragma unroll
 for (int m = 0; m < M; m++) {
-  float v = acc[m];
 #pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  if (lane == 0) y[(size_t)m * N + n] = from_f32<T>(v);
+  for (int offset = WIDTH / 2; offset > 0; offset >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], offset, WIDTH);
+}
+if constexpr (LANES > 32) {
+  // A column's warps meet in shared memory; its first thread adds them.
+  __shared__ float partial[4][M];
+  const int warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) {
+#pragma unroll
+    for (int m = 0; m < M; m++) partial[warp][m] = acc[m];
+  }
+  __syncthreads();
+  if (lane == 0) {
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      float v = 0.0f;
+#pragma unroll
+      for (int i = 0; i < LANES / 32; i++) v += partial[warp + i][m];
+      acc[m] = v;
+    }
+  }
+}
+if (lane == 0 && column < N) {
+#pragma unroll
+  for (int m = 0; m < M; m++) y[(size_t)m * N + n] = from_f32<T>(acc[m]);
 }

@@ -78,7 +78,7 @@ impl QuantizedWeight {
         if cuda_dequantizes(rows, weights) {
             return composed(x, fuse, |x| q.dequantized_product(x));
         }
-        if cuda::preferred(x.dim(-1) as usize) && cuda::serves(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
+        if cuda::preferred(weights) && cuda::serves(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
             return composed(x, fuse, |x| cuda::quantized_matvec(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits));
         }
         quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto, fuse)
