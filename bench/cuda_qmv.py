@@ -9,9 +9,9 @@ Each matrix is copied until the copies outgrow the card's L2 cache, and one
 graph multiplies every copy, so the figure is the weights' streaming rate
 (GB/s of codes, scales and biases), not a cached one. Small matrices measure
 the launch more than the kernel (and a Python call of a custom kernel costs
-more than one of MLX's op): the model's own A/B (MLX_SERVING_CUDA_QMV=0|1)
-is the judge there. Prints a table and the
-largest difference from MLX's result.
+more than one of MLX's op): the model's own A/B (MLX_SERVING_CUDA_QMV=0|1,
+bench/ab.cjs) is the judge there. Prints a table and the largest difference
+from MLX's result.
 """
 
 import argparse

@@ -7,7 +7,7 @@
 //! Why: decode multiplies each quantized matrix by one row per sequence, and
 //! MLX 0.32's CUDA kernel for that streams the weights at about a quarter of
 //! an H200's bandwidth (`bench/results/gpu-2026-11-27.md`, ncu). Ours gives
-//! each output column 8 to 128 threads that read the row's codes 16 bytes at
+//! each output column 8 to 32 threads that read the row's codes 16 bytes at
 //! a time and never convert a code by I2F (see `qmv.cu`).
 //! From 8 rows on [`crate::model`] widens large matrices for cuBLAS instead.
 
@@ -185,10 +185,6 @@ mod tests {
 
     use super::*;
 
-    /// Against MLX's quantized matmul on the same device: 4 and 8 bits, every
-    /// group size, f16 and bf16, 1-7 rows, column counts that leave a block's
-    /// last threads idle, 8 to 32 threads a column, rows longer than one pass
-    /// of them. Where the default device is not CUDA the kernel must decline.
     #[test]
     fn lanes_follow_the_shape() {
         let cases = [
@@ -206,6 +202,10 @@ mod tests {
         }
     }
 
+    /// Against MLX's quantized matmul on the same device: 4 and 8 bits, every
+    /// group size, f16 and bf16, 1-7 rows, column counts that leave a block's
+    /// last threads idle, 8 to 32 threads a column, rows longer than one pass
+    /// of them. Where the default device is not CUDA the kernel must decline.
     #[test]
     fn cuda_matvec_matches_quantized_matmul() {
         if device::backend() != Backend::Cuda {
