@@ -121,20 +121,22 @@ impl Picks {
         }
     }
 
-    /// Each row's token (evaluating what is not yet), remembered by its sampler.
-    pub fn tokens<'a>(&self, samplers: impl Iterator<Item = &'a mut Sampler>) -> Result<Vec<u32>> {
+    /// The tokens of `rows` (evaluating what is not yet), the `i`-th row's
+    /// picked for and remembered by the `i`-th sampler.
+    pub fn tokens<'a>(&self, rows: &[usize], samplers: impl Iterator<Item = &'a mut Sampler>) -> Result<Vec<u32>> {
         self.array().eval()?;
         Ok(match self {
             Picks::Argmax(ids) => {
-                samplers.zip(ids.as_slice::<u32>()).map(|(s, &token)| {
-                    s.remember(token);
-                    token
+                let ids = ids.as_slice::<u32>();
+                rows.iter().zip(samplers).map(|(&row, s)| {
+                    s.remember(ids[row]);
+                    ids[row]
                 }).collect()
             }
             Picks::Logits(logits) => {
                 let vocab = logits.dim(-1) as usize;
                 let data = logits.as_slice::<f32>();
-                samplers.enumerate().map(|(row, s)| s.sample(&data[row * vocab..(row + 1) * vocab])).collect()
+                rows.iter().zip(samplers).map(|(&row, s)| s.sample(&data[row * vocab..(row + 1) * vocab])).collect()
             }
         })
     }
@@ -232,7 +234,7 @@ mod tests {
         let mut samplers: Vec<Sampler> = (0..3).map(|_| Sampler::new(params(0.0), &[])).collect();
         let picks = Picks::new(logits(), samplers.iter()).unwrap();
         assert!(matches!(picks, Picks::Argmax(_)));
-        assert_eq!(picks.tokens(samplers.iter_mut()).unwrap(), host);
+        assert_eq!(picks.tokens(&[0, 1, 2], samplers.iter_mut()).unwrap(), host);
         assert_eq!(host[..2], [7, vocab as u32 - 1]);
         assert!(samplers.iter().zip(&host).all(|(s, &t)| s.recent == [t]), "each sampler remembers its token");
         // One sampling request (or a repetition penalty) reads every row on the host.
@@ -240,9 +242,14 @@ mod tests {
             let mut samplers = vec![Sampler::new(params(0.0), &[]), Sampler::new(other, &[]), Sampler::new(params(0.0), &[])];
             let picks = Picks::new(logits(), samplers.iter()).unwrap();
             assert!(matches!(picks, Picks::Logits(_)));
-            let tokens = picks.tokens(samplers.iter_mut()).unwrap();
+            let tokens = picks.tokens(&[0, 1, 2], samplers.iter_mut()).unwrap();
             assert_eq!((tokens[0], tokens[2]), (host[0], host[2]));
         }
+        // A subset of the rows, in the order given (a step whose sequences
+        // retired while it ran).
+        let mut samplers: Vec<Sampler> = (0..2).map(|_| Sampler::new(params(0.0), &[])).collect();
+        let picks = Picks::new(logits(), samplers.iter()).unwrap();
+        assert_eq!(picks.tokens(&[2, 0], samplers.iter_mut()).unwrap(), [host[2], host[0]]);
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub struct Sequence {
     pub sampler: Sampler,
     pub last_token: u32,
     /// The prompt's ids and every token sampled since: what the cache row
-    /// holds, plus the last token (not yet fed to the model).
+    /// holds, plus the last token unless a step queued on the device has
+    /// taken it already.
     pub tokens: Vec<u32>,
     utf8: Utf8Stream,
     stops: StopMatcher,
@@ -88,6 +89,11 @@ impl Sequence {
             }
             None => Progress::Continue,
         }
+    }
+
+    /// Whether the next token is the last `max_tokens` allows.
+    pub fn is_at_last_token(&self) -> bool {
+        self.generated + 1 >= self.max_tokens
     }
 
     /// Text still held back at the end, and whether it completed a stop string.

@@ -6,6 +6,11 @@
 //! A prompt longer than one chunk is not prefilled in one go: each tick runs
 //! one chunk of it and then the batch's decode step, so running streams keep
 //! flowing while it prefills (chunks are smaller while a batch decodes).
+//!
+//! While a greedy batch decodes with nothing else to do, each step is queued
+//! on the device before the previous one's tokens are read (see
+//! [`InFlight`]): the host builds step n+1's graph while the device runs
+//! step n.
 
 use std::{
     collections::VecDeque,
@@ -15,7 +20,7 @@ use std::{
     time::Instant,
 };
 
-use mlx_rs::Array;
+use mlx_rs::{ops::indexing::take_axis, transforms::async_eval, Array, Dtype};
 
 use super::{
     cache_file::{self, ModelIdentity},
@@ -96,7 +101,9 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         seqs: Vec::new(),
         cache,
         long: VecDeque::new(),
+        in_flight: None,
         last_step: None,
+        last_finish: Instant::now(),
         prefill_per_token: None,
         prefix,
         identity: None,
@@ -193,9 +200,13 @@ struct Worker {
     cache: KvCache,
     /// Prompts longer than a chunk, prefilled a chunk per tick, oldest first.
     long: VecDeque<PrefillJob>,
+    /// The next decode step, queued on the device, its tokens not yet read.
+    in_flight: Option<InFlight>,
     /// How long the last decode step took, and the measured prefill cost per
     /// token (smoothed): together they size interleaved prefill chunks.
     last_step: Option<std::time::Duration>,
+    /// When the last decode step's tokens were read.
+    last_finish: Instant,
     prefill_per_token: Option<std::time::Duration>,
     /// Keys and values of recent sequences, for prompts that start the same way.
     prefix: PrefixCache,
@@ -215,6 +226,13 @@ impl Worker {
         let Some(admitted) = self.slot.take_queued(room, busy == 0) else {
             return false;
         };
+        if !admitted.is_empty() || !self.long.is_empty() {
+            // New rows join the batch, or a prompt's chunk runs between
+            // steps: the step already queued is completed first.
+            if let Some(step) = self.in_flight.take() {
+                self.finish(step);
+            }
+        }
         if busy == 0 && admitted.is_empty() {
             self.heartbeat.set_busy(false);
             return true;
@@ -261,6 +279,12 @@ impl Worker {
             }
         }
         drop(active);
+        if let Some(step) = &mut self.in_flight {
+            step.rows = kept_rows.iter().map(|&i| step.rows[i]).collect();
+        }
+        if self.seqs.is_empty() {
+            self.in_flight = None;
+        }
         if let Err(e) = self.cache.retain(&kept_rows) {
             self.fail_all(&format!("compacting the cache failed: {}", e.message));
         }
@@ -290,6 +314,7 @@ impl Worker {
             active.remove(&seq.request.id);
         }
         drop(active);
+        self.in_flight = None;
         self.cache = KvCache::batch(self.cache_layers());
     }
 
@@ -567,6 +592,7 @@ impl Worker {
     }
 
     fn join_batch(&mut self, job: PrefillJob) {
+        debug_assert!(self.in_flight.is_none(), "rows join while a step is queued");
         let requests: Vec<Arc<Request>> = job.group.iter().map(|p| p.request.clone()).collect();
         let outcome = self.first_tokens(job).and_then(|(seqs, cache)| {
             self.cache.join(vec![cache])?;
@@ -612,7 +638,8 @@ impl Worker {
             return Ok((Vec::new(), KvCache::batch(self.cache_layers())));
         };
         let mut samplers: Vec<Sampler> = group.iter().map(|p| Sampler::new(p.request.params.sampling.clone(), &p.ids)).collect();
-        let tokens = Picks::new(logits, samplers.iter())?.tokens(samplers.iter_mut())?;
+        let rows: Vec<usize> = (0..group.len()).collect();
+        let tokens = Picks::new(logits, samplers.iter())?.tokens(&rows, samplers.iter_mut())?;
         let (mut seqs, mut rows, size) = (Vec::new(), Vec::new(), group.len());
         for (row, ((p, sampler), token)) in group.into_iter().zip(samplers).zip(tokens).enumerate() {
             let span = p.request.span.clone();
@@ -631,24 +658,66 @@ impl Worker {
         Ok((seqs, cache))
     }
 
-    /// One decode step for every active sequence, batched.
+    /// One decode step for every active sequence, batched: the one already
+    /// queued, if any, else one issued now from the last tokens. When the
+    /// batch is greedy (its tokens are ids on the device) and no sequence is
+    /// at its last token, the following step is queued on those ids before
+    /// this one's are read, so the device never waits for the host between
+    /// steps. A sequence that ends meanwhile has its row of that step dropped.
     fn decode_step(&mut self) {
+        let step = match self.in_flight.take() {
+            Some(step) => step,
+            None => match self.issue(None) {
+                Ok(step) => step,
+                Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
+            },
+        };
+        let ahead = lookahead() && matches!(step.picks, Picks::Argmax(_)) && self.long.is_empty() && !self.seqs.iter().any(Sequence::is_at_last_token);
+        if ahead {
+            match self.issue(Some(&step)) {
+                Ok(next) => self.in_flight = Some(next),
+                Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
+            }
+        }
+        self.finish(step);
+    }
+
+    /// Builds a decode step for every sequence and queues it on the device:
+    /// on the host's last tokens, or on the ids `after` picked for them.
+    /// The cache takes the step's keys and values now.
+    fn issue(&mut self, after: Option<&InFlight>) -> Result<InFlight> {
         fault::before_decode_step();
         let model = self.model.as_ref().expect("model is loaded while the worker runs");
-        let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
-        let batch = tokens.len() as i32;
-        let x = Array::from_slice(&tokens, &[batch, 1]);
+        let batch = self.seqs.len() as i32;
+        let x = match after {
+            None => {
+                let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
+                Array::from_slice(&tokens, &[batch, 1])
+            }
+            Some(prev) => {
+                let rows: Vec<i32> = prev.rows.iter().map(|&r| r as i32).collect();
+                let ids = take_axis(prev.picks.array(), Array::from_slice(&rows, &[batch]), 0)?;
+                ids.as_dtype(Dtype::Int32)?.reshape(&[batch, 1])?
+            }
+        };
         let started = Instant::now();
-        let samplers = self.seqs.iter().map(|s| &s.sampler);
-        let result = model.forward(&x, &mut self.cache).and_then(|logits| {
-            let picks = Picks::new(logits, samplers)?;
-            picks.array().eval()?;
-            Ok(picks)
-        });
-        let elapsed = started.elapsed();
+        let logits = model.forward(&x, &mut self.cache)?;
+        let picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
+        async_eval([picks.array()])?;
+        Ok(InFlight { picks, rows: (0..batch as usize).collect(), started })
+    }
+
+    /// Reads a step's tokens and delivers them; retires the sequences that ended.
+    fn finish(&mut self, step: InFlight) {
+        let result = step.picks.tokens(&step.rows, self.seqs.iter_mut().map(|s| &mut s.sampler));
+        let now = Instant::now();
+        // A queued step's time is counted from when the device could start it.
+        let elapsed = now.duration_since(step.started.max(self.last_finish));
+        self.last_finish = now;
         self.last_step = Some(elapsed);
+        let batch = step.rows.len();
         tracing::debug!(rows = batch, columns = self.cache.columns(), ms = elapsed.as_secs_f64() * 1e3, "decode step");
-        let tokens = match result.and_then(|picks| picks.tokens(self.seqs.iter_mut().map(|s| &mut s.sampler))) {
+        let tokens = match result {
             Ok(tokens) => tokens,
             Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
         };
@@ -662,4 +731,21 @@ impl Worker {
         }
         self.retire(&retired);
     }
+}
+
+/// Whether a decode step may be queued before the previous one's tokens are
+/// read ([`Worker::decode_step`]); `MLX_SERVING_LOOKAHEAD=0` turns it off
+/// (for comparisons; read once).
+fn lookahead() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MLX_SERVING_LOOKAHEAD").map_or(true, |v| v != "0"))
+}
+
+/// A decode step queued on the device whose tokens are not yet read.
+struct InFlight {
+    picks: Picks,
+    /// The row of `picks` of each sequence in [`Worker::seqs`], in order
+    /// (sequences retired since the step was issued have none).
+    rows: Vec<usize>,
+    started: Instant,
 }
