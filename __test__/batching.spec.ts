@@ -51,6 +51,10 @@ describe('continuous batching', () => {
     for (const r of requests) alone.push(await drain(engine.generate(r)))
     const { result: together, peak } = await peakActive(() => Promise.all(requests.map((r) => drain(engine.generate(r)))))
     expect(peak).toBeGreaterThan(1)
+    // Some answers end at their end-of-turn token while the others go on:
+    // their rows leave the batch while the next greedy step is already
+    // queued on the device (README "Architecture"), and nobody's tokens change.
+    expect(alone.filter((r) => r.final?.finishReason === 'stop' && r.ids.length < 24).length).toBeGreaterThan(0)
     for (let i = 0; i < requests.length; i++) {
       expect(together[i].error).toBeUndefined()
       expect(together[i].ids).toEqual(alone[i].ids)
