@@ -20,7 +20,7 @@ use std::{
     time::Instant,
 };
 
-use mlx_rs::{ops::indexing::take_axis, transforms::async_eval, Array, Dtype};
+use mlx_rs::{ops::indexing::take_axis, transforms::async_eval, Array};
 
 use super::{
     cache_file::{self, ModelIdentity},
@@ -694,10 +694,12 @@ impl Worker {
                 let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
                 Array::from_slice(&tokens, &[batch, 1])
             }
+            // The embedding takes the u32 ids as they are; rows are
+            // selected only where some have left.
+            Some(prev) if prev.rows.iter().enumerate().all(|(i, &r)| i == r) => prev.picks.array().reshape(&[batch, 1])?,
             Some(prev) => {
                 let rows: Vec<i32> = prev.rows.iter().map(|&r| r as i32).collect();
-                let ids = take_axis(prev.picks.array(), Array::from_slice(&rows, &[batch]), 0)?;
-                ids.as_dtype(Dtype::Int32)?.reshape(&[batch, 1])?
+                take_axis(prev.picks.array(), Array::from_slice(&rows, &[batch]), 0)?.reshape(&[batch, 1])?
             }
         };
         let started = Instant::now();
