@@ -226,9 +226,10 @@ impl Worker {
         let Some(admitted) = self.slot.take_queued(room, busy == 0) else {
             return false;
         };
-        if !admitted.is_empty() || !self.long.is_empty() {
-            // New rows join the batch, or a prompt's chunk runs between
-            // steps: the step already queued is completed first.
+        if !admitted.is_empty() {
+            // New rows join the batch (or a long prompt starts, whose chunks
+            // run between steps; none is queued while one prefills): the step
+            // already queued is completed first.
             if let Some(step) = self.in_flight.take() {
                 self.finish(step);
             }
@@ -638,8 +639,8 @@ impl Worker {
             return Ok((Vec::new(), KvCache::batch(self.cache_layers())));
         };
         let mut samplers: Vec<Sampler> = group.iter().map(|p| Sampler::new(p.request.params.sampling.clone(), &p.ids)).collect();
-        let rows: Vec<usize> = (0..group.len()).collect();
-        let tokens = Picks::new(logits, samplers.iter())?.tokens(&rows, samplers.iter_mut())?;
+        let every_row: Vec<usize> = (0..group.len()).collect();
+        let tokens = Picks::new(logits, samplers.iter())?.tokens(&every_row, samplers.iter_mut())?;
         let (mut seqs, mut rows, size) = (Vec::new(), Vec::new(), group.len());
         for (row, ((p, sampler), token)) in group.into_iter().zip(samplers).zip(tokens).enumerate() {
             let span = p.request.span.clone();
