@@ -70,7 +70,8 @@ describe('model files', () => {
         encoding: 'utf8',
         env: { ...process.env, HOME: dir },
       })
-      expect(r.status).toBe(0)
+      // As `nobody`, Node itself and this checkout must be reachable (not so under a 0700 /root).
+      expect(r.status, `the child did not run: ${r.error?.message ?? r.stderr}`).toBe(0)
       const out = JSON.parse(r.stdout)
       expect(out).toMatchObject({ code: 'MODEL_LOAD_FAILED' })
       expect(out.message).toMatch(/Permission denied/)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The engine on an NVIDIA GPU in one command: MLX's CUDA runtime
-# (mlx-cuda-13, same MLX version as the CPU one), the addon, the vitest suite
-# on the GPU and the GPU benchmark, with logs in bench/results/.
+# (mlx-cuda-13, same MLX version as the CPU one), the addon, the Rust unit tests
+# and the vitest suite on the GPU, and the GPU benchmark, with logs in bench/results/.
 #
 #   scripts/gpu.sh               # setup (CUDA runtime), npm test, bench
 #   scripts/gpu.sh --no-setup    # the runtime and addon are in place already
@@ -23,8 +23,12 @@ fi
 log=bench/results/gpu-test-$stamp.log
 node scripts/device-check.mjs 2>&1 | tee "$log"
 grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)" >&2; exit 1; }
-# package.spec.ts packs the CPU npm package (its tarball carries the CPU
-# runtime) and installs it through npm; it runs with plain `npm test`.
+# What `npm test` runs, on the GPU: the Rust unit tests (device-aware: our CPU
+# kernels' tests say skipped there), then the vitest suites. package.spec.ts
+# packs the CPU npm package (its tarball carries the CPU runtime) and installs
+# it through npm; it runs with plain `npm test`.
+host=$(rustc -vV | sed -n 's/^host: //p')
+MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib 2>&1 | tee -a "$log"
 npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
 # mlx-lm with MLX's CUDA runtime, in its own venv; the same weights for it:
 # the random-weight 1B-shaped MLX directory, and SmolLM2's GGUF converted.

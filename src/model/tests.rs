@@ -30,10 +30,18 @@ fn rows(logits: &Array) -> Vec<Vec<f32>> {
     logits.as_slice::<f32>().chunks(vocab).map(|r| r.to_vec()).collect()
 }
 
+/// In f32 (the CPU) a row's logits hardly depend on its batch: within 2e-3, the
+/// same greedy token. In 16 bits (a GPU) a batch and a lone row take different
+/// kernels, each rounding to 2^-11 of its values: within 4e-3 of the largest
+/// logit (measured on an H200 in f16: Gemma 3 up to 2.8e-2), and the greedy
+/// token may differ only between tokens that close.
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-    assert!(diff < 2e-3, "{what}: logits differ by {diff}");
-    assert_eq!(crate::sampling::argmax(a), crate::sampling::argmax(b), "{what}: greedy token differs");
+    let sixteen_bit = crate::device::compute_dtype().unwrap() != mlx_rs::Dtype::Float32;
+    let bound = if sixteen_bit { 4e-3 * b.iter().fold(1.0f32, |m, x| m.max(x.abs())) } else { 2e-3 };
+    assert!(diff < bound, "{what}: logits differ by {diff} (bound {bound})");
+    let (ta, tb) = (crate::sampling::argmax(a) as usize, crate::sampling::argmax(b) as usize);
+    assert!(ta == tb || (sixteen_bit && (b[ta] - b[tb]).abs() < bound), "{what}: greedy token differs ({ta} vs {tb})");
 }
 
 /// Alone: prefill, then `steps` greedy decode steps; every step's logits.

@@ -51,7 +51,10 @@ fn mlx_dequantize(a: &Affine) -> Vec<f32> {
     let w = Array::from_slice(&a.weight, &[rows, cols * a.bits / 32]);
     let s = Array::from_slice(&a.scales, &[rows, cols / a.group_size]);
     let b = Array::from_slice(&a.biases, &[rows, cols / a.group_size]);
-    let out = dequantize(&w, &s, &b, a.group_size, a.bits).expect("MLX dequantizes");
+    // On the CPU stream whatever MLX's default device: the reference is MLX's
+    // definition of the layout, bit for bit (a GPU kernel may fuse the
+    // multiply-add and round once, 1 ulp away).
+    let out = mlx_rs::with_device(mlx_rs::Device::cpu(), || dequantize(&w, &s, &b, a.group_size, a.bits)).expect("MLX dequantizes");
     out.eval().expect("MLX evaluates");
     assert_eq!(out.dtype(), Dtype::Float32);
     out.as_slice::<f32>().to_vec()
