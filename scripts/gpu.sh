@@ -5,6 +5,7 @@
 #
 #   scripts/gpu.sh               # setup (CUDA runtime), npm test, bench
 #   scripts/gpu.sh --no-setup    # the runtime and addon are in place already
+#   scripts/gpu.sh --bench       # the benchmark alone (runtime and addon in place)
 #
 # Needs an NVIDIA driver for CUDA 13 and what scripts/setup.sh needs (Rust,
 # Python, Node, network). The addon is built against MLX's CPU headers and loads
@@ -14,22 +15,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=$(date -u +%Y-%m-%d-%H-%M)
 mkdir -p bench/results
-if [[ "${1:-}" != "--no-setup" ]]; then
+mode=${1:-}
+if [[ -z $mode ]]; then
   # Build on the CPU runtime (mlx-sys compiles against its CMake package, which
   # needs no CUDA toolkit), then put the CUDA runtime beside the addon.
   scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs # the models npm test uses
   MLX_SERVING_BACKEND=cuda scripts/setup.sh --test
 fi
-log=bench/results/gpu-test-$stamp.log
-node scripts/device-check.mjs 2>&1 | tee "$log"
-grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)" >&2; exit 1; }
-# What `npm test` runs, on the GPU: the Rust unit tests (device-aware: our CPU
-# kernels' tests say skipped there), then the vitest suites. package.spec.ts
-# packs the CPU npm package (its tarball carries the CPU runtime) and installs
-# it through npm; it runs with plain `npm test`.
-host=$(rustc -vV | sed -n 's/^host: //p')
-MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib 2>&1 | tee -a "$log"
-npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
+if [[ $mode != --bench ]]; then
+  log=bench/results/gpu-test-$stamp.log
+  node scripts/device-check.mjs 2>&1 | tee "$log"
+  grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)" >&2; exit 1; }
+  # What `npm test` runs, on the GPU: the Rust unit tests (device-aware: our CPU
+  # kernels' tests say skipped there), then the vitest suites. package.spec.ts
+  # packs the CPU npm package (its tarball carries the CPU runtime) and installs
+  # it through npm; it runs with plain `npm test`.
+  host=$(rustc -vV | sed -n 's/^host: //p')
+  MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib 2>&1 | tee -a "$log"
+  npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
+fi
 # mlx-lm with MLX's CUDA runtime, in its own venv; the same weights for it:
 # the random-weight 1B-shaped MLX directory, and SmolLM2's GGUF converted.
 venv=bench/.venv-cuda
