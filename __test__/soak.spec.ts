@@ -63,6 +63,16 @@ async function run(plan: Plan, shared: AbortSignal): Promise<{ end: End; tokens:
   return { end, tokens }
 }
 
+/** Runs `each` over `items` in order, CONCURRENCY at a time. */
+async function eachAtConcurrency<T>(items: T[], each: (item: T) => Promise<unknown>) {
+  let next = 0
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < items.length) await each(items[next++])
+    }),
+  )
+}
+
 const PREAMBLE =
   'This is a long-running test of an inference engine that serves many requests at once. ' +
   'Answer each request in one or two plain sentences, without lists, headings or code, and stop when done.'
@@ -93,12 +103,7 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
   // kernels to appear during the measured pass, 13-17% of the RSS not held).
   const gpu = engine.stats().device.backend !== 'cpu'
   const warmUp = gpu ? plans : plans.slice(0, CONCURRENCY).map((p) => ({ ...p, kind: 'normal' as const }))
-  let warmNext = 0
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (warmNext < warmUp.length) await run(warmUp[warmNext++], shared)
-    }),
-  )
+  await eachAtConcurrency(warmUp, (plan) => run(plan, shared))
   global.gc?.()
   const rssWarm = process.memoryUsage().rss
   const held = () => {
@@ -111,22 +116,16 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
 
   const ends: Record<string, number> = {}
   const byPlan: Record<string, Record<string, number>> = { normal: {}, abort: {}, timeout: {} }
-  let next = 0
   const started = Date.now()
-  await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < plans.length) {
-        const plan = plans[next++]
-        const { end } = await run(plan, shared)
-        ends[end] = (ends[end] ?? 0) + 1
-        byPlan[plan.kind][end] = (byPlan[plan.kind][end] ?? 0) + 1
-        // The expected kind of end for each plan.
-        if (plan.kind === 'normal') expect(end).toBe('final')
-        if (plan.kind === 'abort') expect(['ABORTED', 'final']).toContain(end)
-        if (plan.kind === 'timeout') expect(['TIMEOUT', 'final']).toContain(end)
-      }
-    }),
-  )
+  await eachAtConcurrency(plans, async (plan) => {
+    const { end } = await run(plan, shared)
+    ends[end] = (ends[end] ?? 0) + 1
+    byPlan[plan.kind][end] = (byPlan[plan.kind][end] ?? 0) + 1
+    // The expected kind of end for each plan.
+    if (plan.kind === 'normal') expect(end).toBe('final')
+    if (plan.kind === 'abort') expect(['ABORTED', 'final']).toContain(end)
+    if (plan.kind === 'timeout') expect(['TIMEOUT', 'final']).toContain(end)
+  })
   const seconds = (Date.now() - started) / 1000
   global.gc?.()
   const rssAfter = process.memoryUsage().rss

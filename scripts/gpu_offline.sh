@@ -47,14 +47,10 @@ bundle)
   log "test binary and the examples the GPU side runs"
   unit=$(cargo test --release --target "$host" --features fault-injection --lib --no-run 2>&1 | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))/\1/p')
   cargo build --release --quiet --target "$host" --example export_hf --example export_tokenizer
-  mkdir -p "$stage/target/gpu/examples" "$stage/runtime/lib"
+  mkdir -p "$stage/target/gpu/examples"
   cp "$unit" "$stage/target/gpu/unit-tests"
   cp target/$host/release/examples/export_hf target/$host/release/examples/export_tokenizer "$stage/target/gpu/examples/"
-  # OpenBLAS (the addon links it) with its Fortran runtime, as scripts/pack.sh finds them.
-  resolved() { ldd "$1" | awk -v lib="$2" '$1 == lib { print $3 }'; }
-  openblas=$(resolved mlx-serving.linux-x64-gnu.node libopenblas.so.0)
-  cp -L "$openblas" "$stage/runtime/lib/"
-  for dep in libgfortran.so.5 libquadmath.so.0; do f=$(resolved "$openblas" $dep); [[ -z $f ]] || cp -L "$f" "$stage/runtime/lib/"; done
+  scripts/openblas_runtime.sh mlx-serving.linux-x64-gnu.node "$stage/runtime/lib"
   log "npm's cache of the package's own dependencies (package.spec.ts installs them offline)"
   mkdir -p "$stage/consumer"
   node -e "const p=require('./package.json'); require('fs').writeFileSync('$stage/consumer/package.json', JSON.stringify({name:'c',version:'1.0.0',private:true,dependencies:p.dependencies}))"

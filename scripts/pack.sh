@@ -30,13 +30,7 @@ if [[ $(uname -s) == Linux ]]; then
   cp .mlx/mlx/lib/libmlx.so "$stage/runtime/mlx/lib/"
   cp .mlx/mlx_cpu.libs/* "$stage/runtime/mlx_cpu.libs/"
   # OpenBLAS (the addon links it directly) and what it needs beyond glibc.
-  resolved() { ldd "$1" | awk -v lib="$2" '$1 == lib { print $3 }'; }
-  openblas=$(resolved "$addon" libopenblas.so.0)
-  cp -L "$openblas" "$stage/runtime/lib/libopenblas.so.0"
-  for dep in libgfortran.so.5 libquadmath.so.0; do
-    file=$(resolved "$openblas" "$dep")
-    [[ -n $file ]] && cp -L "$file" "$stage/runtime/lib/$dep"
-  done
+  scripts/openblas_runtime.sh "$addon" "$stage/runtime/lib"
   node -e "
     const f='$stage/package.json', p=require('./'+f)
     p.files=[...p.files,'runtime/']
