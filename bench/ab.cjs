@@ -1,5 +1,6 @@
 // Ours alone, quickly: tokens/s of one stream decoding 128 tokens and of 8
-// streams decoding 64 each, best of two, as one JSON line. For A/B runs of a
+// streams decoding 64 each, best of two, and the first token of a 4096-token
+// prompt (ms, median of three after one untimed), as one JSON line. For A/B runs of a
 // setting read once per process (MLX_SERVING_CUDA_QMV, MLX_SERVING_DTYPE, ...):
 //
 //   for q in 0 1 0 1; do MLX_SERVING_CUDA_QMV=$q node bench/ab.cjs model.gguf; done
@@ -12,7 +13,7 @@ const { Engine } = require('../lib/index.js')
     console.error('usage: node bench/ab.cjs MODEL')
     process.exit(2)
   }
-  const e = await Engine.create()
+  const e = await Engine.create({ prefixCacheMb: 0 }) // cold prompts: no prefix reuse
   await e.loadModel({ id: 'm', path: model })
   const gen = async (prompt, maxTokens) => { const t = performance.now(); const r = await e.generate({ model: 'm', prompt, maxTokens }).collect(); return [r.usage.completionTokens, performance.now() - t] }
   await gen('1, 2, 3,', 16)
@@ -24,6 +25,14 @@ const { Engine } = require('../lib/index.js')
     const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => gen(`Sequence ${i + 1}: `, 64)))
     out.eight = Math.max(out.eight ?? 0, (rs.reduce((a, r) => a + r[0], 0) / (performance.now() - t)) * 1000)
   }
-  console.log(JSON.stringify({ model: model.split('/').pop(), qmv: process.env.MLX_SERVING_CUDA_QMV ?? 'default', single: +out.single.toFixed(1), eight: +out.eight.toFixed(1) }))
+  const long = e.detokenize('m', e.tokenize('m', require('fs').readFileSync(require('path').join(__dirname, '..', 'README.md'), 'utf8')).slice(0, 4096))
+  const ttft = []
+  for (let rep = 0; rep < 4; rep++) {
+    const t = performance.now()
+    await e.generate({ model: 'm', prompt: long, maxTokens: 1 }).collect()
+    if (rep > 0) ttft.push(performance.now() - t)
+  }
+  out.ttft4096 = ttft.sort((a, b) => a - b)[1]
+  console.log(JSON.stringify({ model: model.split('/').pop(), qmv: process.env.MLX_SERVING_CUDA_QMV ?? 'default', single: +out.single.toFixed(1), eight: +out.eight.toFixed(1), ttft4096: +out.ttft4096.toFixed(1) }))
   await e.shutdown()
 })()

@@ -38,11 +38,20 @@ use crate::{
     sampling::{Picks, Sampler},
 };
 
-/// Prompts are prefilled in chunks of this many tokens. Attention computes
-/// each chunk against everything before it and masks the rest, so smaller
-/// chunks waste less on the causal mask while larger ones keep matmuls
+/// Prompts are prefilled in chunks of this many tokens by default. Attention
+/// computes each chunk against everything before it and masks the rest, so
+/// smaller chunks waste less on the causal mask while larger ones keep matmuls
 /// efficient; 256 was fastest on CPU (`examples/steps.rs`, `STEPS_CHUNK`).
 const PREFILL_CHUNK: usize = 256;
+
+/// The prefill chunk in tokens: [`PREFILL_CHUNK`], or `MLX_SERVING_PREFILL_CHUNK`
+/// (16 to 8192; for comparisons on other devices, read once).
+fn prefill_chunk_tokens() -> usize {
+    static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CHUNK.get_or_init(|| {
+        std::env::var("MLX_SERVING_PREFILL_CHUNK").ok().and_then(|v| v.parse().ok()).map_or(PREFILL_CHUNK, |n: usize| n.clamp(16, 8192))
+    })
+}
 
 /// Short prompts admitted together are prefilled side by side, up to this
 /// many tokens (padding included) per forward pass.
@@ -326,11 +335,11 @@ impl Worker {
     /// Tokens of a long prompt to prefill before the next decode step.
     fn interleaved_budget(&self) -> usize {
         if self.seqs.is_empty() {
-            return PREFILL_CHUNK;
+            return prefill_chunk_tokens();
         }
         match (self.last_step, self.prefill_per_token) {
             (Some(step), Some(per_token)) if !per_token.is_zero() => {
-                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, PREFILL_CHUNK)
+                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, prefill_chunk_tokens())
             }
             _ => INTERLEAVED_CHUNK_FIRST,
         }
@@ -404,10 +413,10 @@ impl Worker {
                 tracing::debug!(parent: &p.request.span, reused = hit.tokens, prompt_tokens = p.ids.len(), "prefix reused");
                 PrefillJob::resumed(p, hit)
             }
-            None if saving || p.ids.len() > PREFILL_CHUNK => PrefillJob::new(vec![p], self.cache_layers()),
+            None if saving || p.ids.len() > prefill_chunk_tokens() => PrefillJob::new(vec![p], self.cache_layers()),
             None => return Some(p),
         };
-        if job.longest - job.done <= PREFILL_CHUNK {
+        if job.longest - job.done <= prefill_chunk_tokens() {
             self.run_job(job);
         } else {
             self.long.push_back(job);
@@ -520,7 +529,7 @@ impl Worker {
     fn run_job(&mut self, mut job: PrefillJob) {
         let mut outcome = Ok(());
         while outcome.is_ok() && !job.is_complete() {
-            outcome = self.prefill_chunk(&mut job, PREFILL_CHUNK);
+            outcome = self.prefill_chunk(&mut job, prefill_chunk_tokens());
         }
         match outcome {
             Ok(()) => self.join(job),
