@@ -29,8 +29,10 @@ const { Engine } = require('../lib/index.js')
 function child(cmd, args) {
   const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', maxBuffer: 1 << 26 })
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop()
-  if (r.status !== 0 || !line) return { error: (r.stderr || r.stdout || `exit ${r.status}`).trim().split('\n').slice(-3).join(' ') }
-  return JSON.parse(line)
+  const error = (r.stderr || r.stdout || `exit ${r.status ?? r.signal}`).trim().split('\n').slice(-3).join(' ')
+  if (!line) return { error }
+  // A child that died part-way keeps what it printed before (its last JSON line).
+  return r.status === 0 ? JSON.parse(line) : { ...JSON.parse(line), failed: `exit ${r.status ?? r.signal}: ${error}` }
 }
 
 const runs = []
@@ -83,7 +85,10 @@ for (const r of runs) {
   for (const n of Object.keys(r.ours.ttftMs ?? { 32: 0, 512: 0, 4096: 0 })) row(`first token, ${n}-token prompt (ms)`, (x) => x.ttftMs?.[n], 0)
   for (const n of streams) row(`aggregate, ${n} stream${n > 1 ? 's' : ''} (tok/s)`, (x) => x.aggregateTps?.[n])
   row('peak MLX memory (MiB)', (x) => x.peakMlxMiB, 0)
-  for (const [name, x] of [['mlx-serving', r.ours], ['mlx-lm', r.mlxlm], ['llama.cpp', r.llamacpp]]) if (x.error) md += `\n${name}: ${x.error}\n`
+  for (const [name, x] of [['mlx-serving', r.ours], ['mlx-lm', r.mlxlm], ['llama.cpp', r.llamacpp]]) {
+    if (x.error) md += `\n${name}: ${x.error}\n`
+    if (x.failed) md += `\n${name} stopped part-way (n/a after that): ${x.failed}\n`
+  }
 }
 md += '\nRatios: mlx-serving over the other (for times and memory, the other over mlx-serving): above 1 is better for mlx-serving. llama.cpp peak memory is not read (n/a).\n'
 const out = path.join(bench, 'results')

@@ -67,6 +67,8 @@ for (const n of work.streams) {
     if (n === 8) eventLoopP99Ms = histogram.percentile(99) / 1e6
     aggregate[n] = results.reduce((a, r) => a + r.tokens, 0) / seconds
   })
+  // What is measured so far, in case a larger context takes the process down.
+  console.log(JSON.stringify({ ...single, aggregateTps: aggregate, partial: true }))
 }
 await model.dispose()
 await llama.dispose()
