@@ -134,7 +134,7 @@ test)
   log=bench/results/gpu-test-$stamp.log
   node scripts/device-check.mjs 2>&1 | tee "$log"
   grep -q '^device: cuda' "$log" || { log "MLX does not see a CUDA GPU (see $log)"; exit 1; }
-  MLX_SERVING_REQUIRE_TINY=1 target/gpu/unit-tests 2>&1 | tee -a "$log"
+  MLX_SERVING_REQUIRE_TINY=1 target/gpu/unit-tests --test-threads=1 2>&1 | tee -a "$log" # one at a time, as scripts/gpu.sh
   # Its examples may abort at exit on CUDA after writing everything ("driver
   # shutting down", MLX's CUDA teardown); the directories are checked by the tests.
   "$GPU_PYTHON" scripts/make_mlx_model.py --gemma3 --python "$MLX_LM_PYTHON" 2>&1 | tee -a "$log" || true
