@@ -346,7 +346,9 @@ impl Worker {
         }
         match (self.last_step, self.prefill_per_token) {
             (Some(step), Some(per_token)) if !per_token.is_zero() => {
-                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, prefill_chunk_tokens())
+                // At most a CPU-sized chunk, on every device: a GPU's larger chunks
+                // are for prompts that have the worker to themselves.
+                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, PREFILL_CHUNK.min(prefill_chunk_tokens()))
             }
             _ => INTERLEAVED_CHUNK_FIRST,
         }
