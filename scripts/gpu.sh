@@ -22,6 +22,7 @@ if [[ -z $mode ]]; then
   scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs # the models npm test uses
   MLX_SERVING_BACKEND=cuda scripts/setup.sh --test
 fi
+host=$(rustc -vV | sed -n 's/^host: //p')
 if [[ $mode != --bench ]]; then
   log=bench/results/gpu-test-$stamp.log
   node scripts/device-check.mjs 2>&1 | tee "$log"
@@ -30,7 +31,6 @@ if [[ $mode != --bench ]]; then
   # kernels' tests say skipped there), then the vitest suites. package.spec.ts
   # packs the CPU npm package (its tarball carries the CPU runtime) and installs
   # it through npm; it runs with plain `npm test`.
-  host=$(rustc -vV | sed -n 's/^host: //p')
   # One test at a time: tests on several threads at once made MLX 0.32.2's CUDA
   # backend abort in its graph capture (README "GPU (CUDA)").
   MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib -- --test-threads=1 2>&1 | tee -a "$log"
@@ -49,7 +49,6 @@ random=bench/.work/llama-3.2-1b-random.gguf
 tokenizer_dir() {
   local d=$1
   [[ -f $d/tokenizer.json ]] && return
-  host=$(rustc -vV | sed -n 's/^host: //p')
   cargo run --release --quiet --target "$host" --example export_tokenizer -- "$gguf" "$d"
 }
 # The same weights for mlx-lm: each GGUF converted to an MLX directory.
@@ -64,7 +63,6 @@ tokenizer_dir bench/.work/llama-3.2-1b-mlx
 # dequantization of it (examples/export_hf) quantized by mlx-lm to 4 bits, groups of 32.
 qwen=models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 if [[ ! -f bench/.work/qwen-mlx/config.json ]]; then
-  host=$(rustc -vV | sed -n 's/^host: //p')
   [[ -f bench/.work/qwen-bf16/config.json ]] || cargo run --release --quiet --target "$host" --example export_hf -- "$qwen" bench/.work/qwen-bf16
   "$MLX_LM_PYTHON" -m mlx_lm convert --hf-path bench/.work/qwen-bf16 --mlx-path bench/.work/qwen-mlx -q --q-bits 4 --q-group-size 32
 fi

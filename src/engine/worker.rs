@@ -55,7 +55,7 @@ const PREFILL_CHUNK_GPU: usize = 2048;
 fn prefill_chunk_tokens() -> usize {
     static CHUNK: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CHUNK.get_or_init(|| {
-        let default = if crate::device::backend() == crate::device::Backend::Cpu { PREFILL_CHUNK } else { PREFILL_CHUNK_GPU };
+        let default = if crate::device::backend().is_gpu() { PREFILL_CHUNK_GPU } else { PREFILL_CHUNK };
         std::env::var("MLX_SERVING_PREFILL_CHUNK").ok().and_then(|v| v.parse().ok()).map_or(default, |n: usize| n.clamp(16, 8192))
     })
 }
