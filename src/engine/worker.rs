@@ -339,6 +339,18 @@ impl Worker {
         self.model.as_ref().map_or(0, |m| m.layers())
     }
 
+    /// The most prompt tokens prefilled in one go now: a device's chunk when
+    /// nothing decodes, and at most a CPU-sized chunk while streams decode,
+    /// whose next tokens would otherwise wait for the whole prompt (a GPU's
+    /// 2048-token chunk is several decode steps).
+    fn at_once(&self) -> usize {
+        if self.seqs.is_empty() {
+            prefill_chunk_tokens()
+        } else {
+            PREFILL_CHUNK.min(prefill_chunk_tokens())
+        }
+    }
+
     /// Tokens of a long prompt to prefill before the next decode step.
     fn interleaved_budget(&self) -> usize {
         if self.seqs.is_empty() {
@@ -346,9 +358,7 @@ impl Worker {
         }
         match (self.last_step, self.prefill_per_token) {
             (Some(step), Some(per_token)) if !per_token.is_zero() => {
-                // At most a CPU-sized chunk, on every device: a GPU's larger chunks
-                // are for prompts that have the worker to themselves.
-                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, PREFILL_CHUNK.min(prefill_chunk_tokens()))
+                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, self.at_once())
             }
             _ => INTERLEAVED_CHUNK_FIRST,
         }
@@ -422,10 +432,10 @@ impl Worker {
                 tracing::debug!(parent: &p.request.span, reused = hit.tokens, prompt_tokens = p.ids.len(), "prefix reused");
                 PrefillJob::resumed(p, hit)
             }
-            None if saving || p.ids.len() > prefill_chunk_tokens() => PrefillJob::new(vec![p], self.cache_layers()),
+            None if saving || p.ids.len() > self.at_once() => PrefillJob::new(vec![p], self.cache_layers()),
             None => return Some(p),
         };
-        if job.longest - job.done <= prefill_chunk_tokens() {
+        if job.longest - job.done <= self.at_once() {
             self.run_job(job);
         } else {
             self.long.push_back(job);
