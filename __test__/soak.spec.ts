@@ -5,7 +5,7 @@ import { getEventListeners, setMaxListeners } from 'node:events'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, expect, it } from 'vitest'
-import { Engine, engineWithModel, MODEL } from './helpers'
+import { drain, Engine, engineWithModel, MODEL } from './helpers'
 
 const REQUESTS = Number(process.env.SOAK_REQUESTS ?? 300)
 const CONCURRENCY = 12
@@ -163,3 +163,26 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
   expect(stats.queuedRequests).toBe(0)
   expect(getEventListeners(shared, 'abort')).toHaveLength(0)
 }, 1_800_000) // a ceiling for "it hung": ~70 s idle, several minutes on a busy machine
+
+// MLX's CUDA backend caches what it builds per shape and used to throw on every
+// new shape once a process had met twice a cache's size ("Cache thrashing is
+// happening": 512 prefill shapes for its attention): a long-lived server then
+// failed each request with an unseen prompt length. 600 prompt lengths, each a
+// new prefill shape, in one engine. On the CPU (no such caches) 600 prefills of
+// up to 600 tokens take many minutes, so it runs on a GPU.
+it('one engine serves 600 distinct prompt lengths (a GPU runtime caches per shape)', async (ctx) => {
+  if (engine.stats().device.backend === 'cpu') ctx.skip()
+  const lengths = Array.from({ length: 600 }, (_, i) => i + 1)
+  for (let i = 0; i < lengths.length; i += 8) {
+    const results = await Promise.all(
+      lengths.slice(i, i + 8).map((n) => drain(engine.generate({ model: MODEL, prompt: 'one '.repeat(n), maxTokens: 1 }))),
+    )
+    for (const r of results) {
+      expect(r.error).toBeUndefined()
+      expect(r.final!.usage!.completionTokens).toBe(1)
+    }
+  }
+  const seen = new Set<number>()
+  for (let n = 1; n <= 600; n += 97) seen.add((await drain(engine.generate({ model: MODEL, prompt: 'one '.repeat(n), maxTokens: 1 }))).final!.usage!.promptTokens)
+  expect(seen.size).toBe(7) // the lengths are distinct prompts, not one tokenized alike
+}, 900_000)

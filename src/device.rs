@@ -54,12 +54,30 @@ pub fn current() -> &'static DeviceInfo {
     INFO.get_or_init(read)
 }
 
+/// MLX's CUDA backend keeps its compiled graphs (cuDNN attention, CUDA
+/// graphs) in caches of a fixed size that count every miss over the process's
+/// life and, past twice their size, throw on each further one ("Cache
+/// thrashing is happening"): a server that has met a few hundred distinct
+/// shapes would fail every request with a new one. A miss only costs a
+/// rebuild, so the count is turned off (`MLX_ENABLE_CACHE_THRASHING_CHECK=0`,
+/// read when the caches are made, on first use) unless the user set it.
+fn disarm_cache_fuse() {
+    const VAR: &str = "MLX_ENABLE_CACHE_THRASHING_CHECK";
+    if std::env::var_os(VAR).is_none() {
+        // Set with other threads running: this runs once, before
+        // MLX's first device query, and nothing of ours reads the environment
+        // concurrently; Node sets variables the same way (uv_os_setenv).
+        std::env::set_var(VAR, "0");
+    }
+}
+
 /// The backend of [`current`].
 pub fn backend() -> Backend {
     current().backend
 }
 
 fn read() -> DeviceInfo {
+    disarm_cache_fuse();
     let cpu = DeviceInfo {
         backend: Backend::Cpu,
         name: "cpu".into(),
@@ -142,5 +160,15 @@ pub fn dtype_name(dtype: mlx_rs::Dtype) -> &'static str {
         Dtype::Float16 => "float16",
         Dtype::Bfloat16 => "bfloat16",
         _ => "float32",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reading_the_device_turns_off_mlx_cache_fuse() {
+        super::current();
+        // Set by the first device query unless the environment had it (CI does not).
+        assert!(std::env::var_os("MLX_ENABLE_CACHE_THRASHING_CHECK").is_some());
     }
 }

@@ -71,6 +71,14 @@ const PREFILL_GROUP_TOKENS: usize = 2048;
 const INTERLEAVED_CHUNK_MIN: usize = 4;
 const INTERLEAVED_CHUNK_FIRST: usize = 16;
 
+/// The largest chunk size of the form 2^k or 3 * 2^k within `tokens` (at
+/// least the minimum): few distinct shapes, whose kernels a GPU compiles once.
+fn chunk_shape(tokens: usize) -> usize {
+    let tokens = tokens.max(INTERLEAVED_CHUNK_MIN);
+    let pow = 1usize << (usize::BITS - 1 - tokens.leading_zeros());
+    if tokens >= pow / 2 * 3 { pow / 2 * 3 } else { pow }
+}
+
 pub fn spawn(slot: Arc<ModelSlot>, generation: u64, w: &WorkerRef) -> JoinHandle<()> {
     let (heartbeat, active, progress, prefix) = (w.heartbeat.clone(), w.active.clone(), w.progress.clone(), w.prefix.clone());
     std::thread::Builder::new()
@@ -358,7 +366,7 @@ impl Worker {
         }
         match (self.last_step, self.prefill_per_token) {
             (Some(step), Some(per_token)) if !per_token.is_zero() => {
-                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, self.at_once())
+                chunk_shape(((step.as_secs_f64() / per_token.as_secs_f64()) as usize).min(self.at_once()))
             }
             _ => INTERLEAVED_CHUNK_FIRST,
         }
@@ -779,4 +787,18 @@ struct InFlight {
     /// (sequences retired since the step was issued have none).
     rows: Vec<usize>,
     started: Instant,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_shapes_are_few_and_never_above_the_budget() {
+        assert_eq!((1..=8).map(chunk_shape).collect::<Vec<_>>(), [4, 4, 4, 4, 4, 6, 6, 8]);
+        assert_eq!([12, 13, 16, 23, 24, 200, 255, 256].map(chunk_shape), [12, 12, 16, 16, 24, 192, 192, 256]);
+        let shapes: std::collections::BTreeSet<usize> = (INTERLEAVED_CHUNK_MIN..=PREFILL_CHUNK).map(chunk_shape).collect();
+        assert_eq!(shapes.len(), 13);
+        assert!((INTERLEAVED_CHUNK_MIN..=4096).all(|n| chunk_shape(n) <= n && chunk_shape(n) * 3 > n * 2));
+    }
 }

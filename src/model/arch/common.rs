@@ -6,7 +6,7 @@ use mlx_rs::{
     fast::scaled_dot_product_attention,
     ops::{
         indexing::{Ellipsis, TryIndexOp},
-        matmul, power, select, sigmoid,
+        matmul, power, select, sigmoid, softmax_axis,
     },
     Array,
 };
@@ -106,18 +106,26 @@ pub fn last_position(x: Array) -> Result<Array> {
 }
 
 /// Whether prefill attention is composed here rather than by MLX's
-/// `scaled_dot_product_attention` (on MLX's CPU backend off Apple); see [`attention`].
+/// `scaled_dot_product_attention`: on MLX's CPU backend off Apple, and on
+/// CUDA; see [`attention`].
 pub fn composed_prefill_attention() -> bool {
-    !native_exp()
+    !native_exp() || device::backend() == device::Backend::Cuda
 }
 
 /// Attention of `q` [rows, heads, len, head_dim] over `keys`/`values`
 /// [rows, kv_heads, columns, head_dim], with the heads merged: [rows, len,
 /// heads * head_dim]. On an x86 CPU our kernel serves it
 /// ([`crate::kernels::attention`]). Otherwise MLX's `scaled_dot_product_attention`,
-/// except for prefill off Apple: there MLX composes attention from matmuls and
-/// a softmax whose `exp` is the slow scalar one (see [`swiglu`]), so it is
-/// composed here with `2^x`.
+/// except for prefill off Apple, composed here from matmuls and a softmax:
+/// - on MLX's CPU backend, MLX composes it too, with a softmax whose `exp` is
+///   the slow scalar one (see [`swiglu`]); here `2^x` serves;
+/// - on CUDA, MLX's prefill attention is cuDNN's, which builds a graph for
+///   each new shape (queries x keys: every prompt length, every chunk of a
+///   long prompt), about 80 ms each on an H200, and keeps 256: a 4-token
+///   chunk cost as much as a 2000-token prompt, and a long prompt prefilled
+///   beside a running stream took 100 s. Composed, the shapes only choose
+///   cuBLAS kernels. The softmax is MLX's precise one (f32 inside), as in
+///   MLX's own composed attention.
 pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mask) -> Result<Array> {
     let (allowed, causal) = match mask {
         Mask::None => (None, false),
@@ -127,22 +135,35 @@ pub fn attention(q: &Array, keys: &Array, values: &Array, scale: f32, mask: &Mas
     if let Some(out) = crate::kernels::attention(q, keys, values, allowed, causal, scale)? {
         return Ok(out);
     }
-    let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let allowed = match mask {
-        Mask::Rows(allowed) if composed_prefill_attention() && len > 1 => allowed,
+        Mask::Rows(allowed) if composed_prefill_attention() && q.dim(2) > 1 => allowed,
         _ => return merge_heads(&scaled_dot_product_attention(q, keys, values, scale, mask.as_sdpa(), None)?),
     };
+    composed_attention(q, keys, values, scale, allowed, native_exp())
+}
+
+/// Attention from matmuls and a softmax, `allowed` [rows, 1, len, columns]
+/// masking the scores; in `q`'s dtype throughout (the scalars too, so an f16
+/// model's activations stay f16). `native_exp`: MLX's precise softmax, else
+/// one with `2^x`.
+fn composed_attention(q: &Array, keys: &Array, values: &Array, scale: f32, allowed: &Array, native_exp: bool) -> Result<Array> {
+    let (rows, heads, len, dim) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
     let (kv_heads, columns) = (keys.dim(1), keys.dim(2));
+    let scalar = |x: f32| Array::from_f32(x).as_dtype(q.dtype());
     // Query heads sharing a key/value head are grouped: [rows, kv_heads, group, len, dim].
-    let q = q.multiply(Array::from_f32(scale))?.reshape(&[rows, kv_heads, heads / kv_heads, len, dim])?;
+    let q = q.multiply(scalar(scale)?)?.reshape(&[rows, kv_heads, heads / kv_heads, len, dim])?;
     let keys = keys.expand_dims(2)?;
     let values = values.expand_dims(2)?;
     let scores = matmul(&q, keys.swap_axes(-1, -2)?)?;
     let allowed = allowed.reshape(&[rows, 1, 1, len, columns])?;
-    let scores = select(&allowed, &scores, Array::from_f32(f32::NEG_INFINITY))?;
-    let shifted = scores.subtract(scores.max_axis(-1, true)?)?;
-    let weights = power(Array::from_f32(2.0), shifted.multiply(Array::from_f32(std::f32::consts::LOG2_E))?)?;
-    let weights = weights.divide(weights.sum_axis(-1, true)?)?;
+    let scores = select(&allowed, &scores, scalar(f32::NEG_INFINITY)?)?;
+    let weights = if native_exp {
+        softmax_axis(&scores, -1, true)?
+    } else {
+        let shifted = scores.subtract(scores.max_axis(-1, true)?)?;
+        let weights = power(scalar(2.0)?, shifted.multiply(scalar(std::f32::consts::LOG2_E)?)?)?;
+        weights.divide(weights.sum_axis(-1, true)?)?
+    };
     merge_heads(&matmul(&weights, &values)?.reshape(&[rows, heads, len, dim])?)
 }
 
@@ -195,4 +216,42 @@ pub fn refuse_unused_biases(w: &dyn Tensors, layers: usize) -> Result<(), String
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::{fast::ScaledDotProductAttentionMask, random, Dtype};
+
+    #[test]
+    fn composed_attention_matches_mlx_and_keeps_the_dtype() {
+        // A prefill chunk of 5 queries after 7 columns of context, grouped heads,
+        // two rows with the second padded by 3 columns.
+        let (rows, heads, kv_heads, len, columns, dim) = (2, 6, 2, 5, 12, 16);
+        let normal = |shape: &[i32], seed: u64| random::normal::<f32>(shape, None, None, Some(&random::key(seed).unwrap())).unwrap();
+        let q = normal(&[rows, heads, len, dim], 7);
+        let k = normal(&[rows, kv_heads, columns, dim], 8);
+        let v = normal(&[rows, kv_heads, columns, dim], 9);
+        let allowed: Vec<bool> = [0, 3]
+            .iter()
+            .flat_map(|&pad| (0..len).flat_map(move |i| (0..columns).map(move |c| c == 7 + i || (c <= 7 + i && c >= pad))))
+            .collect();
+        let allowed = Array::from_slice(&allowed, &[rows, 1, len, columns]);
+        let scale = 0.25;
+        let reference = merge_heads(
+            &scaled_dot_product_attention(&q, &k, &v, scale, Some(ScaledDotProductAttentionMask::Array(&allowed)), None).unwrap(),
+        )
+        .unwrap();
+        for (dtype, tolerance) in [(Dtype::Float32, 1e-5), (Dtype::Float16, 2e-2), (Dtype::Bfloat16, 5e-2)] {
+            for native in [true, false] {
+                let cast = |a: &Array| a.as_dtype(dtype).unwrap();
+                let out = composed_attention(&cast(&q), &cast(&k), &cast(&v), scale, &allowed, native).unwrap();
+                assert_eq!(out.dtype(), dtype, "native softmax {native}");
+                assert_eq!(out.shape(), reference.shape());
+                let out = out.as_dtype(Dtype::Float32).unwrap();
+                let error = out.as_slice::<f32>().iter().zip(reference.as_slice::<f32>()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                assert!(error < tolerance, "{dtype:?}, native softmax {native}: {error}");
+            }
+        }
+    }
 }
