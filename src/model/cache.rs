@@ -53,6 +53,36 @@ impl Mask {
     }
 }
 
+/// [`KvCache::window_mask`]'s entries, [rows, 1, len, end + len] row-major: a
+/// query at position `end + i` of a row padded by `pad` sees itself, and the
+/// columns from `pad` up to it within `window`.
+pub(crate) fn allowed_on_host(pads: &[i32], end: i32, len: i32, window: Option<i32>) -> Vec<bool> {
+    let reach = window.unwrap_or(i32::MAX);
+    let columns = end + len;
+    let mut used = Vec::with_capacity(pads.len() * (len * columns) as usize);
+    for &pad in pads {
+        for i in 0..len {
+            let position = end + i;
+            used.extend((0..columns).map(|c| c == position || (c <= position && c >= pad && position - c < reach)));
+        }
+    }
+    used
+}
+
+/// [`allowed_on_host`] as MLX ops, from the positions, columns and pads alone.
+pub(crate) fn allowed_on_device(pads: &[i32], end: i32, len: i32, window: Option<i32>) -> Result<Array> {
+    let columns: Vec<i32> = (0..end + len).collect();
+    let positions: Vec<i32> = (end..end + len).collect();
+    let c = Array::from_slice(&columns, &[1, 1, 1, end + len]);
+    let p = Array::from_slice(&positions, &[1, 1, len, 1]);
+    let pad = Array::from_slice(pads, &[pads.len() as i32, 1, 1, 1]);
+    let mut seen = c.le(&p)?.logical_and(&c.ge(&pad)?)?;
+    if let Some(reach) = window {
+        seen = seen.logical_and(&p.subtract(&c)?.lt(Array::from_int(reach))?)?;
+    }
+    Ok(seen.logical_or(&c.eq(&p)?)?)
+}
+
 /// Where each row's new tokens go: one offset for a single row, or one per row.
 pub enum Positions {
     Single(i32),
@@ -179,16 +209,16 @@ impl KvCache {
             (_, true, None) if self.rows() == 1 && !explicit => return Mask::Causal,
             _ => {}
         }
-        let reach = window.unwrap_or(i32::MAX);
-        let columns = self.end + len;
-        let mut used = Vec::with_capacity(self.rows() * (len * columns) as usize);
-        for &pad in &self.pads {
-            for i in 0..len {
-                let position = self.end + i;
-                used.extend((0..columns).map(|c| c == position || (c <= position && c >= pad && position - c < reach)));
+        // On a GPU the mask is computed there (a 2048-token chunk after 2048
+        // columns is 8M entries, ~10 ms to write on the host and copy);
+        // the host's copy serves our CPU kernel as it is.
+        if crate::device::backend().is_gpu() {
+            if let Ok(allowed) = allowed_on_device(&self.pads, self.end, len, window) {
+                return Mask::Rows(allowed);
             }
         }
-        Mask::Rows(Array::from_slice(&used, &[self.rows() as i32, 1, len, columns]))
+        let allowed = allowed_on_host(&self.pads, self.end, len, window);
+        Mask::Rows(Array::from_slice(&allowed, &[self.rows() as i32, 1, len, self.end + len]))
     }
 
     /// Stores `keys`/`values` ([rows, kv_heads, n, head_dim]) in columns

@@ -177,3 +177,20 @@ fn float16_model_agrees_with_float32() {
     // The warm-up a GPU load runs (prefill, side-by-side prefill, decode) runs on any device.
     super::load::warm_up(&half).unwrap();
 }
+
+#[test]
+fn the_device_built_mask_is_the_host_built_one() {
+    use super::cache::{allowed_on_device, allowed_on_host};
+    for (pads, end, len, window) in [
+        (vec![0], 0, 5, None),
+        (vec![0], 7, 4, None),
+        (vec![0, 3], 7, 5, None),
+        (vec![0, 1], 0, 3, Some(2)),
+        (vec![2, 0, 5], 9, 6, Some(4)),
+        (vec![0], 300, 1, Some(256)),
+    ] {
+        let device = allowed_on_device(&pads, end, len, window).unwrap();
+        assert_eq!(device.shape(), [pads.len() as i32, 1, len, end + len]);
+        assert_eq!(device.as_slice::<bool>(), allowed_on_host(&pads, end, len, window), "{pads:?} {end} {len} {window:?}");
+    }
+}
