@@ -363,7 +363,7 @@ impl Worker {
     /// Tokens of a long prompt to prefill before the next decode step.
     fn interleaved_budget(&self) -> usize {
         if self.seqs.is_empty() {
-            return prefill_chunk_tokens();
+            return self.at_once();
         }
         match (self.last_step, self.prefill_per_token) {
             (Some(step), Some(per_token)) if !per_token.is_zero() => {
