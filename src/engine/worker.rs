@@ -130,6 +130,7 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         last_step: None,
         last_finish: Instant::now(),
         prefill_per_token: None,
+        prefill_marginal: None,
         prefix,
         identity: None,
     };
@@ -233,6 +234,9 @@ struct Worker {
     /// When the last decode step's tokens were read.
     last_finish: Instant,
     prefill_per_token: Option<std::time::Duration>,
+    /// The same, less a decode step's cost per chunk (smoothed): on a GPU,
+    /// what one more token adds to a chunk.
+    prefill_marginal: Option<std::time::Duration>,
     /// Keys and values of recent sequences, for prompts that start the same way.
     prefix: PrefixCache,
     /// What a cache file must match; computed on first use.
@@ -365,12 +369,19 @@ impl Worker {
         if self.seqs.is_empty() {
             return self.at_once();
         }
-        match (self.last_step, self.prefill_per_token) {
-            (Some(step), Some(per_token)) if !per_token.is_zero() => {
-                let tokens = ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, self.at_once());
+        let gpu = crate::device::backend().is_gpu();
+        // A GPU's forward pass costs about the same for 4 tokens as for 256
+        // (launches, not arithmetic): its chunks are sized by what a token
+        // adds to a chunk's cost, not by the average, which would keep them
+        // at the minimum forever. The CPU's cost grows with the tokens.
+        let per_token = if gpu { self.prefill_marginal } else { self.prefill_per_token };
+        match (self.last_step, per_token) {
+            (Some(step), Some(per_token)) => {
+                let tokens = if per_token.is_zero() { usize::MAX } else { (step.as_secs_f64() / per_token.as_secs_f64()) as usize };
+                let tokens = tokens.clamp(INTERLEAVED_CHUNK_MIN, self.at_once());
                 // A GPU compiles kernels per shape: few chunk sizes. The CPU
                 // compiles nothing and takes the budget as it is.
-                if crate::device::backend().is_gpu() { chunk_shape(tokens) } else { tokens }
+                if gpu { chunk_shape(tokens) } else { tokens }
             }
             _ => INTERLEAVED_CHUNK_FIRST,
         }
@@ -592,12 +603,12 @@ impl Worker {
         out.eval()?;
         let elapsed = started.elapsed();
         tracing::debug!(tokens = end - start, done = end, ms = elapsed.as_secs_f64() * 1e3, "prefill chunk");
-        let per_token = elapsed / (tokens.len().max(1) as u32);
+        let n = tokens.len().max(1) as u32;
         // Later chunks attend to more context and cost more: follow the latest closely.
-        self.prefill_per_token = Some(match self.prefill_per_token {
-            Some(prev) => (prev + per_token * 3) / 4,
-            None => per_token,
-        });
+        let smooth = |prev: Option<std::time::Duration>, now| Some(prev.map_or(now, |prev| (prev + now * 3) / 4));
+        self.prefill_per_token = smooth(self.prefill_per_token, elapsed / n);
+        // What the chunk cost beyond a decode step, the fixed cost of a forward pass.
+        self.prefill_marginal = smooth(self.prefill_marginal, elapsed.saturating_sub(self.last_step.unwrap_or_default()) / n);
         job.logits = Some(out);
         job.done = end;
         self.heartbeat.touch();
