@@ -80,6 +80,24 @@ fn chunk_shape(tokens: usize) -> usize {
     if tokens >= pow / 2 * 3 { pow / 2 * 3 } else { pow }
 }
 
+/// The next interleaved chunk on a GPU, from the last one's columns and
+/// cost. A GPU's forward pass costs about the same for 4 tokens as for 100
+/// (launches and host work, not arithmetic), so the average cost per token
+/// would keep chunks at the minimum. The chunk doubles while it costs no
+/// more than `target` (the cheapest chunk seen plus one decode step), halves
+/// when it costs over twice that, and otherwise stays; sizes are rounded to
+/// few shapes, as a GPU compiles kernels per shape.
+fn gpu_chunk((columns, cost): (usize, std::time::Duration), target: std::time::Duration, at_once: usize) -> usize {
+    let next = if cost <= target {
+        columns * 2
+    } else if cost > target * 2 {
+        columns / 2
+    } else {
+        columns
+    };
+    chunk_shape(next.clamp(INTERLEAVED_CHUNK_MIN, at_once))
+}
+
 pub fn spawn(slot: Arc<ModelSlot>, generation: u64, w: &WorkerRef) -> JoinHandle<()> {
     let (heartbeat, active, progress, prefix) = (w.heartbeat.clone(), w.active.clone(), w.progress.clone(), w.prefix.clone());
     std::thread::Builder::new()
@@ -130,7 +148,8 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         last_step: None,
         last_finish: Instant::now(),
         prefill_per_token: None,
-        prefill_marginal: None,
+        last_chunk: None,
+        cheapest_chunk: None,
         prefix,
         identity: None,
     };
@@ -234,9 +253,10 @@ struct Worker {
     /// When the last decode step's tokens were read.
     last_finish: Instant,
     prefill_per_token: Option<std::time::Duration>,
-    /// The same, less a decode step's cost per chunk (smoothed): on a GPU,
-    /// what one more token adds to a chunk.
-    prefill_marginal: Option<std::time::Duration>,
+    /// The last prefill chunk's columns and cost, and the cheapest chunk's
+    /// cost: on a GPU they size the next chunk.
+    last_chunk: Option<(usize, std::time::Duration)>,
+    cheapest_chunk: Option<std::time::Duration>,
     /// Keys and values of recent sequences, for prompts that start the same way.
     prefix: PrefixCache,
     /// What a cache file must match; computed on first use.
@@ -369,20 +389,20 @@ impl Worker {
         if self.seqs.is_empty() {
             return self.at_once();
         }
-        let gpu = crate::device::backend().is_gpu();
-        // A GPU's forward pass costs about the same for 4 tokens as for 256
-        // (launches, not arithmetic): its chunks are sized by what a token
-        // adds to a chunk's cost, not by the average, which would keep them
-        // at the minimum forever. The CPU's cost grows with the tokens.
-        let per_token = if gpu { self.prefill_marginal } else { self.prefill_per_token };
-        match (self.last_step, per_token) {
-            (Some(step), Some(per_token)) => {
-                let tokens = if per_token.is_zero() { usize::MAX } else { (step.as_secs_f64() / per_token.as_secs_f64()) as usize };
-                let tokens = tokens.clamp(INTERLEAVED_CHUNK_MIN, self.at_once());
-                // A GPU compiles kernels per shape: few chunk sizes. The CPU
-                // compiles nothing and takes the budget as it is.
-                if gpu { chunk_shape(tokens) } else { tokens }
+        if crate::device::backend().is_gpu() {
+            return self.gpu_budget();
+        }
+        match (self.last_step, self.prefill_per_token) {
+            (Some(step), Some(per_token)) if !per_token.is_zero() => {
+                ((step.as_secs_f64() / per_token.as_secs_f64()) as usize).clamp(INTERLEAVED_CHUNK_MIN, self.at_once())
             }
+            _ => INTERLEAVED_CHUNK_FIRST,
+        }
+    }
+
+    fn gpu_budget(&self) -> usize {
+        match (self.last_step, self.last_chunk, self.cheapest_chunk) {
+            (Some(step), Some(last), Some(cheapest)) => gpu_chunk(last, step + cheapest, self.at_once()),
             _ => INTERLEAVED_CHUNK_FIRST,
         }
     }
@@ -603,12 +623,15 @@ impl Worker {
         out.eval()?;
         let elapsed = started.elapsed();
         tracing::debug!(tokens = end - start, done = end, ms = elapsed.as_secs_f64() * 1e3, "prefill chunk");
-        let n = tokens.len().max(1) as u32;
+        let per_token = elapsed / (tokens.len().max(1) as u32);
         // Later chunks attend to more context and cost more: follow the latest closely.
-        let smooth = |prev: Option<std::time::Duration>, now| Some(prev.map_or(now, |prev| (prev + now * 3) / 4));
-        self.prefill_per_token = smooth(self.prefill_per_token, elapsed / n);
-        // What the chunk cost beyond a decode step, the fixed cost of a forward pass.
-        self.prefill_marginal = smooth(self.prefill_marginal, elapsed.saturating_sub(self.last_step.unwrap_or_default()) / n);
+        self.prefill_per_token = Some(match self.prefill_per_token {
+            Some(prev) => (prev + per_token * 3) / 4,
+            None => per_token,
+        });
+        self.last_chunk = Some((end - start, elapsed));
+        // The cheapest chunk is about a forward pass's fixed cost; it may rise slowly.
+        self.cheapest_chunk = Some(self.cheapest_chunk.map_or(elapsed, |c| elapsed.min(c + (elapsed.saturating_sub(c)) / 16)));
         job.logits = Some(out);
         job.done = end;
         self.heartbeat.touch();
@@ -807,6 +830,28 @@ struct InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gpu_chunk_grows_while_cheap_and_shrinks_when_dear() {
+        let ms = std::time::Duration::from_millis;
+        // A forward pass of 6 ms whatever its size, decode steps of 3 ms: the
+        // chunk doubles up to what is allowed at once.
+        let mut chunk = INTERLEAVED_CHUNK_FIRST;
+        let mut sizes = vec![chunk];
+        while chunk < 256 {
+            chunk = gpu_chunk((chunk, ms(6)), ms(9), 256);
+            sizes.push(chunk);
+        }
+        assert_eq!(sizes, [16, 32, 64, 128, 256]);
+        assert_eq!(gpu_chunk((256, ms(6)), ms(9), 256), 256);
+        // Between the target and twice it, the chunk stays; above, it halves.
+        assert_eq!(gpu_chunk((128, ms(12)), ms(9), 256), 128);
+        assert_eq!(gpu_chunk((128, ms(19)), ms(9), 256), 64);
+        assert_eq!(gpu_chunk((4, ms(500)), ms(9), 256), INTERLEAVED_CHUNK_MIN);
+        // A partial last chunk (90 columns) or a whole prompt (2005) gives a shape within bounds.
+        assert_eq!(gpu_chunk((90, ms(12)), ms(9), 256), 64);
+        assert_eq!(gpu_chunk((2005, ms(25)), ms(9), 256), 256);
+    }
 
     #[test]
     fn chunk_shapes_are_few_and_never_above_the_budget() {
