@@ -63,6 +63,9 @@ fn build_kernels() {
     let build = |files: &[&str], flags: &[&str], name: &str| {
         let mut b = cc::Build::new();
         b.cpp(true).std("c++20").opt_level(3).warnings(true);
+        // No fused multiply-adds the source does not write: a row's result
+        // must not depend on which instantiation (rows per tile) computed it.
+        b.flag("-ffp-contract=off");
         for dir in &includes {
             // -isystem: MLX's headers are not ours to warn about.
             b.flag(format!("-isystem{}", dir.display()));

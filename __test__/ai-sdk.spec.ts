@@ -27,6 +27,15 @@ const direct = (maxTokens: number, system?: string) =>
     .collect()
 
 describe('AI SDK provider', () => {
+  it('createMlxServing takes an Engine only, and says what it got instead', () => {
+    const got = (value: unknown) => () => createMlxServing(value as InstanceType<typeof Engine>)
+    expect(got(undefined)).toThrow(new TypeError('createMlxServing: expected an Engine, got undefined'))
+    expect(got({ generate() {} })).toThrow(new TypeError('createMlxServing: expected an Engine, got an object'))
+    expect(got(new Map())).toThrow(new TypeError('createMlxServing: expected an Engine, got an instance of Map'))
+    expect(got('smollm2')).toThrow(new TypeError('createMlxServing: expected an Engine, got string smollm2'))
+    expect(Engine.isEngine(engine)).toBe(true)
+  })
+
   it('generateText runs on the local model, with usage and finish reason', async () => {
     const r = await generateText({ model: mlx(MODEL), prompt: question, maxOutputTokens: 8, temperature: 0 })
     const expected = await direct(8)

@@ -68,6 +68,30 @@ describe('continuous batching', () => {
     }
   })
 
+  it('a request goes on when the batch mate after it ends while the next greedy step is queued', async () => {
+    // Two greedy requests sent together: the second (the batch's last row)
+    // ends at its end-of-turn token while the first goes on. Its row leaves
+    // after the next step was queued on the device; that step's ids still
+    // hold it, and the first request once failed with INTERNAL ("[reshape]
+    // Cannot reshape array of size 2 into shape (1,1)").
+    const fact = (n: number) => `<|im_start|>user\nTell me fact number ${n} about the sea.<|im_end|>\n<|im_start|>assistant\n`
+    const requests = [
+      { model: MODEL, prompt: fact(7), maxTokens: 40 },
+      { model: MODEL, prompt: fact(8), maxTokens: 400 },
+    ]
+    const alone = []
+    for (const r of requests) alone.push(await drain(engine.generate(r)))
+    // The case itself: the second ends first, by its end-of-turn token.
+    expect(alone[1].final?.finishReason).toBe('stop')
+    expect(alone[1].ids.length).toBeLessThan(alone[0].ids.length)
+    const together = await Promise.all(requests.map((r) => drain(engine.generate(r))))
+    for (let i = 0; i < requests.length; i++) {
+      expect(together[i].error).toBeUndefined()
+      expect(together[i].ids).toEqual(alone[i].ids)
+      expect(together[i].final?.finishReason).toBe(alone[i].final?.finishReason)
+    }
+  })
+
   it('each request keeps its own sampling, stop strings and maxTokens', async () => {
     const requests = [
       { model: MODEL, prompt: 'Count: one, two, three,', maxTokens: 5 },

@@ -37,6 +37,19 @@ function post(path: string, body: string | object, headers: Record<string, strin
 }
 
 describe('OpenAI API through the openai client', () => {
+  it('createServer and createHandler take an Engine only, and say what they got instead', () => {
+    const { createHandler } = require('../lib/server.js') as typeof ServerApi
+    expect(() => createServer(undefined as unknown as InstanceType<typeof Engine>)).toThrow(
+      new TypeError('createServer: expected an Engine, got undefined'),
+    )
+    expect(() => createServer({ generate() {} } as unknown as InstanceType<typeof Engine>)).toThrow(
+      new TypeError('createServer: expected an Engine, got an object'),
+    )
+    expect(() => createHandler(Engine as unknown as InstanceType<typeof Engine>)).toThrow(
+      new TypeError('createHandler: expected an Engine, got a function (Engine)'),
+    )
+  })
+
   it('lists the loaded models', async () => {
     const models = await openai.models.list()
     expect(models.data.map((m) => m.id)).toEqual([MODEL])

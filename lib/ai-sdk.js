@@ -11,6 +11,8 @@
 // (specification v4). Text in, text out: tool calls, files and JSON schemas
 // are reported as unsupported warnings, never silently dropped.
 
+const { Engine } = require('./index.js')
+
 /** Flattens the AI SDK's prompt into the chat messages the model's template takes. */
 function toMessages(prompt, warnings) {
   const messages = []
@@ -129,6 +131,7 @@ class MlxServingLanguageModel {
  * loaded into the engine under `modelId`. `settings.timeoutMs` bounds each call.
  */
 function createMlxServing(engine, defaults = {}) {
+  Engine.assertEngine(engine, 'createMlxServing')
   const provider = (modelId, settings) => new MlxServingLanguageModel(engine, modelId, { ...defaults, ...settings })
   provider.specificationVersion = 'v4'
   provider.languageModel = provider

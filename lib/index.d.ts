@@ -250,6 +250,10 @@ export interface EngineStats {
 export declare class Engine {
   constructor(options?: EngineOptions)
   static create(options?: EngineOptions): Promise<Engine>
+  /** Whether `value` is an Engine (also one made by another copy of this package). */
+  static isEngine(value: unknown): value is Engine
+  /** Throws a TypeError that names what `value` is unless it is an Engine; `caller` names the function that needs one. */
+  static assertEngine(value: unknown, caller: string): asserts value is Engine
   /** Resolves with the model's info once it is ready; concurrent loads of one id share one load. */
   loadModel(spec: ModelSpec): Promise<ModelInfo>
   /** Drains the model's requests (up to `drainTimeoutMs`, default 30000), unloads it, frees its memory. */

@@ -23,10 +23,19 @@ function invalid(field, why) {
 
 function describe(value) {
   if (value === null) return 'null'
+  if (value === undefined) return 'undefined'
   if (Array.isArray(value)) return 'an array'
   if (typeof value === 'number' && Number.isNaN(value)) return 'NaN'
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value).slice(0, 40)}`
+  if (typeof value === 'function') return `a function${value.name ? ` (${value.name})` : ''}`
+  if (typeof value === 'object') {
+    const name = Object.getPrototypeOf(value)?.constructor?.name
+    return name && name !== 'Object' ? `an instance of ${name}` : 'an object'
+  }
+  return `${typeof value} ${String(value).slice(0, 40)}`
 }
+
+// Marks engines, also across two copies of this package in one process.
+const ENGINE = Symbol.for('mlx-serving.Engine')
 
 /** Errors thrown by the native side carry `code`; anything else is a bug. */
 function fromNative(err) {
@@ -244,6 +253,16 @@ class Engine {
     return new Engine(options)
   }
 
+  /** Whether `value` is an Engine (of this or another copy of this package). */
+  static isEngine(value) {
+    return value !== null && typeof value === 'object' && value[ENGINE] === true
+  }
+
+  /** Throws a TypeError naming what `value` is unless it is an Engine; `caller` names the function that needs one. */
+  static assertEngine(value, caller) {
+    if (!Engine.isEngine(value)) throw new TypeError(`${caller}: expected an Engine, got ${describe(value)}`)
+  }
+
   /**
    * Loads a model; resolves with its info once it is ready. `onProgress`
    * is called with `{ bytesRead, totalBytes }` while the weights are read.
@@ -389,5 +408,7 @@ function shutdownOnSignals(engine, options = {}) {
   signals.forEach((s) => process.once(s, handler))
   return remove
 }
+
+Object.defineProperty(Engine.prototype, ENGINE, { value: true })
 
 module.exports = { Engine, ErrorCode, MlxServingError, shutdownOnSignals }

@@ -16,7 +16,7 @@
 const http = require('node:http')
 const { randomUUID } = require('node:crypto')
 const client = require('prom-client')
-const { MlxServingError } = require('./index.js')
+const { Engine, MlxServingError } = require('./index.js')
 
 const DEFAULTS = {
   host: '127.0.0.1',
@@ -232,6 +232,7 @@ function metrics(engine) {
  * when a busy worker has not beaten for this long; 30000).
  */
 function createHandler(engine, options = {}) {
+  Engine.assertEngine(engine, 'createHandler')
   const o = { ...DEFAULTS, ...options }
   const m = metrics(engine)
 
@@ -364,6 +365,7 @@ function createHandler(engine, options = {}) {
  * open connections and resolves (the engine stays yours to shut down).
  */
 function createServer(engine, options = {}) {
+  Engine.assertEngine(engine, 'createServer')
   const o = { ...DEFAULTS, ...options }
   const server = http.createServer(createHandler(engine, o))
   return {

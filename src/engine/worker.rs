@@ -770,8 +770,8 @@ impl Worker {
                 Array::from_slice(&tokens, &[batch, 1])
             }
             // The embedding takes the u32 ids as they are; rows are
-            // selected only where some have left.
-            Some(prev) if prev.rows.iter().enumerate().all(|(i, &r)| i == r) => prev.picks.array().reshape(&[batch, 1])?,
+            // selected only where some have left (any row, the last ones too).
+            Some(prev) if prev.keeps_every_row() => prev.picks.array().reshape(&[batch, 1])?,
             Some(prev) => {
                 let rows: Vec<i32> = prev.rows.iter().map(|&r| r as i32).collect();
                 take_axis(prev.picks.array(), Array::from_slice(&rows, &[batch]), 0)?.reshape(&[batch, 1])?
@@ -781,7 +781,7 @@ impl Worker {
         let logits = model.forward(&x, &mut self.cache)?;
         let picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
         async_eval([picks.array()])?;
-        Ok(InFlight { picks, rows: (0..batch as usize).collect(), started })
+        Ok(InFlight { picks, rows: (0..batch as usize).collect(), issued: batch as usize, started })
     }
 
     /// Reads a step's tokens and delivers them; retires the sequences that ended.
@@ -824,7 +824,18 @@ struct InFlight {
     /// The row of `picks` of each sequence in [`Worker::seqs`], in order
     /// (sequences retired since the step was issued have none).
     rows: Vec<usize>,
+    /// How many rows the step was issued with.
+    issued: usize,
     started: Instant,
+}
+
+impl InFlight {
+    /// Whether every row the step was issued with still has its sequence,
+    /// in order: only then are its picks the next step's input as they are.
+    /// Rows that left from the end (the last sequences retired) count too.
+    fn keeps_every_row(&self) -> bool {
+        self.rows.len() == self.issued && self.rows.iter().enumerate().all(|(i, &r)| i == r)
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,10 @@
 //!   than at 1. From `MLX_SERVING_QMM_SGEMM_ROWS` rows on (48 by default,
 //!   measured: see the report in the commit log), a tile of about 1 MiB of weights is
 //!   dequantized to f32 at a time and multiplied by OpenBLAS's `sgemm`, which
-//!   is faster there (prefill), in both modes.
+//!   is faster there (prefill), in the exact mode. The int8 mode keeps its
+//!   own kernels for every row count, so that a row's result does not depend
+//!   on the rows beside it (a prompt prefilled in chunks of another size, or
+//!   grouped with other prompts, gives what it gives alone).
 //! - **Threads**: a persistent pool sized by the CPU affinity mask
 //!   (`MLX_SERVING_THREADS` overrides); MLX's stream thread takes part, work is
 //!   handed out in chunks of weight rows, and the caller waits only for chunks

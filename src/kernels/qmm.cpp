@@ -344,10 +344,13 @@ void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& 
   thread_local std::vector<float> d, xsum, xp;
   const int K = W.K, G = K / W.group;
   Pool& pool = Pool::get();
-  if (M >= sgemm_rows()) {
+  if (mode == kF32 && M >= sgemm_rows()) {
     // Tiles of weight rows (at most about 1 MiB of f32, a few per thread), each
     // dequantized and multiplied by OpenBLAS's sgemm on one of the pool's
-    // threads; both modes are exact here.
+    // threads. Not in the int8 mode: there a row's result must not depend on
+    // how many rows share the product (a prompt prefilled in chunks of other
+    // sizes beside running streams, or grouped with other prompts, gives the
+    // logits it gives alone), so its kernels serve every row count.
     const int cap = std::max(16, (1 << 18) / K);
     const int rows = std::clamp(W.N / (pool.threads() * 3), std::min(32, cap), cap);
     SgemmCall c{k, W, x, M, out, rows};
