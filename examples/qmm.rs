@@ -11,7 +11,7 @@ use mlx_rs::{
     random::{key, normal},
     Array,
 };
-use mlx_serving::kernels::{quantized_matmul, Activations, Fuse, Isa};
+use mlx_serving::kernels::{pack, quantized_matmul, Activations, Fuse, Isa, Layout, Matrix};
 
 fn median_us(mut f: impl FnMut() -> Array) -> f64 {
     let mut times: Vec<f64> = (0..25)
@@ -36,13 +36,19 @@ fn main() {
     let (wq, scales, biases) = quantize(&w, 32, bits).unwrap();
     let dense = dequantize(&wq, &scales, &biases, 32, bits).unwrap().transpose_axes(&[1, 0]).unwrap();
     dense.eval().unwrap();
+    // The int8 kernels' layout, as a model keeps its matrices.
+    let (pw, ps, pb) = pack(&wq, &scales, &biases).unwrap();
+    for a in [&pw, &ps, &pb] {
+        a.eval().unwrap();
+    }
+    let panels = Matrix { weight: &pw, scales: &ps, biases: &pb, layout: Layout::Panels { rows: n } };
     println!("N {n} K {k} bits {bits}, kernels {:?}; median us per call", Isa::in_use());
     println!("{:>5} {:>10} {:>10} {:>10} {:>10}", "rows", "int8", "f32", "sgemm", "mlx qmm");
     for m in rows {
         let x = normal::<f32>(&[m, k], None, None, &key(2).unwrap()).unwrap();
         x.eval().unwrap();
-        let int8 = median_us(|| quantized_matmul(&x, &wq, &scales, &biases, 32, bits, Activations::Int8, Isa::Auto, Fuse::default()).unwrap());
-        let f32 = median_us(|| quantized_matmul(&x, &wq, &scales, &biases, 32, bits, Activations::F32, Isa::Auto, Fuse::default()).unwrap());
+        let int8 = median_us(|| quantized_matmul(&x, panels, 32, bits, Activations::Int8, Isa::Auto, Fuse::default()).unwrap());
+        let f32 = median_us(|| quantized_matmul(&x, Matrix::rows(&wq, &scales, &biases), 32, bits, Activations::F32, Isa::Auto, Fuse::default()).unwrap());
         let sgemm = median_us(|| matmul(&x, &dense).unwrap());
         let mlx = if with_mlx { median_us(|| mlx_qmm(&x, &wq, &scales, &biases, true, 32, bits).unwrap()) } else { f64::NAN };
         println!("{m:>5} {int8:>10.1} {f32:>10.1} {sgemm:>10.1} {mlx:>10.1}");

@@ -3,13 +3,13 @@
 // once per mode, each in a process of its own (the switches are read once).
 // A new kernel, fusion, queueing, chunking or speculation switch is added here.
 export const MODES = {
-  // Everything at its default: greedy steps queued ahead, f32 activations,
+  // Everything at its default: greedy steps queued ahead, int8 activations,
   // prefix reuse on.
   default: { env: {}, engine: {} },
   // Each step issued only after the previous one's tokens were read.
   'lookahead-off': { env: { MLX_SERVING_LOOKAHEAD: '0' }, engine: {} },
-  // Activations quantized to int8 per block of 32 in the CPU matmul.
-  int8: { env: { MLX_SERVING_ACTIVATIONS: 'int8' }, engine: {} },
+  // Activations kept in f32 in the CPU matmul (the exact mode).
+  f32: { env: { MLX_SERVING_ACTIVATIONS: 'f32' }, engine: {} },
   // No prefix reuse: every prompt prefilled from scratch.
   'prefix-off': { env: {}, engine: { prefixCacheMb: 0 } },
 }

@@ -1,6 +1,7 @@
 //! Our CPU quantized matmul, an MLX primitive: `x @ dequantize(w)^T` for affine
-//! 4-bit and 8-bit weights (group sizes 32, 64, 128) in MLX's own layout, so
-//! that weights stay quantized in memory and decode reads 4 or 8 bits per weight.
+//! 4-bit and 8-bit weights (group sizes 32, 64, 128) kept quantized in memory
+//! (MLX's own layout, or regrouped in panels for the int8 kernels), so that
+//! decode reads 4 or 8 bits per weight.
 //!
 //! # Design notes
 //!
@@ -13,30 +14,45 @@
 //!   (`DEP_MLX_INCLUDE`, published by mlx-sys). The result is a lazy MLX array
 //!   like any other; it crosses to Rust as an `mlx_array` handle.
 //! - **Layout**: MLX's affine layout as loaded from GGUF (uint32 `[N, K*bits/32]`,
-//!   little end first; scales and biases `[N, K/group]`, kept as f32), read
-//!   in place, no repacking. Q4_0/Q4_1/Q8_0 all arrive in this form.
-//! - **Int8 mode** ([`Activations::Int8`], `MLX_SERVING_ACTIVATIONS=int8`): each activation row is
+//!   little end first; scales and biases `[N, K/group]`, kept as f32).
+//!   Q4_0/Q4_1/Q8_0 all arrive in this form. The f32 mode reads it in place;
+//!   the int8 mode reads the same words regrouped at load in panels of 8 rows
+//!   ([`pack`], [`Layout::Panels`]: word `u` of rows 8p..8p+7 side by side),
+//!   the model's only copy (an embedding lookup reads its rows back from
+//!   the panels: [`panel_rows`]).
+//! - **Int8 mode** ([`Activations::Int8`], the default): each activation row is
 //!   quantized to int8 per block of 32 (scale `max|x|/127`, llama.cpp's Q8
-//!   scheme) and multiplied with `_mm256_maddubs_epi16` (AVX2) or `vpdpbusd`
-//!   (AVX-512 VNNI). For 4-bit weights the activation block is stored even
-//!   elements first, odd second, matching the low/high nibbles of MLX's packing,
-//!   so a weight block is one load, a shift and a mask. 8-bit weights are taken
-//!   as `q - 128` with `abs`/`sign` so `maddubs` cannot saturate. The affine
-//!   offset is applied with the exact f32 sum of the activations of each group,
-//!   so only the `scale * q` part sees the activation rounding.
-//! - **Exact mode** ([`Activations::F32`], the default for now): f32 activations,
-//!   weights widened to f32 eight at a time; agrees with MLX's op to float
-//!   rounding. It is the default because the int8 mode is not batch-invariant
-//!   to the 2e-3 in logits that `model::tests` asks (see [`Activations::Int8`]).
-//! - **Batches**: tiles of 4 activation rows x 2 weight rows share every weight
-//!   unpack and activation load, so decode at 4-64 rows costs far less per row
-//!   than at 1. From `MLX_SERVING_QMM_SGEMM_ROWS` rows on (48 by default,
-//!   measured: see the report in the commit log), a tile of about 1 MiB of weights is
-//!   dequantized to f32 at a time and multiplied by OpenBLAS's `sgemm`, which
-//!   is faster there (prefill), in the exact mode. The int8 mode keeps its
-//!   own kernels for every row count, so that a row's result does not depend
-//!   on the rows beside it (a prompt prefilled in chunks of another size, or
-//!   grouped with other prompts, gives what it gives alone).
+//!   scheme). One 256-bit load of a panel is one 32-bit word of 8 weight
+//!   rows (8 values of 4-bit weights after masking each nibble, 4 of 8-bit
+//!   ones); four activation bytes broadcast to every lane and one `vpdpbusd`
+//!   (AVX-512 VNNI, AVX-VNNI) or `maddubs` + `madd` (AVX2) give 8 rows' partial
+//!   sums in the lanes of one register. Per block of 32 the integer sums are
+//!   scaled by weight scale x block scale and added to a float accumulator per
+//!   lane; per group, the biases times the exact f32 sum of the group's
+//!   activations (the affine offset, so only `scale * q` sees the activation
+//!   rounding). A tile is one panel x up to 8 activation rows (AVX-512's 32
+//!   registers; 4 with AVX2's 16), so each weight load and nibble unpack serves
+//!   every row of the tile, and there are no horizontal sums. Batch-invariant
+//!   by construction: every output is summed lane by lane in block order
+//!   whatever the tile's row count, so a row's result is bit-identical
+//!   whatever rows share its product (a decode batch, a prefill chunk of any
+//!   size, a chunk beside decode rows), and one kernel serves every row count,
+//!   prefill included (no sgemm). The integer sums are exact on every
+//!   instruction set (AVX2 sums 4-bit products in 16 bits over a block, at most
+//!   8 * 2 * 15 * 127 < 2^15, and takes 8-bit weights as `q - 128` with
+//!   `abs`/`sign` so that `maddubs` cannot saturate), so AVX2, AVX-VNNI and
+//!   AVX-512 give the same bits.
+//! - **Exact mode** ([`Activations::F32`], `MLX_SERVING_ACTIVATIONS=f32`):
+//!   f32 activations, weights widened to f32 eight at a time; agrees with
+//!   MLX's op to float rounding. Tiles of 4 activation rows x 1-4 weight rows
+//!   below `MLX_SERVING_QMM_SGEMM_ROWS` rows (48), batch-invariant there; from
+//!   that many rows on, a tile of about 1 MiB of weights is dequantized to f32
+//!   at a time and multiplied by OpenBLAS's `sgemm`, whose sums differ from
+//!   the tile kernels' in the last bits. So the exact mode guarantees a row's
+//!   bits only in products under 48 rows (decode batches); a prompt
+//!   prefilled in chunks, or grouped with others, may differ from its lone
+//!   run by float rounding (within 2e-3 in logits), and the worker does not
+//!   mix prefill chunks into decode steps in this mode.
 //! - **Threads**: a persistent pool sized by the CPU affinity mask
 //!   (`MLX_SERVING_THREADS` overrides); MLX's stream thread takes part, work is
 //!   handed out in chunks of weight rows, and the caller waits only for chunks
@@ -61,10 +77,14 @@
 //!   `quantized_matmul`. `MLX_SERVING_QMM_ISA=avx2|mlx` forces a choice.
 //! - **Versions**: a primitive compiled against one MLX's headers may crash on
 //!   another's runtime, so [`check_runtime`] compares them before a model loads.
-//! - **Prefill** (from `MLX_SERVING_QMM_SGEMM_ROWS` rows): the weight tiles are
-//!   spread over the pool, each thread dequantizing its own and calling sgemm;
-//!   OpenBLAS is set to one thread when the pool starts, since its own threads
-//!   would only compete with ours for the same cores.
+//! - **Prefill**: the int8 kernels' tiles serve it too, the weights of a few
+//!   panels staying in cache while every tile of rows passes over them (a
+//!   256-row product of a 3072x576 4-bit matrix: ~6x faster than the exact
+//!   mode's sgemm path on 2 cores). In the exact mode, from
+//!   `MLX_SERVING_QMM_SGEMM_ROWS` rows the weight tiles are spread over the
+//!   pool, each thread dequantizing its own and calling sgemm; OpenBLAS is set
+//!   to one thread when the pool starts, since its own threads would only
+//!   compete with ours for the same cores.
 //!
 //! # Attention ([`attention`], `attention.cpp`, `attention_avx2.cpp`)
 //!
@@ -91,22 +111,25 @@ pub mod cuda;
 /// How activations enter the quantized matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activations {
-    /// Quantized to int8 per block of 32 (llama.cpp's Q8 scheme): fast; the
-    /// result differs from the f32 product by up to ~1e-2 of its largest value.
-    /// Not batch-invariant to 2e-3 in logits: float noise from attention can
-    /// flip an activation's rounding, so a prompt batched and alone may differ.
+    /// Quantized to int8 per block of 32 (llama.cpp's Q8 scheme) and
+    /// multiplied with integer dot products on weights kept in panels: fast,
+    /// and a row's result is bit-identical whatever rows share its product.
+    /// The result differs from the f32 product by up to ~1e-2 of its largest
+    /// value. The default.
+    #[default]
     Int8,
     /// Kept in f32: agrees with MLX's own `quantized_matmul` to float rounding.
-    #[default]
+    /// Batch-invariant below `MLX_SERVING_QMM_SGEMM_ROWS` rows (48); larger
+    /// products (prefill) go through sgemm, whose sums differ in the last bits.
     F32,
 }
 
 impl Activations {
-    /// `MLX_SERVING_ACTIVATIONS=int8` selects the int8 mode; exact f32 otherwise.
+    /// `MLX_SERVING_ACTIVATIONS=f32` selects the exact mode; int8 otherwise.
     pub fn from_env() -> Self {
         match std::env::var("MLX_SERVING_ACTIVATIONS").as_deref() {
-            Ok("int8") => Activations::Int8,
-            _ => Activations::F32,
+            Ok("f32") => Activations::F32,
+            _ => Activations::Int8,
         }
     }
 }
@@ -138,35 +161,86 @@ impl Isa {
     }
 }
 
-/// `x @ dequantize(weight, scales, biases)^T` for MLX affine-quantized weights
-/// (`weight` uint32 `[N, K * bits / 32]`, `scales`/`biases` `[N, K / group_size]`),
-/// with `x` `[..., K]`; the result is `[..., N]`, lazy like any MLX op: f32
-/// from our kernel (f32 `x` on an x86 CPU), else in the dtype MLX's op gives.
+/// How a quantized matrix's three arrays (words, scales, biases) are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// MLX's affine layout: `weight` uint32 `[N, K * bits / 32]`,
+    /// `scales`/`biases` `[N, K / group_size]`; what MLX's ops and the f32
+    /// mode's kernels read.
+    Rows,
+    /// Panels of 8 rows ([`pack`]): `[ceil(N / 8), K * bits / 32, 8]` and
+    /// `[ceil(N / 8), K / group_size, 8]`, `rows` = N; what the int8 mode's
+    /// kernels read.
+    Panels { rows: i32 },
+}
+
+/// A quantized matrix: its three arrays and how they are laid out.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
+    pub weight: &'a Array,
+    pub scales: &'a Array,
+    pub biases: &'a Array,
+    pub layout: Layout,
+}
+
+impl<'a> Matrix<'a> {
+    /// A matrix in MLX's layout.
+    pub fn rows(weight: &'a Array, scales: &'a Array, biases: &'a Array) -> Self {
+        Matrix { weight, scales, biases, layout: Layout::Rows }
+    }
+}
+
+/// `x @ dequantize(weight, scales, biases)^T` for an MLX affine-quantized
+/// matrix in either [`Layout`], with `x` `[..., K]`; the result is `[..., N]`,
+/// lazy like any MLX op: f32 from our kernel (f32 `x` on an x86 CPU), else in
+/// the dtype MLX's op gives. The int8 mode reads panels and the f32 mode
+/// MLX's layout; a matrix in the other one is regrouped (lazily) for the call.
 /// With `fuse`, `fuse.add + rms_norm(x) @ ...`: the parts it names are one op
 /// with the product where our kernel serves, composed from MLX's ops where not.
 ///
 /// ```no_run
 /// # use mlx_rs::{ops::quantize, random::normal, Array};
-/// # use mlx_serving::kernels::{quantized_matmul, Activations, Fuse, Isa};
+/// # use mlx_serving::kernels::{quantized_matmul, Activations, Fuse, Isa, Matrix};
 /// let w = normal::<f32>(&[64, 128], None, None, None).unwrap();
 /// let (wq, scales, biases) = quantize(&w, 32, 4).unwrap();
 /// let x = normal::<f32>(&[3, 128], None, None, None).unwrap();
-/// let y = quantized_matmul(&x, &wq, &scales, &biases, 32, 4, Activations::Int8, Isa::Auto, Fuse::default()).unwrap();
+/// let y = quantized_matmul(&x, Matrix::rows(&wq, &scales, &biases), 32, 4, Activations::Int8, Isa::Auto, Fuse::default()).unwrap();
 /// assert_eq!(y.shape(), &[3, 64]);
 /// ```
-#[allow(clippy::too_many_arguments)]
-pub fn quantized_matmul(
-    x: &Array,
-    weight: &Array,
-    scales: &Array,
-    biases: &Array,
-    group_size: i32,
-    bits: i32,
-    activations: Activations,
-    isa: Isa,
-    fuse: Fuse,
-) -> Result<Array> {
-    imp::quantized_matmul(x, weight, scales, biases, group_size, bits, activations, isa, fuse)
+pub fn quantized_matmul(x: &Array, m: Matrix, group_size: i32, bits: i32, activations: Activations, isa: Isa, fuse: Fuse) -> Result<Array> {
+    imp::quantized_matmul(x, m, group_size, bits, activations, isa, fuse)
+}
+
+/// A matrix in MLX's layout regrouped in panels of 8 rows, the int8 kernels'
+/// layout: row `n`'s 32-bit word `u` goes to `[n / 8, u, n % 8]` (so one
+/// 256-bit load holds a word of 8 rows), scales and biases likewise; zero rows
+/// pad the last panel. Lazy; the arrays are as large as the originals (plus
+/// the padding).
+pub fn pack(weight: &Array, scales: &Array, biases: &Array) -> Result<(Array, Array, Array)> {
+    imp::layout(weight, scales, biases, 0, 0, None)
+}
+
+/// Panels of `rows` rows ([`pack`]) back in MLX's layout; lazy.
+pub fn unpack(weight: &Array, scales: &Array, biases: &Array, rows: i32) -> Result<(Array, Array, Array)> {
+    imp::layout(weight, scales, biases, 1, rows, None)
+}
+
+/// Rows `ids` (integers of any shape) of a matrix in panels, in MLX's layout:
+/// words `[..ids, K * bits / 32]`, scales and biases `[..ids, K / group]`
+/// (an embedding lookup); lazy.
+pub fn panel_rows(weight: &Array, scales: &Array, biases: &Array, ids: &Array) -> Result<(Array, Array, Array)> {
+    imp::layout(weight, scales, biases, 2, 0, Some(ids))
+}
+
+/// Whether the int8 kernels serve a matrix of `bits`, `group_size` and `k`
+/// columns here (an x86 CPU with AVX2 while MLX computes on the CPU): the
+/// matrices worth keeping in panels.
+pub fn int8_kernels_serve(bits: i32, group_size: i32, k: i32) -> bool {
+    Isa::in_use() != Isa::Mlx
+        && !crate::device::backend().is_gpu()
+        && matches!(bits, 4 | 8)
+        && matches!(group_size, 32 | 64 | 128)
+        && k % group_size == 0
 }
 
 /// The neighbours of a matmul that [`quantized_matmul`] takes in, so that they
@@ -239,7 +313,7 @@ mod imp {
 
     use mlx_rs::Array;
 
-    use super::{Activations, Fuse, Gate, Isa};
+    use super::{Activations, Fuse, Gate, Isa, Layout, Matrix};
     use crate::error::{Error, Result};
 
     extern "C" {
@@ -249,6 +323,7 @@ mod imp {
             w: *mut c_void,
             scales: *mut c_void,
             biases: *mut c_void,
+            panels: c_int,
             group: c_int,
             bits: c_int,
             mode: c_int,
@@ -260,6 +335,17 @@ mod imp {
             err_len: usize,
         ) -> c_int;
         fn mlx_serving_qmm_isa(isa: c_int) -> c_int;
+        fn mlx_serving_qmm_layout(
+            out: *mut *mut c_void,
+            w: *mut c_void,
+            scales: *mut c_void,
+            biases: *mut c_void,
+            op: c_int,
+            rows: c_int,
+            ids: *mut c_void,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
         fn mlx_serving_attention(
             out: *mut *mut c_void,
             q: *mut c_void,
@@ -276,18 +362,7 @@ mod imp {
         fn mlx_serving_mlx_runtime_version() -> *const c_char;
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn quantized_matmul(
-        x: &Array,
-        weight: &Array,
-        scales: &Array,
-        biases: &Array,
-        group_size: i32,
-        bits: i32,
-        activations: Activations,
-        isa: Isa,
-        fuse: Fuse,
-    ) -> Result<Array> {
+    pub fn quantized_matmul(x: &Array, m: Matrix, group_size: i32, bits: i32, activations: Activations, isa: Isa, fuse: Fuse) -> Result<Array> {
         let mut out: *mut c_void = std::ptr::null_mut();
         let (norm, eps) = fuse.norm.map_or((std::ptr::null_mut(), 0.0), |(w, eps)| (w.as_ptr().ctx, eps));
         let add = fuse.add.map_or(std::ptr::null_mut(), |a| a.as_ptr().ctx);
@@ -303,9 +378,13 @@ mod imp {
             mlx_serving_qmm(
                 &mut out,
                 x.as_ptr().ctx,
-                weight.as_ptr().ctx,
-                scales.as_ptr().ctx,
-                biases.as_ptr().ctx,
+                m.weight.as_ptr().ctx,
+                m.scales.as_ptr().ctx,
+                m.biases.as_ptr().ctx,
+                match m.layout {
+                    Layout::Rows => 0,
+                    Layout::Panels { rows } => rows,
+                },
                 group_size,
                 bits,
                 mode,
@@ -318,6 +397,34 @@ mod imp {
             )
         };
         made(rc, out, &err, "quantized_matmul")?.ok_or_else(|| Error::internal("quantized_matmul: no array made"))
+    }
+
+    pub fn layout(weight: &Array, scales: &Array, biases: &Array, op: c_int, rows: i32, ids: Option<&Array>) -> Result<(Array, Array, Array)> {
+        let mut out: [*mut c_void; 3] = [std::ptr::null_mut(); 3];
+        let mut err = [0 as c_char; 512];
+        let ids = ids.map_or(std::ptr::null_mut(), |a| a.as_ptr().ctx);
+        // SAFETY: live borrowed handles in; on 0, three owned heap arrays out.
+        let rc = unsafe {
+            mlx_serving_qmm_layout(
+                out.as_mut_ptr(),
+                weight.as_ptr().ctx,
+                scales.as_ptr().ctx,
+                biases.as_ptr().ctx,
+                op,
+                rows,
+                ids,
+                err.as_mut_ptr(),
+                err.len(),
+            )
+        };
+        if rc != 0 {
+            // SAFETY: the C side wrote a NUL-terminated message (snprintf).
+            let why = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+            return Err(Error::internal(format!("quantized matrix layout: {why}")));
+        }
+        // SAFETY: on 0 each is an owned heap mlx::core::array.
+        let [w, s, b] = out.map(|p| unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx: p }) });
+        Ok((w, s, b))
     }
 
     /// What one of our C entry points returned: the array it made (0), `None`
@@ -392,21 +499,13 @@ mod imp {
 mod imp {
     use mlx_rs::{ops, Array};
 
-    use super::{Activations, Fuse, Gate, Isa};
-    use crate::error::Result;
+    use super::{Activations, Fuse, Gate, Isa, Layout, Matrix};
+    use crate::error::{Error, Result};
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn quantized_matmul(
-        x: &Array,
-        weight: &Array,
-        scales: &Array,
-        biases: &Array,
-        group_size: i32,
-        bits: i32,
-        _activations: Activations,
-        _isa: Isa,
-        fuse: Fuse,
-    ) -> Result<Array> {
+    pub fn quantized_matmul(x: &Array, m: Matrix, group_size: i32, bits: i32, _activations: Activations, _isa: Isa, fuse: Fuse) -> Result<Array> {
+        if m.layout != Layout::Rows {
+            return Err(Error::internal("quantized_matmul: panels are an x86 layout"));
+        }
         let normed;
         let x = match fuse.norm {
             Some((w, eps)) => {
@@ -415,11 +514,15 @@ mod imp {
             }
             None => x,
         };
-        let y = ops::quantized_matmul(x, weight, scales, biases, true, group_size, bits)?;
+        let y = ops::quantized_matmul(x, m.weight, m.scales, m.biases, true, group_size, bits)?;
         Ok(match fuse.add {
             Some(a) => a.add(&y)?,
             None => y,
         })
+    }
+
+    pub fn layout(_w: &Array, _s: &Array, _b: &Array, _op: i32, _rows: i32, _ids: Option<&Array>) -> Result<(Array, Array, Array)> {
+        Err(Error::internal("panels are an x86 layout"))
     }
 
     pub fn attention(_q: &Array, _k: &Array, _v: &Array, _mask: Option<&Array>, _causal: bool, _scale: f32) -> Result<Option<Array>> {

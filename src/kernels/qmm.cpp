@@ -289,9 +289,16 @@ class Pool {
 // ---------------------------------------------------------------------------
 // One evaluation: out [M, N] = x [M, K] @ W^T.
 
+// The weights of one product: MLX's layout (f32 mode) or panels (int8 mode).
+struct Matrix {
+  Weights rows;
+  Panels panels;
+  bool packed;
+};
+
 struct Call {
   const Kernels* k;
-  Weights W;
+  Matrix W;
   const float* x;
   int M;
   Acts acts;
@@ -299,14 +306,29 @@ struct Call {
   float* out;
 };
 
-void run_int8(void* ctx, int n0, int n1) {
+void run_int8(void* ctx, int p0, int p1) {
   auto* c = static_cast<Call*>(ctx);
-  c->k->matmul_int8(c->acts, c->W, n0, n1, c->out);
+  c->k->matmul_int8(c->acts, c->W.panels, p0, p1, c->out);
 }
 
 void run_f32(void* ctx, int n0, int n1) {
   auto* c = static_cast<Call*>(ctx);
-  c->k->matmul_f32(c->x, c->xsum, c->M, c->W, n0, n1, c->out);
+  c->k->matmul_f32(c->x, c->xsum, c->M, c->W.rows, n0, n1, c->out);
+}
+
+struct QuantizeCall {
+  const Kernels* k;
+  const float* x;
+  int K, group, bits;
+  int8_t* q;
+  float* d;
+  int32_t* qsum;
+  float* xsum;
+};
+
+void run_quantize(void* ctx, int m0, int m1) {
+  auto* c = static_cast<QuantizeCall*>(ctx);
+  c->k->quantize(c->x, m0, m1, c->K, c->group, c->bits, c->q, c->d, c->qsum, c->xsum);
 }
 
 struct SgemmCall {
@@ -339,38 +361,43 @@ int chunk_for(int N, int threads) {
   return chunk;
 }
 
-void compute(const Kernels* k, Mode mode, const float* x, int M, const Weights& W, float* out) {
+void compute(const Kernels* k, Mode mode, const float* x, int M, const Matrix& W, float* out) {
   thread_local std::vector<int8_t> q;
+  thread_local std::vector<int32_t> qsum;
   thread_local std::vector<float> d, xsum, xp;
-  const int K = W.K, G = K / W.group;
+  const int K = W.rows.K, G = K / W.rows.group;
   Pool& pool = Pool::get();
-  if (mode == kF32 && M >= sgemm_rows()) {
-    // Tiles of weight rows (at most about 1 MiB of f32, a few per thread), each
-    // dequantized and multiplied by OpenBLAS's sgemm on one of the pool's
-    // threads. Not in the int8 mode: there a row's result must not depend on
-    // how many rows share the product (a prompt prefilled in chunks of other
-    // sizes beside running streams, or grouped with other prompts, gives the
-    // logits it gives alone), so its kernels serve every row count.
-    const int cap = std::max(16, (1 << 18) / K);
-    const int rows = std::clamp(W.N / (pool.threads() * 3), std::min(32, cap), cap);
-    SgemmCall c{k, W, x, M, out, rows};
-    pool.parallel_for((W.N + rows - 1) / rows, 1, run_sgemm, &c);
-    return;
-  }
   xsum.resize((size_t)M * G);
   Call c{k, W, x, M, {}, xsum.data(), out};
   if (mode == kInt8) {
+    // Every row count takes the same kernels, whose sums do not depend on the
+    // rows beside a row: a prompt prefilled in chunks of any size, grouped
+    // with other prompts or beside decoding streams gives what it gives alone.
     q.resize((size_t)M * K);
     d.resize((size_t)M * (K / 32));
-    k->quantize(x, M, K, W.group, W.bits, q.data(), d.data(), xsum.data());
-    c.acts = {q.data(), d.data(), xsum.data(), M};
-    pool.parallel_for(W.N, chunk_for(W.N, pool.threads()), run_int8, &c);
-  } else {
-    xp.resize((size_t)M * K);
-    k->prepare_f32(x, M, K, W.group, W.bits, xp.data(), xsum.data());
-    c.x = xp.data();
-    pool.parallel_for(W.N, chunk_for(W.N, pool.threads()), run_f32, &c);
+    qsum.resize((size_t)M * (K / 32));
+    QuantizeCall qc{k, x, K, W.rows.group, W.rows.bits, q.data(), d.data(), qsum.data(), xsum.data()};
+    pool.parallel_for(M, 8, run_quantize, &qc);
+    c.acts = {q.data(), d.data(), qsum.data(), xsum.data(), M};
+    const int panels = (W.panels.N + 7) / 8;
+    pool.parallel_for(panels, std::max(2, panels / (pool.threads() * 6)), run_int8, &c);
+    return;
   }
+  if (M >= sgemm_rows()) {
+    // Tiles of weight rows (at most about 1 MiB of f32, a few per thread), each
+    // dequantized and multiplied by OpenBLAS's sgemm on one of the pool's
+    // threads. Its sums are not the tile kernels': from this many rows on, a
+    // row's result depends on how many rows share the product.
+    const int cap = std::max(16, (1 << 18) / K);
+    const int rows = std::clamp(W.rows.N / (pool.threads() * 3), std::min(32, cap), cap);
+    SgemmCall sc{k, W.rows, x, M, out, rows};
+    pool.parallel_for((W.rows.N + rows - 1) / rows, 1, run_sgemm, &sc);
+    return;
+  }
+  xp.resize((size_t)M * K);
+  k->prepare_f32(x, M, K, W.rows.group, W.rows.bits, xp.data(), xsum.data());
+  c.x = xp.data();
+  pool.parallel_for(W.rows.N, chunk_for(W.rows.N, pool.threads()), run_f32, &c);
 }
 
 // ---------------------------------------------------------------------------
@@ -399,8 +426,9 @@ void rms_norm_rows(const float* x, const float* weight, float eps, int M, int K,
 
 class QuantizedMatmul : public mx::UnaryPrimitive {
  public:
-  QuantizedMatmul(mx::Stream s, const Kernels* k, int group, int bits, Mode mode, Fused fused)
-      : mx::UnaryPrimitive(s), k_(k), group_(group), bits_(bits), mode_(mode), fused_(fused) {}
+  // `panels`: the weights' rows when they come in panels (the int8 mode), else 0.
+  QuantizedMatmul(mx::Stream s, const Kernels* k, int group, int bits, int panels, Mode mode, Fused fused)
+      : mx::UnaryPrimitive(s), k_(k), group_(group), bits_(bits), panels_(panels), mode_(mode), fused_(fused) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const mx::array& x = inputs[0];
@@ -416,27 +444,29 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
     encoder.set_output_array(out);
     const int K = x.shape(-1);
     const int M = K == 0 ? 0 : (int)(x.size() / K);
-    const int N = w.shape(0);
-    Weights W{w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), N, K, group_, bits_};
+    const int N = panels_ ? panels_ : w.shape(0);
+    Matrix W{{w.data<uint8_t>(), scales.data<float>(), biases.data<float>(), N, K, group_, bits_},
+             {w.data<uint32_t>(), scales.data<float>(), biases.data<float>(), N, K, group_, bits_},
+             panels_ > 0};
     // Inputs after the weights: the norm's weight, then the addend.
     std::optional<mx::array> norm, add;
     size_t next = 4;
     if (fused_.norm) norm = inputs[next++];
     if (fused_.add) add = inputs[next++];
     encoder.dispatch([k = k_, mode = mode_, eps = fused_.eps, x, norm, add, M, W, out_ptr = out.data<float>()]() {
-      if (M == 0 || W.N == 0) return;
+      if (M == 0 || W.rows.N == 0) return;
       std::vector<float> packed, normed, addend;
       const float* xp = row_major(x, packed);
       if (norm) {
-        normed.resize((size_t)M * W.K);
+        normed.resize((size_t)M * W.rows.K);
         std::vector<float> weight_buffer;
-        rms_norm_rows(xp, row_major(*norm, weight_buffer), eps, M, W.K, normed.data());
+        rms_norm_rows(xp, row_major(*norm, weight_buffer), eps, M, W.rows.K, normed.data());
         xp = normed.data();
       }
       compute(k, mode, xp, M, W, out_ptr);
       if (add) {
         const float* a = row_major(*add, addend);
-        const size_t n = (size_t)M * W.N;
+        const size_t n = (size_t)M * W.rows.N;
         for (size_t i = 0; i < n; ++i) out_ptr[i] = a[i] + out_ptr[i];
       }
     });
@@ -450,47 +480,102 @@ class QuantizedMatmul : public mx::UnaryPrimitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const QuantizedMatmul*>(&other);
-    return o && o->k_ == k_ && o->group_ == group_ && o->bits_ == bits_ && o->mode_ == mode_ &&
+    return o && o->k_ == k_ && o->group_ == group_ && o->bits_ == bits_ && o->panels_ == panels_ && o->mode_ == mode_ &&
            o->fused_.norm == fused_.norm && o->fused_.eps == fused_.eps && o->fused_.add == fused_.add;
   }
 
  private:
   const Kernels* k_;
-  int group_, bits_;
+  int group_, bits_, panels_;
   Mode mode_;
   Fused fused_;
 };
 
-// `add + rms_norm(x, norm, eps) @ dequantize(w)^T`, each part optional.
-mx::array quantized_matmul(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
-                           int group, int bits, Mode mode, Isa isa, const mx::array* norm, float eps,
-                           const mx::array* add) {
-  if (w.ndim() != 2 || w.dtype() != mx::uint32 || scales.ndim() != 2 || biases.ndim() != 2 || x.ndim() < 1) {
-    throw std::invalid_argument("quantized_matmul: expected uint32 weights [N, K * bits / 32] with 2-D scales and biases");
+// A quantized matrix's three arrays.
+struct Parts {
+  mx::array w, scales, biases;
+};
+
+// MLX's layout [N, ...] regrouped in panels of 8 rows [ceil(N / 8), ..., 8]
+// (zero rows pad the last panel); lazy.
+Parts pack(const Parts& m) {
+  const int N = m.w.shape(0), P = (N + 7) / 8;
+  auto panels = [&](const mx::array& a) {
+    const mx::array padded = P * 8 == N ? a : mx::pad(a, std::vector<int>{0}, mx::Shape{0}, mx::Shape{P * 8 - N});
+    return mx::contiguous(mx::transpose(mx::reshape(padded, {P, 8, a.shape(1)}), {0, 2, 1}));
+  };
+  return {panels(m.w), panels(m.scales), panels(m.biases)};
+}
+
+// Panels back in MLX's layout, `rows` rows; lazy.
+Parts unpack(const Parts& m, int rows) {
+  auto back = [&](const mx::array& a) {
+    mx::array flat = mx::reshape(mx::transpose(a, {0, 2, 1}), {a.shape(0) * 8, a.shape(1)});
+    return mx::contiguous(mx::slice(flat, {0, 0}, {rows, a.shape(1)}));
+  };
+  return {back(m.w), back(m.scales), back(m.biases)};
+}
+
+// Rows `ids` (any shape) of a matrix in panels, in MLX's layout: [..., words],
+// [..., groups] twice; lazy. What an embedding lookup reads.
+Parts panel_rows(const Parts& m, const mx::array& ids) {
+  const mx::array flat = mx::astype(mx::flatten(ids), mx::int32);
+  const mx::array panel = mx::floor_divide(flat, mx::array(8)), lane = mx::remainder(flat, mx::array(8));
+  auto rows = [&](const mx::array& a) {
+    // [T, width, 8], then each id's lane: [T, width].
+    const mx::array picked = mx::take(a, panel, 0);
+    const mx::array lanes = mx::broadcast_to(mx::reshape(lane, {-1, 1, 1}), {picked.shape(0), a.shape(1), 1});
+    mx::Shape shape = ids.shape();
+    shape.push_back(a.shape(1));
+    return mx::reshape(mx::take_along_axis(picked, lanes, 2), std::move(shape));
+  };
+  return {rows(m.w), rows(m.scales), rows(m.biases)};
+}
+
+// `add + rms_norm(x, norm, eps) @ dequantize(w)^T`, each part optional; with
+// `panels` > 0 the weights come in panels of that many rows.
+mx::array quantized_matmul(const mx::array& x, Parts m, int panels, int group, int bits, Mode mode, Isa isa,
+                           const mx::array* norm, float eps, const mx::array* add) {
+  const size_t dims = panels ? 3 : 2;
+  if (m.w.ndim() != dims || m.w.dtype() != mx::uint32 || m.scales.ndim() != dims || m.biases.ndim() != dims || x.ndim() < 1 ||
+      (panels && (m.w.shape(2) != 8 || m.w.shape(0) != (panels + 7) / 8))) {
+    throw std::invalid_argument(panels ? "quantized_matmul: expected uint32 weight panels [ceil(N / 8), K * bits / 32, 8] with 3-D scales and biases"
+                                       : "quantized_matmul: expected uint32 weights [N, K * bits / 32] with 2-D scales and biases");
   }
-  const int N = w.shape(0);
+  // The f32 kernels read MLX's layout, the int8 ones panels.
+  if (panels && mode == kF32) {
+    m = unpack(m, panels);
+    panels = 0;
+  }
+  const int N = panels ? panels : m.w.shape(0);
   const int K = x.shape(-1);
+  const int P = panels ? m.w.shape(0) : N;
   mx::Shape shape = x.shape();
   shape.back() = N;
   const Kernels* k = kernels_for(resolve(isa));
   // Our kernels take f32 activations (the CPU's compute dtype); a model run in
   // 16 bits (MLX_SERVING_DTYPE) takes MLX's op.
   const bool ours = k && x.dtype() == mx::float32 && (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128) && K % group == 0 &&
-                    (int64_t)w.shape(1) * 32 == (int64_t)K * bits && scales.shape(0) == N && biases.shape(0) == N &&
-                    scales.shape(1) == K / group && biases.shape(1) == K / group && mx::default_device() == mx::Device::cpu &&
+                    (int64_t)m.w.shape(1) * 32 == (int64_t)K * bits && m.scales.shape(0) == P && m.biases.shape(0) == P &&
+                    m.scales.shape(1) == K / group && m.biases.shape(1) == K / group && mx::default_device() == mx::Device::cpu &&
                     (!norm || (norm->ndim() == 1 && norm->shape(0) == K)) && (!add || add->shape() == shape);
   if (!ours) {
-    mx::array y = mx::quantized_matmul(norm ? mx::fast::rms_norm(x, *norm, eps) : x, w, scales, biases, true, group, bits,
+    if (panels) m = unpack(m, panels);
+    mx::array y = mx::quantized_matmul(norm ? mx::fast::rms_norm(x, *norm, eps) : x, m.w, m.scales, m.biases, true, group, bits,
                                        "affine");
     return add ? mx::add(*add, y) : y;
   }
   auto f32 = [](const mx::array& a) { return a.dtype() == mx::float32 ? a : mx::astype(a, mx::float32); };
-  std::vector<mx::array> inputs{f32(x), w, f32(scales), f32(biases)};
+  if (mode == kInt8 && !panels) {
+    m = pack({m.w, f32(m.scales), f32(m.biases)});
+    panels = N;
+  }
+  std::vector<mx::array> inputs{f32(x), m.w, f32(m.scales), f32(m.biases)};
   Fused fused{norm != nullptr, eps, add != nullptr};
   if (norm) inputs.push_back(f32(*norm));
   if (add) inputs.push_back(f32(*add));
   auto stream = mx::default_stream(mx::Device::cpu);
-  return mx::array(std::move(shape), mx::float32, std::make_shared<QuantizedMatmul>(stream, k, group, bits, mode, fused),
+  return mx::array(std::move(shape), mx::float32, std::make_shared<QuantizedMatmul>(stream, k, group, bits, panels, mode, fused),
                    std::move(inputs));
 }
 
@@ -531,20 +616,41 @@ using namespace mlx_serving::qmm;
 extern "C" {
 
 // y = x @ dequantize(w)^T into *out (a new heap mx::array, the ctx of an
-// mlx_array). mode: 0 int8 activations, 1 f32 activations. isa: 0 best
-// available, 1 AVX2, 2 AVX-512 VNNI, 3 MLX's own op, 4 AVX-VNNI. Returns 0, or 1 with a
-// message in err.
+// mlx_array). panels: 0 for weights in MLX's layout, else their rows N when
+// they come in panels (mlx_serving_qmm_pack). mode: 0 int8 activations, 1 f32
+// activations. isa: 0 best available, 1 AVX2, 2 AVX-512 VNNI, 3 MLX's own op,
+// 4 AVX-VNNI. Returns 0, or 1 with a message in err.
 // With `norm` (a weight [K], or null) x is RMS-normalized first (epsilon
 // `eps`); with `add` (null, or an array of the output's shape) it is added to
 // the product.
-int mlx_serving_qmm(void** out, void* x, void* w, void* scales, void* biases, int group, int bits, int mode, int isa,
-                    void* norm, float eps, void* add, char* err, size_t err_len) {
+int mlx_serving_qmm(void** out, void* x, void* w, void* scales, void* biases, int panels, int group, int bits, int mode,
+                    int isa, void* norm, float eps, void* add, char* err, size_t err_len) {
   try {
     auto get = [](void* p) -> const mx::array& { return *static_cast<const mx::array*>(p); };
-    mx::array y = quantized_matmul(get(x), get(w), get(scales), get(biases), group, bits, mode == 1 ? kF32 : kInt8,
+    mx::array y = quantized_matmul(get(x), {get(w), get(scales), get(biases)}, panels, group, bits, mode == 1 ? kF32 : kInt8,
                                    isa >= 0 && isa <= 4 ? static_cast<Isa>(isa) : kAuto,
                                    norm ? &get(norm) : nullptr, eps, add ? &get(add) : nullptr);
     *out = new mx::array(std::move(y));
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(err, err_len, e.what());
+    return 1;
+  }
+}
+
+// The three arrays of a quantized matrix, reshaped (lazily) into out[0..3] as
+// new heap arrays. op: 0 pack MLX's layout into panels; 1 unpack panels of
+// `rows` rows; 2 the rows `ids` of panels in MLX's layout. Returns 0, or 1
+// with a message in err.
+int mlx_serving_qmm_layout(void** out, void* w, void* scales, void* biases, int op, int rows, void* ids, char* err,
+                           size_t err_len) {
+  try {
+    auto get = [](void* p) -> const mx::array& { return *static_cast<const mx::array*>(p); };
+    const Parts m{get(w), get(scales), get(biases)};
+    const Parts r = op == 0 ? pack(m) : op == 1 ? unpack(m, rows) : panel_rows(m, get(ids));
+    out[0] = new mx::array(r.w);
+    out[1] = new mx::array(r.scales);
+    out[2] = new mx::array(r.biases);
     return 0;
   } catch (const std::exception& e) {
     set_error(err, err_len, e.what());

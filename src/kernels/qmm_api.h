@@ -18,20 +18,34 @@ struct Weights {
   int N, K, group, bits;
 };
 
+// The same weights regrouped in panels of 8 rows for the int8 kernels: panel
+// p holds word u (32 bits) of rows 8p..8p+7 side by side, for every u in
+// order, so that one 256-bit load is one word of 8 rows; scales and biases
+// likewise [panel][group][8]. The last panel is padded with zero rows.
+struct Panels {
+  const uint32_t* w;    // [ceil(N / 8), K * bits / 32, 8]
+  const float* scales;  // [ceil(N / 8), K / group, 8]
+  const float* biases;  // [ceil(N / 8), K / group, 8]
+  int N, K, group, bits;
+};
+
 // Activations quantized to int8 per block of 32 (see `quantize`).
 struct Acts {
-  const int8_t* q;     // [M, K]
-  const float* d;      // [M, K / 32]
-  const float* xsum;   // [M, K / group], exact
+  const int8_t* q;       // [M, K]; for 4-bit weights each 8 as evens then odds
+  const float* d;        // [M, K / 32], the blocks' scales
+  const int32_t* qsum;   // [M, K / 32], the sum of each block's int8 values
+  const float* xsum;     // [M, K / group], exact
   int M;
 };
 
 struct Kernels {
-  void (*quantize)(const float* x, int rows, int K, int group, int bits, int8_t* q, float* d, float* xsum);
+  // Rows [m0, m1) of x [M, K] into q, d, qsum and xsum (indexed by row from 0).
+  void (*quantize)(const float* x, int m0, int m1, int K, int group, int bits, int8_t* q, float* d, int32_t* qsum,
+                   float* xsum);
   // xp [rows, K]: x as matmul_f32 reads it; xsum [rows, K / group].
   void (*prepare_f32)(const float* x, int rows, int K, int group, int bits, float* xp, float* xsum);
-  // out[m, n] for n in [n0, n1), every row m; out is [M, N].
-  void (*matmul_int8)(const Acts& a, const Weights& W, int n0, int n1, float* out);
+  // out[m, n] for the rows n of panels [p0, p1), every row m; out is [M, N].
+  void (*matmul_int8)(const Acts& a, const Panels& W, int p0, int p1, float* out);
   // x as prepare_f32 wrote it.
   void (*matmul_f32)(const float* x, const float* xsum, int M, const Weights& W, int n0, int n1, float* out);
   void (*dequantize)(const Weights& W, int n0, int n1, float* dst);

@@ -8,7 +8,7 @@ use mlx_rs::{
     Array,
 };
 
-use super::{quantized_matmul, Activations, Fuse, Isa};
+use super::{quantized_matmul, Activations, Fuse, Isa, Layout, Matrix};
 
 /// Largest |a - b| relative to the largest |b|.
 fn relative_error(a: &Array, b: &Array) -> f32 {
@@ -33,6 +33,15 @@ fn on_gpu() -> bool {
     gpu
 }
 
+/// `wq`'s three arrays regrouped in panels, evaluated (as a model keeps them).
+fn packed(wq: &Array, scales: &Array, biases: &Array) -> (Array, Array, Array) {
+    let p = super::pack(wq, scales, biases).unwrap();
+    for a in [&p.0, &p.1, &p.2] {
+        a.eval().unwrap();
+    }
+    p
+}
+
 fn check(activations: Activations, tolerance: f32) {
     if on_gpu() {
         return;
@@ -40,22 +49,28 @@ fn check(activations: Activations, tolerance: f32) {
     let mut seed = 0;
     for bits in [4, 8] {
         for group in [32, 64, 128] {
-            for (n, k) in [(37, 384), (75, 640)] {
+            for (n, k) in [(37, 384), (75, 640), (16, 128)] {
                 seed += 1;
                 let w = normal::<f32>(&[n, k], None, None, &key(seed).unwrap()).unwrap();
                 let (wq, scales, biases) = quantize(&w, group, bits).unwrap();
-                for m in [1, 3, 17, 64, 257] {
+                let (pw, ps, pb) = packed(&wq, &scales, &biases);
+                // Either layout, whichever the mode reads (the other is regrouped for the call).
+                let layouts = [Matrix::rows(&wq, &scales, &biases), Matrix { weight: &pw, scales: &ps, biases: &pb, layout: Layout::Panels { rows: n } }];
+                for m in [1, 3, 9, 17, 64, 257] {
                     // An offset, so that the groups' sums (which carry the biases) are not near zero.
                     let x = normal::<f32>(&[m, k], 0.3, None, &key(1000 + seed).unwrap()).unwrap();
                     let expected = mlx_qmm(&x, &wq, &scales, &biases, true, group, bits).unwrap();
                     for isa in isas() {
-                        let got = quantized_matmul(&x, &wq, &scales, &biases, group, bits, activations, isa, Fuse::default()).unwrap();
-                        assert_eq!(got.shape(), &[m, n]);
-                        let err = relative_error(&got, &expected);
-                        assert!(
-                            err <= tolerance,
-                            "{activations:?} {isa:?}: bits {bits}, group {group}, M {m}, N {n}, K {k}: relative error {err}"
-                        );
+                        for matrix in layouts {
+                            let got = quantized_matmul(&x, matrix, group, bits, activations, isa, Fuse::default()).unwrap();
+                            assert_eq!(got.shape(), &[m, n]);
+                            let err = relative_error(&got, &expected);
+                            assert!(
+                                err <= tolerance,
+                                "{activations:?} {isa:?} {:?}: bits {bits}, group {group}, M {m}, N {n}, K {k}: relative error {err}",
+                                matrix.layout
+                            );
+                        }
                     }
                 }
             }
@@ -82,7 +97,7 @@ fn batched_inputs_keep_their_leading_dimensions() {
     let w = normal::<f32>(&[40, 256], None, None, &key(7).unwrap()).unwrap();
     let (wq, scales, biases) = quantize(&w, 64, 4).unwrap();
     let x = normal::<f32>(&[2, 3, 256], None, None, &key(8).unwrap()).unwrap();
-    let got = quantized_matmul(&x, &wq, &scales, &biases, 64, 4, Activations::F32, Isa::Auto, Fuse::default()).unwrap();
+    let got = quantized_matmul(&x, Matrix::rows(&wq, &scales, &biases), 64, 4, Activations::F32, Isa::Auto, Fuse::default()).unwrap();
     assert_eq!(got.shape(), &[2, 3, 40]);
     let expected = mlx_qmm(&x, &wq, &scales, &biases, true, 64, 4).unwrap();
     assert!(relative_error(&got, &expected) <= 1e-5);
@@ -105,7 +120,7 @@ fn fused_norm_and_residual_match_composed_ops() {
             residual.add(mlx_qmm(&rms_norm(&x, Some(&norm), 1e-5).unwrap(), &wq, &scales, &biases, true, 64, bits).unwrap()).unwrap();
         for activations in [Activations::F32, Activations::Int8] {
             let fuse = Fuse { norm: Some((&norm, 1e-5)), add: Some(&residual) };
-            let got = quantized_matmul(&x, &wq, &scales, &biases, 64, bits, activations, Isa::Auto, fuse).unwrap();
+            let got = quantized_matmul(&x, Matrix::rows(&wq, &scales, &biases), 64, bits, activations, Isa::Auto, fuse).unwrap();
             assert_eq!(got.shape(), expected.shape());
             let tolerance = if activations == Activations::F32 { 1e-5 } else { 3e-2 };
             let err = relative_error(&got, &expected);
@@ -117,28 +132,41 @@ fn fused_norm_and_residual_match_composed_ops() {
 #[test]
 fn a_rows_product_does_not_depend_on_the_rows_beside_it() {
     // Bit for bit: a prompt's logits must not change with how many rows share
-    // a product (a prefill chunk's size, prompts grouped, a decode batch). The
-    // int8 mode at every row count; the exact mode below the sgemm threshold
-    // (48 rows), where its tile kernels serve.
+    // a product (a prefill chunk's size, prompts grouped, a decode batch, a
+    // prefill chunk beside decode rows). The int8 mode at every row count:
+    // every remainder of the tiles of 4 and 8 rows and prefill-sized products;
+    // the exact mode below the sgemm threshold (48 rows), where its tile
+    // kernels serve.
     if on_gpu() {
         return;
     }
-    for bits in [4, 8] {
-        let w = normal::<f32>(&[75, 640], None, None, &key(70 + bits as u64).unwrap()).unwrap();
-        let (wq, scales, biases) = quantize(&w, 32, bits).unwrap();
+    let int8_sizes: Vec<i32> = (1..=17).chain([23, 64, 100, 257]).collect();
+    for (bits, group) in [(4, 32), (8, 32), (4, 64), (8, 128)] {
+        let w = normal::<f32>(&[75, 640], None, None, &key(70 + bits as u64 + group as u64).unwrap()).unwrap();
+        let (wq, scales, biases) = quantize(&w, group, bits).unwrap();
+        let (pw, ps, pb) = packed(&wq, &scales, &biases);
+        let panels = Matrix { weight: &pw, scales: &ps, biases: &pb, layout: Layout::Panels { rows: 75 } };
         let x = normal::<f32>(&[257, 640], 0.3, None, &key(80 + bits as u64).unwrap()).unwrap();
         for isa in isas() {
-            for (activations, sizes) in [(Activations::Int8, &[1, 2, 3, 4, 5, 17, 64, 257][..]), (Activations::F32, &[1, 2, 3, 4, 5, 17, 47][..])] {
-                let product = |rows: &Array| quantized_matmul(rows, &wq, &scales, &biases, 32, bits, activations, isa, Fuse::default()).unwrap();
-                let alone: Vec<Array> = (0..5).map(|i| product(&x.index(i..i + 1))).collect();
+            for (activations, sizes, matrix) in [
+                (Activations::Int8, &int8_sizes[..], panels),
+                (Activations::F32, &[1, 2, 3, 4, 5, 17, 47][..], Matrix::rows(&wq, &scales, &biases)),
+            ] {
+                let product = |rows: &Array| quantized_matmul(rows, matrix, group, bits, activations, isa, Fuse::default()).unwrap();
+                // Every row alone, against the same row in products of every size,
+                // starting at row 0 and (for the larger ones) further in.
+                let alone: Vec<Array> = (0..257).map(|i| product(&x.index(i..i + 1))).collect();
                 for &m in sizes {
-                    let together = product(&x.index(0..m));
-                    for (i, row) in alone.iter().enumerate().take(m as usize) {
-                        assert_eq!(
-                            together.index(i as i32..i as i32 + 1).as_slice::<f32>(),
-                            row.as_slice::<f32>(),
-                            "{activations:?} {isa:?} bits {bits}: row {i} of {m} differs from the row alone"
-                        );
+                    for start in [0, 257 - m].into_iter().filter(|&s| s == 0 || m > 8) {
+                        let together = product(&x.index(start..start + m));
+                        for i in 0..m {
+                            assert_eq!(
+                                together.index(i..i + 1).as_slice::<f32>(),
+                                alone[(start + i) as usize].as_slice::<f32>(),
+                                "{activations:?} {isa:?} bits {bits} group {group}: row {} of {m} from {start} differs from the row alone",
+                                start + i
+                            );
+                        }
                     }
                 }
             }
@@ -147,11 +175,59 @@ fn a_rows_product_does_not_depend_on_the_rows_beside_it() {
 }
 
 #[test]
+fn the_int8_mode_gives_the_same_bits_on_every_instruction_set() {
+    // The integer dot products are exact on every set (VNNI, or maddubs with
+    // 16-bit sums that cannot overflow) and the float steps are the same
+    // instructions, so a machine's answers do not depend on its CPU's extensions.
+    if on_gpu() {
+        return;
+    }
+    let sets: Vec<Isa> = [Isa::Avx2, Isa::Avx512, Isa::AvxVnni].into_iter().filter(|i| i.available()).collect();
+    for (bits, group) in [(4, 32), (8, 32), (4, 128), (8, 64)] {
+        let w = normal::<f32>(&[43, 512], None, None, &key(90 + bits as u64).unwrap()).unwrap();
+        let (wq, scales, biases) = quantize(&w, group, bits).unwrap();
+        // Large activations make the 16-bit sums of the AVX2 path as large as they get.
+        let x = normal::<f32>(&[13, 512], 0.5, 4.0, &key(91).unwrap()).unwrap();
+        let results: Vec<Array> = sets
+            .iter()
+            .map(|&isa| quantized_matmul(&x, Matrix::rows(&wq, &scales, &biases), group, bits, Activations::Int8, isa, Fuse::default()).unwrap())
+            .collect();
+        for (isa, got) in sets.iter().zip(&results).skip(1) {
+            assert_eq!(got.as_slice::<f32>(), results[0].as_slice::<f32>(), "bits {bits} group {group}: {isa:?} differs from {:?}", sets[0]);
+        }
+    }
+}
+
+#[test]
+fn panels_hold_the_matrix_and_give_back_its_rows() {
+    use mlx_rs::ops::dequantize;
+    for (n, bits, group) in [(40, 4, 32), (37, 8, 64), (3, 4, 128)] {
+        let w = normal::<f32>(&[n, 256], None, None, &key(95).unwrap()).unwrap();
+        let (wq, scales, biases) = quantize(&w, group, bits).unwrap();
+        let (pw, ps, pb) = packed(&wq, &scales, &biases);
+        let panels = (n + 7) / 8;
+        assert_eq!(pw.shape(), &[panels, 256 * bits / 32, 8]);
+        assert_eq!(ps.shape(), &[panels, 256 / group, 8]);
+        let (uw, us, ub) = super::unpack(&pw, &ps, &pb, n).unwrap();
+        assert_eq!(uw.as_slice::<u32>(), wq.as_slice::<u32>());
+        assert_eq!(us.as_slice::<f32>(), scales.as_slice::<f32>());
+        assert_eq!(ub.as_slice::<f32>(), biases.as_slice::<f32>());
+        // An embedding lookup of ids [2, 3] from the panels: the rows themselves.
+        let ids = Array::from_slice(&[0, n - 1, 1, n / 2, 0, 2], &[2, 3]);
+        let (rw, rs, rb) = super::panel_rows(&pw, &ps, &pb, &ids).unwrap();
+        let got = dequantize(&rw, &rs, &rb, group, bits).unwrap();
+        let expected = dequantize(&wq.take_axis(&ids, 0).unwrap(), &scales.take_axis(&ids, 0).unwrap(), &biases.take_axis(&ids, 0).unwrap(), group, bits).unwrap();
+        assert_eq!(got.shape(), &[2, 3, 256]);
+        assert_eq!(got.as_slice::<f32>(), expected.as_slice::<f32>());
+    }
+}
+
+#[test]
 fn unsupported_bits_fall_back_to_mlx() {
     let w = normal::<f32>(&[16, 128], None, None, &key(9).unwrap()).unwrap();
     let (wq, scales, biases) = quantize(&w, 64, 2).unwrap();
     let x = normal::<f32>(&[2, 128], None, None, &key(10).unwrap()).unwrap();
-    let got = quantized_matmul(&x, &wq, &scales, &biases, 64, 2, Activations::Int8, Isa::Auto, Fuse::default()).unwrap();
+    let got = quantized_matmul(&x, Matrix::rows(&wq, &scales, &biases), 64, 2, Activations::Int8, Isa::Auto, Fuse::default()).unwrap();
     let expected = mlx_qmm(&x, &wq, &scales, &biases, true, 64, 2).unwrap();
     assert_eq!(relative_error(&got, &expected), 0.0);
 }

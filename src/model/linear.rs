@@ -18,7 +18,7 @@ use mlx_rs::{
 use crate::{
     device::{self, Backend},
     error::Result,
-    kernels::{cuda, quantized_matmul, Activations, Fuse, Isa},
+    kernels::{self, cuda, quantized_matmul, Activations, Fuse, Isa, Layout, Matrix},
 };
 
 /// Whether a product of `rows` rows (tokens of a prefill, sequences of a
@@ -61,27 +61,55 @@ impl WeightFormat {
     }
 }
 
-/// An affine-quantized matrix `[out, in]` in MLX's layout.
+/// An affine-quantized matrix `[out, in]`: MLX's layout as loaded; on a CPU
+/// whose int8 kernels serve it, in their panels once the model is cast
+/// ([`Cast`], [`kernels::pack`]).
 pub struct QuantizedWeight {
     pub weight: Array,
     pub scales: Array,
     pub biases: Array,
+    pub layout: Layout,
     pub group_size: i32,
     pub bits: i32,
     pub activations: Activations,
 }
 
 impl QuantizedWeight {
+    /// A matrix in MLX's layout.
+    pub fn new(weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32, activations: Activations) -> Self {
+        QuantizedWeight { weight, scales, biases, layout: Layout::Rows, group_size, bits, activations }
+    }
+
+    /// Rows of the matrix (output features).
+    pub fn out_features(&self) -> i32 {
+        match self.layout {
+            Layout::Rows => self.weight.dim(0),
+            Layout::Panels { rows } => rows,
+        }
+    }
+
+    /// Columns of the matrix (input features).
+    fn in_features(&self) -> i32 {
+        self.weight.dim(1) * 32 / self.bits
+    }
+
+    fn matrix(&self) -> Matrix<'_> {
+        Matrix { weight: &self.weight, scales: &self.scales, biases: &self.biases, layout: self.layout }
+    }
+
     fn forward(&self, x: &Array, fuse: Fuse) -> Result<Array> {
         let q = self;
-        let (rows, weights) = (x.size() / x.dim(-1).max(1) as usize, q.weight.dim(0) as usize * x.dim(-1) as usize);
-        if cuda_dequantizes(rows, weights) {
-            return composed(x, fuse, |x| q.dequantized_product(x));
+        let (rows, weights) = (x.size() / x.dim(-1).max(1) as usize, q.out_features() as usize * x.dim(-1) as usize);
+        // Panels are a CPU layout: a GPU's matrices stay in MLX's.
+        if q.layout == Layout::Rows {
+            if cuda_dequantizes(rows, weights) {
+                return composed(x, fuse, |x| q.dequantized_product(x));
+            }
+            if cuda::preferred(weights) && cuda::serves(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
+                return composed(x, fuse, |x| cuda::quantized_matvec(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits));
+            }
         }
-        if cuda::preferred(weights) && cuda::serves(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
-            return composed(x, fuse, |x| cuda::quantized_matvec(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits));
-        }
-        quantized_matmul(x, &q.weight, &q.scales, &q.biases, q.group_size, q.bits, q.activations, Isa::Auto, fuse)
+        quantized_matmul(x, q.matrix(), q.group_size, q.bits, q.activations, Isa::Auto, fuse)
     }
 
     /// `x @ dequantize(W)^T`: the matrix widened to the scales' dtype for this
@@ -91,10 +119,29 @@ impl QuantizedWeight {
         Ok(matmul(x, w.transpose_axes(&[1, 0])?)?)
     }
 
-    /// Several matrices of one kind and width stacked along the output axis.
+    /// Puts the matrix in panels (`true`) or MLX's layout, evaluated: the
+    /// other layout's arrays are freed.
+    fn set_panels(&mut self, panels: bool) -> Result<()> {
+        let (weight, scales, biases) = match (self.layout, panels) {
+            (Layout::Rows, true) => kernels::pack(&self.weight, &self.scales, &self.biases)?,
+            (Layout::Panels { rows }, false) => kernels::unpack(&self.weight, &self.scales, &self.biases, rows)?,
+            _ => return Ok(()),
+        };
+        for a in [&weight, &scales, &biases] {
+            a.eval()?;
+        }
+        self.layout = if panels { Layout::Panels { rows: self.out_features() } } else { Layout::Rows };
+        (self.weight, self.scales, self.biases) = (weight, scales, biases);
+        Ok(())
+    }
+
+    /// Several matrices of one kind and width stacked along the output axis
+    /// (in MLX's layout, as loaded).
     fn stack(parts: &[&QuantizedWeight]) -> Result<Option<QuantizedWeight>> {
         let first = parts[0];
-        if parts.iter().any(|p| p.bits != first.bits || p.group_size != first.group_size || p.weight.dim(1) != first.weight.dim(1)) {
+        if parts.iter().any(|p| {
+            p.bits != first.bits || p.group_size != first.group_size || p.weight.dim(1) != first.weight.dim(1) || p.layout != Layout::Rows
+        }) {
             return Ok(None);
         }
         let cat = |f: fn(&QuantizedWeight) -> &Array| -> Result<Array> {
@@ -102,14 +149,14 @@ impl QuantizedWeight {
             a.eval()?;
             Ok(a)
         };
-        Ok(Some(QuantizedWeight {
-            weight: cat(|p| &p.weight)?,
-            scales: cat(|p| &p.scales)?,
-            biases: cat(|p| &p.biases)?,
-            group_size: first.group_size,
-            bits: first.bits,
-            activations: first.activations,
-        }))
+        Ok(Some(QuantizedWeight::new(
+            cat(|p| &p.weight)?,
+            cat(|p| &p.scales)?,
+            cat(|p| &p.biases)?,
+            first.group_size,
+            first.bits,
+            first.activations,
+        )))
     }
 }
 
@@ -117,7 +164,9 @@ impl QuantizedWeight {
 /// ([`crate::device::compute_dtype`]): dense matrices, the scales and biases of
 /// quantized ones (which stay packed), norm weights, biases. Integer arrays
 /// are left alone. Each converted array is evaluated, so the f32 original is
-/// freed as the model is walked.
+/// freed as the model is walked. Quantized matrices also take the layout their
+/// kernels read in that dtype: panels where the int8 kernels serve them
+/// (f32 on an x86 CPU), MLX's layout otherwise.
 pub trait Cast {
     fn cast(&mut self, dtype: Dtype) -> Result<()>;
 }
@@ -149,6 +198,10 @@ impl Cast for Linear {
         match self {
             Linear::Dense(w) => w.cast(dtype),
             Linear::Quantized(q) => {
+                let panels = dtype == Dtype::Float32
+                    && q.activations == Activations::Int8
+                    && kernels::int8_kernels_serve(q.bits, q.group_size, q.in_features());
+                q.set_panels(panels)?;
                 q.scales.cast(dtype)?;
                 q.biases.cast(dtype)
             }
@@ -175,6 +228,16 @@ pub enum Linear {
 }
 
 impl Linear {
+    /// Makes a quantized matrix take activations as `activations` says from
+    /// now on, in the layout those kernels read for `dtype`.
+    pub fn set_activations(&mut self, activations: Activations, dtype: Dtype) -> Result<()> {
+        if let Linear::Quantized(q) = self {
+            q.activations = activations;
+            self.cast(dtype)?;
+        }
+        Ok(())
+    }
+
     pub fn forward(&self, x: &Array) -> Result<Array> {
         self.forward_fused(x, Fuse::default())
     }
@@ -193,6 +256,10 @@ impl Linear {
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
             Linear::Dense(w) => w.try_index(ids)?,
+            Linear::Quantized(q) if q.layout != Layout::Rows => {
+                let (w, s, b) = kernels::panel_rows(&q.weight, &q.scales, &q.biases, ids)?;
+                dequantize(&w, &s, &b, q.group_size, q.bits)?
+            }
             Linear::Quantized(q) => dequantize(
                 q.weight.try_index(ids)?,
                 q.scales.try_index(ids)?,
@@ -218,7 +285,7 @@ impl Projections {
             .iter()
             .map(|p| match p {
                 Linear::Dense(w) => w.dim(0),
-                Linear::Quantized(q) => q.weight.dim(0),
+                Linear::Quantized(q) => q.out_features(),
             })
             .collect();
         let dense: Vec<&Array> = parts.iter().filter_map(|p| if let Linear::Dense(w) = p { Some(w) } else { None }).collect();
@@ -235,6 +302,14 @@ impl Projections {
             }
         }
         Ok(Projections::Separate(parts))
+    }
+
+    /// The matrices, stacked or not.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        match self {
+            Projections::Stacked { weight, .. } => vec![weight],
+            Projections::Separate(parts) => parts.iter_mut().collect(),
+        }
     }
 
     /// One output per layer, in order.
@@ -295,7 +370,7 @@ mod tests {
         for (bits, dtype) in [(4, Dtype::Float32), (8, Dtype::Float32), (4, Dtype::Float16)] {
             let w = normal::<f32>(&[48, 128], None, None, None).unwrap();
             let (weight, scales, biases) = quantize(&w, 32, bits).unwrap();
-            let mut q = QuantizedWeight { weight, scales, biases, group_size: 32, bits, activations: Activations::F32 };
+            let mut q = QuantizedWeight::new(weight, scales, biases, 32, bits, Activations::F32);
             q.scales.cast(dtype).unwrap();
             q.biases.cast(dtype).unwrap();
             let x = normal::<f32>(&[2, 9, 128], None, None, None).unwrap().as_dtype(dtype).unwrap();

@@ -10,6 +10,7 @@ mod linear;
 pub use arch::{
     gemma3::{Gemma3, Gemma3Config},
     llama::{Llama, LlamaConfig},
+    segments::Segment,
     Model,
 };
 pub use cache::KvCache;

@@ -30,13 +30,26 @@ fn rows(logits: &Array) -> Vec<Vec<f32>> {
     logits.as_slice::<f32>().chunks(vocab).map(|r| r.to_vec()).collect()
 }
 
-/// In f32 (the CPU) a row's logits hardly depend on its batch: within 2e-3, the
-/// same greedy token. In 16 bits (a GPU) a batch and a lone row take different
+/// Whether a row's logits must be bit-identical whatever rows share its
+/// forward pass: on the CPU with int8 activations (the default), whose
+/// kernels each sum a row's values in an order that does not depend on the
+/// rows beside it (matmuls, attention, norms, activations).
+fn batch_invariant() -> bool {
+    !crate::device::backend().is_gpu() && crate::kernels::Activations::from_env() == crate::kernels::Activations::Int8
+}
+
+/// Bit for bit where [`batch_invariant`]. Otherwise, in f32 (the CPU's exact
+/// mode) a row's logits hardly depend on its batch: within 2e-3, the same
+/// greedy token. In 16 bits (a GPU) a batch and a lone row take different
 /// kernels, each rounding to 2^-11 of its values: within 4e-3 of the largest
 /// logit (measured on an H200 in f16: Gemma 3 up to 2.8e-2), and the greedy
 /// token may differ only between tokens that close.
 fn assert_close(a: &[f32], b: &[f32], what: &str) {
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    if batch_invariant() {
+        assert!(a == b, "{what}: logits differ by {diff} (they must be bit-identical)");
+        return;
+    }
     let sixteen_bit = crate::device::compute_dtype().unwrap() != mlx_rs::Dtype::Float32;
     let bound = if sixteen_bit { 4e-3 * b.iter().fold(1.0f32, |m, x| m.max(x.abs())) } else { 2e-3 };
     assert!(diff < bound, "{what}: logits differ by {diff} (bound {bound})");
@@ -119,6 +132,92 @@ fn batched_matches_alone(model: &Model, base: i32) {
     }
 }
 
+/// A prompt prefilled in chunks of any size (as it is beside running
+/// streams) gives the logits it gives in one pass.
+#[test]
+fn chunked_prefill_matches_one_pass() {
+    let model = model();
+    let prompt: Vec<i32> = (0..70).map(|i| 300 + (i * 37) % 4000).collect();
+    let whole = alone(&model, &prompt, 2);
+    for chunks in [vec![70], vec![1, 69], vec![16, 16, 16, 22], vec![5, 4, 61], vec![48, 22]] {
+        let mut cache = KvCache::new(model.layers());
+        let mut start = 0;
+        let mut logits = Vec::new();
+        for n in chunks.iter().copied() {
+            let part = &prompt[start..start + n];
+            logits = rows(&model.forward(&Array::from_slice(part, &[1, n as i32]), &mut cache).unwrap()).remove(0);
+            start += n;
+        }
+        assert_close(&logits, &whole[0], &format!("prefilled in chunks {chunks:?}"));
+        for step in 1..=2 {
+            let token = crate::sampling::argmax(&whole[step - 1]) as i32;
+            let next = rows(&model.forward(&Array::from_slice(&[token], &[1, 1]), &mut cache).unwrap()).remove(0);
+            assert_close(&next, &whole[step], &format!("decode step {step} after chunks {chunks:?}"));
+        }
+    }
+}
+
+#[test]
+fn a_mixed_pass_matches_separate_passes() {
+    mixed_matches_separate(&model(), 0);
+}
+
+#[test]
+fn gemma3_mixed_pass_matches_separate_passes() {
+    if let Some(model) = gemma3() {
+        mixed_matches_separate(&model, 1000);
+    }
+}
+
+/// Two streams decoding side by side (one padded) while a 44-token prompt is
+/// prefilled in chunks of 16, 20 and 8: each step once as two passes (the
+/// batch's, then the chunk's) and once as one pass of both segments. The
+/// streams' logits at every step and the prompt's at its end must agree,
+/// and a chunk that asks for no logits gets none.
+fn mixed_matches_separate(model: &Model, base: i32) {
+    use super::Segment;
+    let layers = model.layers();
+    let streams: Vec<Vec<i32>> = vec![(base + 1..=base + 9).collect(), (base + 200..base + 203).collect()];
+    let prompt: Vec<i32> = (0..44).map(|i| base + 500 + (i * 13) % 700).collect();
+    let chunks = [16, 20, 8];
+    let batch = || {
+        let mut batch = KvCache::batch(layers);
+        for p in &streams {
+            let mut cache = KvCache::new(layers);
+            model.forward(&Array::from_slice(p, &[1, p.len() as i32]), &mut cache).unwrap().eval().unwrap();
+            batch.join(vec![cache]).unwrap();
+        }
+        batch
+    };
+    let next = |logits: &[Vec<f32>]| -> Array {
+        let ids: Vec<i32> = logits.iter().map(|l| crate::sampling::argmax(l) as i32).collect();
+        Array::from_slice(&ids, &[ids.len() as i32, 1])
+    };
+    let (mut apart, mut together) = ((batch(), KvCache::new(layers)), (batch(), KvCache::new(layers)));
+    let (mut tokens_apart, mut tokens_together) = (Array::from_slice(&[base + 300, base + 301], &[2, 1]), Array::from_slice(&[base + 300, base + 301], &[2, 1]));
+    let mut start = 0;
+    for (step, &n) in chunks.iter().enumerate() {
+        let chunk = Array::from_slice(&prompt[start..start + n], &[1, n as i32]);
+        start += n;
+        let last = step + 1 == chunks.len();
+        let decoded = rows(&model.forward(&tokens_apart, &mut apart.0).unwrap());
+        let prefilled = rows(&model.forward(&chunk, &mut apart.1).unwrap());
+        let mut parts = [Segment { tokens: tokens_together.clone(), cache: &mut together.0, logits: true }, Segment { tokens: chunk, cache: &mut together.1, logits: last }];
+        let out = model.forward_segments(&mut parts).unwrap();
+        assert_eq!(out[1].is_some(), last, "step {step}: the chunk's logits are there only when asked for");
+        let mixed = rows(out[0].as_ref().unwrap());
+        for row in 0..2 {
+            assert_close(&mixed[row], &decoded[row], &format!("stream {row} at step {step}, beside a chunk of {n}"));
+        }
+        if let Some(logits) = &out[1] {
+            assert_close(&rows(logits)[0], &prefilled[0], "the prompt's logits after its last chunk");
+        }
+        (tokens_apart, tokens_together) = (next(&decoded), next(&mixed));
+    }
+    assert_eq!((together.0.columns(), together.1.columns()), (apart.0.columns(), apart.1.columns()));
+    assert_eq!(together.1.len(0), 44);
+}
+
 #[test]
 fn joining_empty_caches_changes_nothing() {
     let mut batch = KvCache::batch(2);
@@ -158,8 +257,11 @@ fn window_mask_hides_columns_beyond_the_window() {
 /// the activations round to 11 bits) and the same greedy token at every step.
 #[test]
 fn float16_model_agrees_with_float32() {
-    let reference = model();
+    // Both in the exact mode (f32 activations): what differs is the dtype.
+    let mut reference = model();
+    reference.set_activations(crate::kernels::Activations::F32, mlx_rs::Dtype::Float32).unwrap();
     let mut half = model();
+    half.set_activations(crate::kernels::Activations::F32, mlx_rs::Dtype::Float16).unwrap();
     half.cast(mlx_rs::Dtype::Float16).unwrap();
     let prompt: Vec<i32> = (100..140).collect();
     let expected = alone(&reference, &prompt, 8);
@@ -194,3 +296,4 @@ fn the_device_built_mask_is_the_host_built_one() {
         assert_eq!(device.as_slice::<bool>(), allowed_on_host(&pads, end, len, window), "{pads:?} {end} {len} {window:?}");
     }
 }
+

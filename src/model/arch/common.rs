@@ -99,12 +99,6 @@ fn merge_heads(x: &Array) -> Result<Array> {
     Ok(x.transpose_axes(&[0, 2, 1, 3])?.reshape(&[rows, len, heads * dim])?)
 }
 
-/// The hidden state of each row's last position: [rows, 1, hidden].
-pub fn last_position(x: Array) -> Result<Array> {
-    let len = x.dim(1);
-    Ok(if len == 1 { x } else { x.try_index((.., len - 1..len, ..))? })
-}
-
 /// Whether prefill attention is composed here rather than by MLX's
 /// `scaled_dot_product_attention`: on MLX's CPU backend off Apple, and on
 /// CUDA; see [`attention`].

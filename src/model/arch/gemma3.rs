@@ -13,7 +13,8 @@
 use mlx_rs::{fast::rms_norm, Array, Dtype};
 
 use super::{
-    common::{attention, gated, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention, Gate},
+    common::{attention, composed_prefill_attention, gated, heads, heads_first, refuse_unused_biases, split_gate_up, split_qkv, Gate},
+    segments::{Segment, Segments},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -97,26 +98,39 @@ pub struct Gemma3 {
 impl Gemma3 {
     /// As [`super::llama::Llama::forward`]: logits of each row's last position.
     pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
-        let (batch, len) = (tokens.dim(0), tokens.dim(1));
-        debug_assert_eq!(batch as usize, cache.rows());
+        let mut parts = [Segment { tokens: tokens.clone(), cache, logits: true }];
+        Ok(self.forward_segments(&mut parts)?.remove(0).expect("logits were asked for"))
+    }
+
+    /// As [`super::llama::Llama::forward_segments`].
+    pub fn forward_segments(&self, parts: &mut [Segment]) -> Result<Vec<Option<Array>>> {
         let c = &self.config;
-        let positions = cache.positions();
-        let explicit = composed_prefill_attention() && len > 1;
-        let global_mask = cache.mask(len, explicit);
-        let local_mask = cache.window_mask(len, explicit, Some(c.sliding_window));
-        let x = self.embed.rows(tokens)?;
+        let mut seg = Segments::new(parts);
+        // Per segment: the global layers' mask and the local (sliding-window) layers'.
+        let masks: Vec<(Mask, Mask)> = (0..seg.len())
+            .map(|i| {
+                let len = seg.shape(i).1;
+                let explicit = composed_prefill_attention() && len > 1;
+                let cache = seg.cache(i);
+                (cache.mask(len, explicit), cache.window_mask(len, explicit, Some(c.sliding_window)))
+            })
+            .collect();
+        let x = seg.embed(|tokens| self.embed.rows(tokens))?;
         let mut x = x.multiply(Array::from_f32(c.embedding_scale).as_dtype(x.dtype())?)?;
         for (layer, block) in self.blocks.iter().enumerate() {
-            let (rope, mask): (&Rope, &Mask) =
-                if c.is_global(layer) { (&c.rope_global, &global_mask) } else { (&c.rope_local, &local_mask) };
+            let global = c.is_global(layer);
+            let rope: &Rope = if global { &c.rope_global } else { &c.rope_local };
             let [q, k, v]: [Array; 3] =
                 block.qkv.forward_normed(&x, Some((&block.attn_norm, c.rms_eps)))?.try_into().expect("three projections");
-            let q = rms_norm(&heads(&q, c.heads, c.head_dim)?, Some(&block.q_norm), c.rms_eps)?;
-            let k = rms_norm(&heads(&k, c.kv_heads, c.head_dim)?, Some(&block.k_norm), c.rms_eps)?;
-            let q = positions.rope(&heads_first(&q)?, rope)?;
-            let k = positions.rope(&heads_first(&k)?, rope)?;
-            let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?)?;
-            let attn = attention(&q, &keys, &values, c.attention_scale, mask)?;
+            let attn = seg.each(&[&q, &k, &v], |i, cache, positions, qkv| {
+                let q = rms_norm(&heads(&qkv[0], c.heads, c.head_dim)?, Some(&block.q_norm), c.rms_eps)?;
+                let k = rms_norm(&heads(&qkv[1], c.kv_heads, c.head_dim)?, Some(&block.k_norm), c.rms_eps)?;
+                let q = positions.rope(&heads_first(&q)?, rope)?;
+                let k = positions.rope(&heads_first(&k)?, rope)?;
+                let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&qkv[2], c.kv_heads, c.head_dim)?)?)?;
+                let mask = if global { &masks[i].0 } else { &masks[i].1 };
+                attention(&q, &keys, &values, c.attention_scale, mask)
+            })?;
             let out = rms_norm(&block.wo.forward(&attn)?, Some(&block.post_attn_norm), c.rms_eps)?;
             x = x.add(out)?;
 
@@ -124,9 +138,27 @@ impl Gemma3 {
             let out = rms_norm(&block.down.forward(&act)?, Some(&block.post_ffn_norm), c.rms_eps)?;
             x = x.add(out)?;
         }
-        cache.advance(len);
-        let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
-        Ok(self.embed.forward(&last)?.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+        let logits = match seg.finish(&x)? {
+            Some(last) => {
+                let last = rms_norm(&last, Some(&self.norm), c.rms_eps)?;
+                let logits = self.embed.forward(&last)?;
+                Some(logits.reshape(&[last.dim(0), -1])?.as_dtype(Dtype::Float32)?)
+            }
+            None => None,
+        };
+        seg.split(logits)
+    }
+
+    /// Every matrix of the model.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all: Vec<&mut Linear> = vec![&mut self.embed];
+        for b in &mut self.blocks {
+            all.extend(b.qkv.linears_mut());
+            all.push(&mut b.wo);
+            all.extend(b.gate_up.linears_mut());
+            all.push(&mut b.down);
+        }
+        all
     }
 
     /// Converts the parameters to `dtype` ([`Cast`]).

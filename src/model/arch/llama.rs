@@ -6,14 +6,15 @@
 use mlx_rs::{fast::rms_norm, Array, Dtype};
 
 use super::{
-    common::{attention, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, gated, composed_prefill_attention, Gate},
+    common::{attention, composed_prefill_attention, gated, heads, heads_first, refuse_unused_biases, split_gate_up, split_qkv, Gate},
+    segments::{Segment, Segments},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
     error::Result,
     kernels::Fuse,
     model::{
-        cache::{KvCache, Rope},
+        cache::{KvCache, Mask, Rope},
         linear::{Cast, Linear, Projections},
     },
 };
@@ -135,37 +136,67 @@ impl Llama {
     /// position: [rows, vocab]. Several tokens per row are a single
     /// sequence's prefill; a batch decodes one token per row.
     pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
-        let (batch, len) = (tokens.dim(0), tokens.dim(1));
-        debug_assert_eq!(batch as usize, cache.rows());
+        let mut parts = [Segment { tokens: tokens.clone(), cache, logits: true }];
+        Ok(self.forward_segments(&mut parts)?.remove(0).expect("logits were asked for"))
+    }
+
+    /// Runs several segments' tokens through the model in one pass, each
+    /// appended to its own cache ([`Segments`]); the logits of each row's last
+    /// position [rows, vocab] of each segment that asks for them.
+    pub fn forward_segments(&self, parts: &mut [Segment]) -> Result<Vec<Option<Array>>> {
         let c = &self.config;
-        let positions = cache.positions();
-        let mask = cache.mask(len, composed_prefill_attention() && len > 1);
+        let mut seg = Segments::new(parts);
+        let masks: Vec<Mask> = (0..seg.len())
+            .map(|i| {
+                let len = seg.shape(i).1;
+                seg.cache(i).mask(len, composed_prefill_attention() && len > 1)
+            })
+            .collect();
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let mut x = self.embed.rows(tokens)?;
+        let mut x = seg.embed(|tokens| self.embed.rows(tokens))?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let [mut q, mut k, mut v]: [Array; 3] =
                 block.qkv.forward_normed(&x, Some((&block.attn_norm, c.rms_eps)))?.try_into().expect("three projections");
             if let Some([bq, bk, bv]) = &block.qkv_bias {
                 (q, k, v) = (q.add(bq)?, k.add(bk)?, v.add(bv)?);
             }
-            let (mut q, mut k) = (heads(&q, c.heads, c.head_dim)?, heads(&k, c.kv_heads, c.head_dim)?);
-            if let Some([qn, kn]) = &block.qk_norm {
-                (q, k) = (rms_norm(&q, Some(qn), c.rms_eps)?, rms_norm(&k, Some(kn), c.rms_eps)?);
-            }
-            let q = positions.rope(&heads_first(&q)?, &c.rope)?;
-            let k = positions.rope(&heads_first(&k)?, &c.rope)?;
-            let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?)?;
-            let attn = attention(&q, &keys, &values, scale, &mask)?;
+            let attn = seg.each(&[&q, &k, &v], |i, cache, positions, qkv| {
+                let (mut q, mut k) = (heads(&qkv[0], c.heads, c.head_dim)?, heads(&qkv[1], c.kv_heads, c.head_dim)?);
+                if let Some([qn, kn]) = &block.qk_norm {
+                    (q, k) = (rms_norm(&q, Some(qn), c.rms_eps)?, rms_norm(&k, Some(kn), c.rms_eps)?);
+                }
+                let q = positions.rope(&heads_first(&q)?, &c.rope)?;
+                let k = positions.rope(&heads_first(&k)?, &c.rope)?;
+                let (keys, values) = cache.update(layer, &k, &heads_first(&heads(&qkv[2], c.kv_heads, c.head_dim)?)?)?;
+                attention(&q, &keys, &values, scale, &masks[i])
+            })?;
             // The residual adds and the norms are parts of the matmuls' ops (`Fuse`).
             x = block.wo.forward_fused(&attn, Fuse { norm: None, add: Some(&x) })?;
             let act = gated(&block.gate_up, &x, (&block.ffn_norm, c.rms_eps), Gate::Silu)?;
             x = block.down.forward_fused(&act, Fuse { norm: None, add: Some(&x) })?;
         }
-        cache.advance(len);
-        let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
-        let head = self.output.as_ref().unwrap_or(&self.embed);
-        let logits = head.forward(&last)?;
-        Ok(logits.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+        let logits = match seg.finish(&x)? {
+            Some(last) => {
+                let last = rms_norm(&last, Some(&self.norm), c.rms_eps)?;
+                let logits = self.output.as_ref().unwrap_or(&self.embed).forward(&last)?;
+                Some(logits.reshape(&[last.dim(0), -1])?.as_dtype(Dtype::Float32)?)
+            }
+            None => None,
+        };
+        seg.split(logits)
+    }
+
+    /// Every matrix of the model.
+    pub fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all: Vec<&mut Linear> = vec![&mut self.embed];
+        all.extend(self.output.as_mut());
+        for b in &mut self.blocks {
+            all.extend(b.qkv.linears_mut());
+            all.push(&mut b.wo);
+            all.extend(b.gate_up.linears_mut());
+            all.push(&mut b.down);
+        }
+        all
     }
 
     /// Converts the parameters to `dtype` ([`Cast`]).

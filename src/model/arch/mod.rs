@@ -16,6 +16,7 @@ pub mod mistral;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod segments;
 
 use mlx_rs::Array;
 
@@ -43,6 +44,17 @@ impl Model {
         }
     }
 
+    /// Runs several segments through the model in one pass, each with its
+    /// own rows and cache (the decode batch beside a prompt's chunk:
+    /// [`segments`]); per segment, the logits of each row's last position
+    /// [rows, vocab] where it asks for them.
+    pub fn forward_segments(&self, parts: &mut [segments::Segment]) -> Result<Vec<Option<Array>>> {
+        match self {
+            Model::Llama(m) => m.forward_segments(parts),
+            Model::Gemma3(m) => m.forward_segments(parts),
+        }
+    }
+
     /// Converts the parameters to the dtype the model computes in
     /// ([`crate::device::compute_dtype`]; f32 as loaded on the CPU).
     pub fn cast(&mut self, dtype: mlx_rs::Dtype) -> Result<()> {
@@ -50,6 +62,18 @@ impl Model {
             Model::Llama(m) => m.cast(dtype),
             Model::Gemma3(m) => m.cast(dtype),
         }
+    }
+
+    /// Makes the quantized matrices take activations as `activations` says
+    /// (on an x86 CPU: int8 or f32, [`crate::kernels::Activations`]) from now
+    /// on, whatever `MLX_SERVING_ACTIVATIONS` said at load. The model computes
+    /// in `dtype` (its [`Model::cast`]).
+    pub fn set_activations(&mut self, activations: crate::kernels::Activations, dtype: mlx_rs::Dtype) -> Result<()> {
+        let linears = match self {
+            Model::Llama(m) => m.linears_mut(),
+            Model::Gemma3(m) => m.linears_mut(),
+        };
+        linears.into_iter().try_for_each(|l| l.set_activations(activations, dtype))
     }
 
     /// Transformer blocks, i.e. KV cache layers.

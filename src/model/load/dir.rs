@@ -362,7 +362,7 @@ impl DirWeights<'_> {
         for a in [&weight, &scales, &biases] {
             a.eval().map_err(mlx)?;
         }
-        Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size, bits: q.bits, activations: Activations::from_env() }))
+        Ok(Linear::Quantized(QuantizedWeight::new(weight, scales, biases, group_size, q.bits, Activations::from_env())))
     }
 }
 
@@ -561,7 +561,9 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
     };
     let mut weights = DirWeights { shards: &shards, at, config: &config, format, parameters: 0, progress };
     let architecture = arch::by_name(config.arch).expect("config.arch names an architecture");
-    let model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
+    let mut model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
+    // In f32 as loaded, with each matrix in the layout its kernels read here.
+    model.cast(mlx_rs::Dtype::Float32).map_err(|e| fail(e.to_string()))?;
     let parameters = weights.parameters;
     let tensor_types = tensor_types(&shards, &weights.at);
     drop(weights);

@@ -16,15 +16,18 @@ use mlx_rs::Array;
 use serde_json::Value;
 
 use super::load_model;
-use crate::model::{KvCache, WeightFormat};
+use crate::{
+    kernels::Activations,
+    model::{KvCache, WeightFormat},
+};
 
 /// f32 weights, f32 arithmetic on both sides: only summation order differs
 /// (measured: at most 4.2e-7 of the range). A misread detail is far above
 /// this: Gemma's embedding scale unrounded to bf16 gave 4.9e-4.
 const F32_TOLERANCE: f32 = 1e-5;
-/// The same 4-bit codes, scales and biases on both sides; our kernel and
-/// MLX's `quantized_matmul` also sum in different orders (measured: at most
-/// 5.3e-7 of the range).
+/// The same 4-bit codes, scales and biases on both sides; our kernel (in its
+/// exact mode, f32 activations) and MLX's `quantized_matmul` also sum in
+/// different orders (measured: at most 5.3e-7 of the range).
 const Q4_TOLERANCE: f32 = 1e-5;
 /// Where MLX's device is a GPU the model computes in f16 (`device::compute_dtype`)
 /// against mlx-lm's f32 on the CPU: every op rounds to 2^-11 of its values
@@ -105,7 +108,10 @@ fn worst_difference(dir: &PathBuf, format: WeightFormat) -> f32 {
         model.cast(mlx_rs::Dtype::Float32).unwrap();
         model
     } else {
-        load_model(dir, format).unwrap_or_else(failed).model
+        // The exact mode: what is checked is the architecture, to float rounding.
+        let mut model = load_model(dir, format).unwrap_or_else(failed).model;
+        model.set_activations(Activations::F32, crate::device::compute_dtype().unwrap()).unwrap();
+        model
     };
     let mut worst = 0.0f32;
     for case in reference(dir) {

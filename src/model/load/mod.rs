@@ -174,7 +174,9 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
     let mut hp = gguf_hyper_parameters(&meta, &arch, architecture, &gguf, tokenizer.vocab_size()).map_err(fail)?;
     gguf_rope_and_window(&gguf, &meta, &arch, &mut hp).map_err(fail)?;
     let mut weights = Weights { gguf: &gguf, format, parameters: 0 };
-    let model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
+    let mut model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
+    // In f32 as loaded, with each matrix in the layout its kernels read here.
+    model.cast(mlx_rs::Dtype::Float32).map_err(|e| fail(e.to_string()))?;
     let info = ModelInfo {
         format: "gguf".into(),
         quantization: quantization(&gguf),
@@ -410,7 +412,7 @@ fn linear(gguf: &Gguf, t: &TensorInfo, format: WeightFormat) -> Result<Linear, S
                 a.eval().map_err(mlx)?;
             }
             let activations = Activations::from_env();
-            return Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size: q.group_size, bits: q.bits, activations }));
+            return Ok(Linear::Quantized(QuantizedWeight::new(weight, scales, biases, q.group_size, q.bits, activations)));
         }
     }
     let dense = Array::from_slice(&gguf.dequantize(t)?, &shape);
