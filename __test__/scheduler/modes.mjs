@@ -10,6 +10,9 @@ export const MODES = {
   'lookahead-off': { env: { MLX_SERVING_LOOKAHEAD: '0' }, engine: {} },
   // Activations kept in f32 in the CPU matmul (the exact mode).
   f32: { env: { MLX_SERVING_ACTIVATIONS: 'f32' }, engine: {} },
+  // A long prompt's prefill chunks in forward passes of their own between
+  // decode steps, not inside them.
+  'mixed-off': { env: { MLX_SERVING_MIXED_STEPS: '0' }, engine: {} },
   // No prefix reuse: every prompt prefilled from scratch.
   'prefix-off': { env: {}, engine: { prefixCacheMb: 0 } },
 }

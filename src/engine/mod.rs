@@ -5,6 +5,7 @@
 mod cache_file;
 mod fault;
 mod heartbeat;
+mod mixing;
 mod prefix;
 mod request;
 mod sequence;

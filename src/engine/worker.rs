@@ -6,6 +6,8 @@
 //! A prompt longer than one chunk is not prefilled in one go: each tick runs
 //! one chunk of it and then the batch's decode step, so running streams keep
 //! flowing while it prefills (chunks are smaller while a batch decodes).
+//! Where the model is batch-invariant (the CPU's int8 kernels) the chunk
+//! rides in the decode step's own forward pass ([`mixing`]).
 //!
 //! While a greedy batch decodes with nothing else to do, each step is queued
 //! on the device before the previous one's tokens are read (see
@@ -27,6 +29,7 @@ use super::{
     fault,
     heartbeat::Heartbeat,
     lock,
+    mixing,
     prefix::{PrefixCache, PrefixStats},
     request::{Action, Event, Prompt, Request},
     sequence::{Progress, Sequence},
@@ -34,7 +37,7 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorCode, Result},
-    model::{load_model_tracked, KvCache, LoadProgress, LoadedModel},
+    model::{load_model_tracked, KvCache, LoadProgress, LoadedModel, Segment},
     sampling::{Picks, Sampler},
 };
 
@@ -129,6 +132,7 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
     let cache = KvCache::batch(model.layers());
+    let mixes = mixing::enabled() && model.batch_invariant();
     // Never more than half of what MLX may allocate.
     let limit = mlx_rs::memory::memory_limit().unwrap_or(usize::MAX) / 2;
     let prefix = PrefixCache::new(slot.options.prefix_cache_bytes.min(limit), prefix);
@@ -150,6 +154,8 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         prefill_per_token: None,
         last_chunk: None,
         cheapest_chunk: None,
+        mixes,
+        budget: mixing::Budget::default(),
         prefix,
         identity: None,
     };
@@ -219,6 +225,17 @@ impl PrefillJob {
         self.done >= self.longest
     }
 
+    /// Columns `start..end` of every prompt (left padding as token 0): [prompts, end - start].
+    fn tokens(&self, start: usize, end: usize) -> Array {
+        let tokens: Vec<i32> = self
+            .group
+            .iter()
+            .zip(&self.pads)
+            .flat_map(|(p, &pad)| (start..end).map(move |c| if c < pad { 0 } else { p.ids[c - pad] as i32 }))
+            .collect();
+        Array::from_slice(&tokens, &[self.group.len() as i32, (end - start) as i32])
+    }
+
     /// A job of one request whose request ended elsewhere (abort, timeout) is abandoned.
     fn is_abandoned(&self) -> bool {
         self.group.len() == 1 && self.group[0].request.is_over(Instant::now())
@@ -257,6 +274,10 @@ struct Worker {
     /// cost: on a GPU they size the next chunk.
     last_chunk: Option<(usize, std::time::Duration)>,
     cheapest_chunk: Option<std::time::Duration>,
+    /// Whether long prompts' chunks ride in decode steps ([`mixing`]), and
+    /// what sizes those chunks.
+    mixes: bool,
+    budget: mixing::Budget,
     /// Keys and values of recent sequences, for prompts that start the same way.
     prefix: PrefixCache,
     /// What a cache file must match; computed on first use.
@@ -289,12 +310,48 @@ impl Worker {
         }
         self.heartbeat.set_busy(true);
         self.admit(admitted);
-        self.advance_long_prefill();
-        if !self.seqs.is_empty() {
-            self.decode_step();
+        if self.mixes && !self.seqs.is_empty() && !self.long.is_empty() {
+            self.mixed_step();
             self.heartbeat.touch();
+        } else {
+            self.advance_long_prefill();
+            if !self.seqs.is_empty() {
+                self.decode_step();
+                self.heartbeat.touch();
+            }
         }
         true
+    }
+
+    /// One forward pass for the decode step of every sequence and the next
+    /// chunk of the oldest long prompt ([`mixing`]); the prompt joins the
+    /// batch once its last chunk is in. Until a decode step of the batch has
+    /// been measured (to size the chunk), a decode step alone. A failed pass
+    /// ends the streams and the prompt, as a failed decode step ends the
+    /// streams.
+    fn mixed_step(&mut self) {
+        let Some(chunk) = self.budget.next_chunk(self.seqs.len(), self.at_once()) else {
+            return self.decode_step();
+        };
+        let Some(mut job) = self.long.pop_front() else { return };
+        let (start, end) = (job.done, (job.done + chunk).min(job.longest));
+        match self.issue_mixed(&mut job, start, end) {
+            Ok((step, logits)) => {
+                self.finish(step);
+                tracing::debug!(tokens = end - start, done = end, "prefill chunk in a decode step");
+                job.logits = logits;
+                job.done = end;
+                if job.is_complete() {
+                    self.join(job);
+                } else {
+                    self.long.push_front(job);
+                }
+            }
+            Err(e) => {
+                self.fail_job(&job, e.clone());
+                self.fail_all(&format!("decode step failed: {}", e.message));
+            }
+        }
     }
 
     /// Runs one chunk of the oldest long prompt; when it is complete, its
@@ -611,19 +668,13 @@ impl Worker {
     fn prefill_chunk(&mut self, job: &mut PrefillJob, chunk: usize) -> Result<()> {
         let model = self.model.as_ref().expect("model is loaded while the worker runs");
         let (start, end) = (job.done, (job.done + chunk).min(job.longest));
-        let tokens: Vec<i32> = job
-            .group
-            .iter()
-            .zip(&job.pads)
-            .flat_map(|(p, &pad)| (start..end).map(move |c| if c < pad { 0 } else { p.ids[c - pad] as i32 }))
-            .collect();
-        let x = Array::from_slice(&tokens, &[job.group.len() as i32, (end - start) as i32]);
+        let x = job.tokens(start, end);
         let started = Instant::now();
         let out = model.forward(&x, &mut job.cache)?;
         out.eval()?;
         let elapsed = started.elapsed();
         tracing::debug!(tokens = end - start, done = end, ms = elapsed.as_secs_f64() * 1e3, "prefill chunk");
-        let per_token = elapsed / (tokens.len().max(1) as u32);
+        let per_token = elapsed / (x.size().max(1) as u32);
         // Later chunks attend to more context and cost more: follow the latest closely.
         self.prefill_per_token = Some(match self.prefill_per_token {
             Some(prev) => (prev + per_token * 3) / 4,
@@ -781,7 +832,28 @@ impl Worker {
         let logits = model.forward(&x, &mut self.cache)?;
         let picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
         async_eval([picks.array()])?;
-        Ok(InFlight { picks, rows: (0..batch as usize).collect(), issued: batch as usize, started })
+        Ok(InFlight { picks, rows: (0..batch as usize).collect(), issued: batch as usize, started, chunk: 0 })
+    }
+
+    /// [`Worker::issue`] with columns `start..end` of a long prompt in the
+    /// same pass; also the prompt's logits when `end` is its last column.
+    fn issue_mixed(&mut self, job: &mut PrefillJob, start: usize, end: usize) -> Result<(InFlight, Option<Array>)> {
+        fault::before_decode_step();
+        let model = self.model.as_ref().expect("model is loaded while the worker runs");
+        let batch = self.seqs.len() as i32;
+        let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
+        let started = Instant::now();
+        let mut parts = [
+            Segment { tokens: Array::from_slice(&tokens, &[batch, 1]), cache: &mut self.cache, logits: true },
+            Segment { tokens: job.tokens(start, end), cache: &mut job.cache, logits: end == job.longest },
+        ];
+        let mut out = model.forward_segments(&mut parts)?;
+        let prompt = out.pop().flatten();
+        let logits = out.pop().flatten().ok_or_else(|| Error::internal("a mixed step gave no logits for its streams"))?;
+        let picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
+        async_eval(std::iter::once(picks.array()).chain(prompt.as_ref()))?;
+        let step = InFlight { picks, rows: (0..batch as usize).collect(), issued: batch as usize, started, chunk: end - start };
+        Ok((step, prompt))
     }
 
     /// Reads a step's tokens and delivers them; retires the sequences that ended.
@@ -792,6 +864,10 @@ impl Worker {
         let elapsed = now.duration_since(step.started.max(self.last_finish));
         self.last_finish = now;
         self.last_step = Some(elapsed);
+        match step.chunk {
+            0 => self.budget.decode_step(step.issued, elapsed),
+            chunk => self.budget.mixed_step(step.issued, chunk, elapsed),
+        }
         let batch = step.rows.len();
         tracing::debug!(rows = batch, columns = self.cache.columns(), ms = elapsed.as_secs_f64() * 1e3, "decode step");
         let tokens = match result {
@@ -827,6 +903,8 @@ struct InFlight {
     /// How many rows the step was issued with.
     issued: usize,
     started: Instant,
+    /// Tokens of a long prompt's chunk in the step's pass (0: none).
+    chunk: usize,
 }
 
 impl InFlight {

@@ -120,6 +120,7 @@ static inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) {
 // abs/sign (so `maddubs` cannot saturate) and given 128 * sum(x) back.
 template <int BITS, int R>
 static inline void block_dots(const __m256i* w, const int8_t* const* xq, const int32_t* const* qs, int b, __m256i* dot) {
+  (void)qs;  // the AVX2 8-bit path's
   if constexpr (BITS == 4) {
     const __m256i low = _mm256_set1_epi8(0x0F);
 #if QMM_VNNI

@@ -238,6 +238,12 @@ impl Linear {
         Ok(())
     }
 
+    /// Whether a row's product does not depend on the rows beside it: a
+    /// quantized matrix in the int8 kernels' panels.
+    pub fn batch_invariant(&self) -> bool {
+        matches!(self, Linear::Quantized(q) if matches!(q.layout, Layout::Panels { .. }) && q.activations == Activations::Int8)
+    }
+
     pub fn forward(&self, x: &Array) -> Result<Array> {
         self.forward_fused(x, Fuse::default())
     }
@@ -302,6 +308,14 @@ impl Projections {
             }
         }
         Ok(Projections::Separate(parts))
+    }
+
+    /// The matrices, stacked or not.
+    pub fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Projections::Stacked { weight, .. } => vec![weight],
+            Projections::Separate(parts) => parts.iter().collect(),
+        }
     }
 
     /// The matrices, stacked or not.

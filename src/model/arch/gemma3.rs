@@ -161,6 +161,18 @@ impl Gemma3 {
         all
     }
 
+    /// Every matrix of the model.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut all: Vec<&Linear> = vec![&self.embed];
+        for b in &self.blocks {
+            all.extend(b.qkv.linears());
+            all.push(&b.wo);
+            all.extend(b.gate_up.linears());
+            all.push(&b.down);
+        }
+        all
+    }
+
     /// Converts the parameters to `dtype` ([`Cast`]).
     pub fn cast(&mut self, dtype: Dtype) -> Result<()> {
         self.embed.cast(dtype)?;

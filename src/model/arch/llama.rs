@@ -199,6 +199,19 @@ impl Llama {
         all
     }
 
+    /// Every matrix of the model.
+    pub fn linears(&self) -> Vec<&Linear> {
+        let mut all: Vec<&Linear> = vec![&self.embed];
+        all.extend(self.output.as_ref());
+        for b in &self.blocks {
+            all.extend(b.qkv.linears());
+            all.push(&b.wo);
+            all.extend(b.gate_up.linears());
+            all.push(&b.down);
+        }
+        all
+    }
+
     /// Converts the parameters to `dtype` ([`Cast`]).
     pub fn cast(&mut self, dtype: Dtype) -> Result<()> {
         self.embed.cast(dtype)?;

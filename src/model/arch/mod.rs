@@ -76,6 +76,18 @@ impl Model {
         linears.into_iter().try_for_each(|l| l.set_activations(activations, dtype))
     }
 
+    /// Whether each row of a forward pass gets the same bits whatever rows
+    /// share the pass (other sequences, other segments, chunks of another
+    /// size): every matrix on the CPU's int8 kernels, beside our attention,
+    /// norm and activation kernels, which compute each row on its own.
+    pub fn batch_invariant(&self) -> bool {
+        let linears = match self {
+            Model::Llama(m) => m.linears(),
+            Model::Gemma3(m) => m.linears(),
+        };
+        linears.iter().all(|l| l.batch_invariant())
+    }
+
     /// Transformer blocks, i.e. KV cache layers.
     pub fn layers(&self) -> usize {
         match self {

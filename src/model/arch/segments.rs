@@ -11,7 +11,7 @@
 //! batch-invariant (the CPU's int8 mode: [`crate::kernels::Activations`]).
 
 use mlx_rs::{
-    ops::{concatenate_axis, indexing::TryIndexOp},
+    ops::{concatenate, indexing::TryIndexOp},
     Array,
 };
 
@@ -120,7 +120,7 @@ impl<'s, 'a> Segments<'s, 'a> {
         Ok(match lasts.len() {
             0 => None,
             1 => lasts.pop(),
-            _ => Some(concatenate_axis(&lasts, 0)?),
+            _ => Some(concatenate(&lasts, 0)?),
         })
     }
 
@@ -145,7 +145,7 @@ impl<'s, 'a> Segments<'s, 'a> {
     /// Per-segment activations [rows, len, width] as one [1, tokens, width].
     fn join(&self, parts: Vec<Array>) -> Result<Array> {
         let flat = parts.iter().map(|a| Ok(a.reshape(&[1, -1, a.dim(-1)])?)).collect::<Result<Vec<_>>>()?;
-        Ok(concatenate_axis(&flat, 1)?)
+        Ok(concatenate(&flat, 1)?)
     }
 }
 
