@@ -302,6 +302,39 @@ fn attention_matches_composed_attention() {
     }
 }
 
+#[test]
+fn an_attention_rows_output_does_not_depend_on_the_rows_beside_it() {
+    // Bit for bit: a query row alone gives what it gives among other rows
+    // (a prefill chunk of another size, a sliding window, padding), for
+    // grouped heads of 64 and 256 dimensions.
+    if on_gpu() || !Isa::Avx2.available() {
+        return;
+    }
+    for (heads, kv_heads, dim, len, columns, window, pad) in [(9, 3, 64, 37, 300, None, 0), (4, 1, 256, 21, 60, Some(9), 3), (6, 2, 64, 16, 16, Some(5), 0)] {
+        let normal = |shape: &[i32], s: u64| normal::<f32>(shape, None, None, &key(s).unwrap()).unwrap();
+        let q = normal(&[1, heads, len, dim], 300 + dim as u64);
+        let k = normal(&[1, kv_heads, columns, dim], 301);
+        let v = normal(&[1, kv_heads, columns, dim], 302);
+        let allowed = |i: i32, c: i32| {
+            let position = columns - len + i;
+            c == position || (c <= position && c >= pad && window.is_none_or(|w| position - c < w))
+        };
+        let mask: Vec<bool> = (0..len).flat_map(|i| (0..columns).map(move |c| allowed(i, c))).collect();
+        let together = super::attention(&q, &k, &v, Some(&Array::from_slice(&mask, &[1, 1, len, columns])), false, 0.125).unwrap().unwrap();
+        for i in 0..len {
+            let row: Vec<bool> = (0..columns).map(|c| allowed(i, c)).collect();
+            let alone = super::attention(&q.index((.., .., i..i + 1, ..)), &k, &v, Some(&Array::from_slice(&row, &[1, 1, 1, columns])), false, 0.125)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                together.index((.., i..i + 1, ..)).as_slice::<f32>(),
+                alone.as_slice::<f32>(),
+                "heads {heads}/{kv_heads} dim {dim} window {window:?} pad {pad}: query {i} of {len} differs alone"
+            );
+        }
+    }
+}
+
 /// `act(gate) * up` composed from MLX's ops with its own `sigmoid`:
 /// the reference for our gated-activation kernel.
 fn reference_glu(g: &Array, u: &Array, kind: super::Gate) -> Array {

@@ -136,9 +136,22 @@ fn batched_matches_alone(model: &Model, base: i32) {
 /// streams) gives the logits it gives in one pass.
 #[test]
 fn chunked_prefill_matches_one_pass() {
-    let model = model();
+    chunked_matches_one_pass(&model());
+}
+
+/// The same with Gemma 3's sliding window narrowed to 8 positions, so that
+/// the window hides columns within and across chunks.
+#[test]
+fn gemma3_narrow_window_chunked_prefill_matches_one_pass() {
+    let Some(mut model) = gemma3() else { return };
+    let Model::Gemma3(g) = &mut model else { panic!("gemma3 loads as Gemma3") };
+    g.config.sliding_window = 8;
+    chunked_matches_one_pass(&model);
+}
+
+fn chunked_matches_one_pass(model: &Model) {
     let prompt: Vec<i32> = (0..70).map(|i| 300 + (i * 37) % 4000).collect();
-    let whole = alone(&model, &prompt, 2);
+    let whole = alone(model, &prompt, 2);
     for chunks in [vec![70], vec![1, 69], vec![16, 16, 16, 22], vec![5, 4, 61], vec![48, 22]] {
         let mut cache = KvCache::new(model.layers());
         let mut start = 0;
