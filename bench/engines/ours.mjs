@@ -66,8 +66,11 @@ async function run(ids, maxTokens) {
 }
 
 await run(work.decodePrompt, 8) // warm-up
+// BENCH_SMOOTH_ONLY=1: only the smooth-stream figures (for A/B runs of the
+// interleaving: node bench/engines/ours.mjs WORKLOAD).
+const smoothOnly = !!process.env.BENCH_SMOOTH_ONLY
 const decode = []
-for (let i = 0; i < work.repeats; i++) decode.push((await run(work.decodePrompt, work.decodeTokens)).decodeTps)
+for (let i = 0; i < (smoothOnly ? 0 : work.repeats); i++) decode.push((await run(work.decodePrompt, work.decodeTokens)).decodeTps)
 if (process.env.BENCH_DECODE_ONLY) {
   // The binding-overhead pairing needs only this figure.
   await engine.shutdown()
@@ -75,7 +78,7 @@ if (process.env.BENCH_DECODE_ONLY) {
   process.exit(0)
 }
 const ttft = {}
-for (const [name, ids] of Object.entries(work.ttftPrompts)) {
+for (const [name, ids] of Object.entries(smoothOnly ? {} : work.ttftPrompts)) {
   await run(ids, 1) // untimed: first use of this prompt length's shapes
   const times = []
   for (let i = 0; i < work.repeats; i++) times.push((await run(ids, 1)).ttftMs)
@@ -83,7 +86,7 @@ for (const [name, ids] of Object.entries(work.ttftPrompts)) {
 }
 const aggregate = {}
 let eventLoopP99Ms
-for (const n of work.streams) {
+for (const n of smoothOnly ? [] : work.streams) {
   const plans = streamsPlan(work, n)
   // A short untimed round first: MLX's CUDA backend compiles kernels for new shapes on first use.
   await Promise.all(plans.map((ids) => run(ids, 4)))
@@ -131,6 +134,8 @@ async function streamGaps(longIds) {
 let smooth
 if (work.longPrompt) {
   const alone = await streamGaps()
+  // The long prompt's first token with nothing else running (cold: no prefix reuse).
+  const longAloneTtftMs = (await run(work.longPrompt, 1)).ttftMs
   const during = await streamGaps(work.longPrompt)
   smooth = {
     promptTokens: work.longPrompt.length,
@@ -138,6 +143,7 @@ if (work.longPrompt) {
     p99GapAloneMs: quantile(alone.gaps, 0.99),
     p99GapDuringMs: quantile(during.gaps, 0.99),
     longTtftMs: during.longTtftMs,
+    longAloneTtftMs,
   }
 }
 const { memory, device } = engine.stats()
