@@ -1,29 +1,61 @@
+/**
+ * An AI SDK provider over an in-process {@link Engine} (no HTTP):
+ * `generateText` and `streamText` from the `ai` package run on a local model,
+ * with streaming, `abortSignal`, usage and finish reasons.
+ *
+ * @example
+ * ```js
+ * import { generateText } from 'ai'
+ * import { createMlxServing } from 'mlx-serving/ai-sdk'
+ * const mlx = createMlxServing(engine) // an Engine with a model loaded as 'smol'
+ * const { text } = await generateText({ model: mlx('smol'), prompt: 'Write a haiku.' })
+ * ```
+ *
+ * @module mlx-serving/ai-sdk
+ */
 import type { LanguageModelV4 } from '@ai-sdk/provider'
 import type { Engine } from './index.js'
 
+/** Settings of a language model made by the provider. */
 export interface MlxServingModelSettings {
   /** Deadline of each call in ms (TIMEOUT past it). Default: the engine's. */
   timeoutMs?: number
 }
 
+/** What `createMlxServing` returns: call it with a model id to get a language model. */
 export interface MlxServingProvider {
   /** A language model for the model loaded into the engine as `modelId`. */
   (modelId: string, settings?: MlxServingModelSettings): LanguageModelV4
+  /** The same as calling the provider. */
   languageModel(modelId: string, settings?: MlxServingModelSettings): LanguageModelV4
+  /** The AI SDK provider specification implemented. */
   readonly specificationVersion: 'v4'
 }
 
 /**
  * An AI SDK provider over an in-process Engine: `generateText` / `streamText`
- * from the `ai` package run on a local model, with abort and usage.
+ * from the `ai` package run on a local model, with abort and usage. `defaults`
+ * apply to every model it makes. Throws a TypeError unless `engine` is an
+ * {@link Engine}.
  */
 export declare function createMlxServing(engine: Engine, defaults?: MlxServingModelSettings): MlxServingProvider
 
+/**
+ * The language model the provider returns (`@ai-sdk/provider`'s
+ * `LanguageModelV4`). Text in, text out: tools, files and JSON response
+ * formats are reported as `unsupported` warnings, never silently dropped.
+ */
 export declare class MlxServingLanguageModel implements LanguageModelV4 {
+  /** The AI SDK specification implemented. */
   readonly specificationVersion: 'v4'
+  /** The provider's name. */
   readonly provider: 'mlx-serving'
+  /** The engine's id of the model. */
   readonly modelId: string
+  /** None: the model takes no URLs. */
   readonly supportedUrls: Record<string, RegExp[]>
+  /** Runs a whole generation (`generateText`). */
   doGenerate: LanguageModelV4['doGenerate']
+  /** Streams a generation (`streamText`); cancelling the stream stops it in the worker. */
   doStream: LanguageModelV4['doStream']
 }

@@ -1,3 +1,22 @@
+/**
+ * Local LLM inference on MLX for Node.js: an {@link Engine} loads models and
+ * streams completions from them; every error is an {@link MlxServingError}
+ * with a stable {@link ErrorCode}.
+ *
+ * @example
+ * ```js
+ * const { Engine } = require('mlx-serving')
+ * const engine = await Engine.create()
+ * await engine.loadModel({ id: 'smol', path: 'models/SmolLM2-135M-Instruct.Q4_1.gguf' })
+ * for await (const chunk of engine.generate({ model: 'smol', prompt: 'The sky is', maxTokens: 16 })) {
+ *   if (!chunk.done) process.stdout.write(chunk.text)
+ * }
+ * await engine.shutdown()
+ * ```
+ *
+ * @module mlx-serving
+ */
+
 /** Stable error codes: the `code` property of every error this library throws. */
 export declare const ErrorCode: {
   /** An option has the wrong type or value; the message names the field. */
@@ -31,10 +50,13 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
 /** Every error this library throws. `name` is 'TimeoutError', 'AbortError' or 'MlxServingError'. */
 export declare class MlxServingError extends Error {
+  /** Which failure this is; stable across releases, unlike the message. */
   readonly code: ErrorCode
+  /** 'TimeoutError' for TIMEOUT, 'AbortError' for ABORTED (as DOM errors name them), else 'MlxServingError'. */
   name: 'TimeoutError' | 'AbortError' | 'MlxServingError'
 }
 
+/** Options of `new Engine()` / `Engine.create()`; every one has a default that works. */
 export interface EngineOptions {
   /** Sequences decoded together per step (continuous batching). Default 8. */
   maxBatchSize?: number
@@ -54,6 +76,7 @@ export interface EngineOptions {
   prefixCacheMb?: number
 }
 
+/** What `loadModel` loads, and under which id. */
 export interface ModelSpec {
   /** Your name for the model, used in `generate({ model })`. */
   id: string
@@ -67,31 +90,47 @@ export interface ModelSpec {
   onProgress?: (progress: LoadProgress) => void
 }
 
+/** How far a model's load has read its weights. */
 export interface LoadProgress {
+  /** Bytes of weights read so far. */
   bytesRead: number
+  /** Bytes of weights in all. */
   totalBytes: number
 }
 
+/** A loaded model: what `loadModel` resolves with and `modelInfo` returns. */
 export interface ModelInfo {
+  /** The id given to `loadModel`. */
   id: string
+  /** The path given to `loadModel`. */
   path: string
   /** 'gguf'; for a directory 'mlx' (MLX-quantized weights) or 'safetensors' (float weights). */
   format: 'gguf' | 'mlx' | 'safetensors' | (string & {})
   /** The quantization as llama.cpp names it (`general.file_type`, e.g. 'Q4_K_M', 'Q4_1'), else the block type holding most of the weights. */
   quantization: string
+  /** The architecture as the file names it: 'llama', 'qwen2', 'qwen3', 'phi3', 'gemma3', ... */
   architecture: string
+  /** Number of weights (parameters) in the model. */
   parameters: number
+  /** The longest sequence (prompt plus answer) the model takes, in tokens. */
   contextLength: number
+  /** Number of tokens in the vocabulary. */
   vocabSize: number
+  /** Number of transformer layers. */
   layers: number
+  /** Width of the hidden state (embedding size). */
   hiddenSize: number
+  /** Attention heads for queries. */
   heads: number
+  /** Attention heads for keys and values (fewer than `heads` with grouped-query attention). */
   kvHeads: number
+  /** Tensor types present in the file, e.g. `['F32', 'Q4_K', 'Q6_K']`. */
   tensorTypes: string[]
   /** 'quantized' (weights kept 4-/8-bit; the default) or 'dense' (dequantized to f32 at load, `MLX_SERVING_WEIGHTS=dense`). */
   weightFormat: 'dense' | 'quantized'
   /** The dtype the model computes in: 'float32' on the CPU, 'float16' on a GPU (`MLX_SERVING_DTYPE=f32|f16|bf16` overrides). */
   dtype: 'float32' | 'float16' | 'bfloat16'
+  /** Whether the model carries a chat template (needed for `messages`; without one, give `prompt`). */
   hasChatTemplate: boolean
   /** Loading in all; on a GPU it includes `warmUpMs`. */
   loadMs: number
@@ -101,11 +140,15 @@ export interface ModelInfo {
   backend: 'cpu' | 'cuda' | 'metal'
 }
 
+/** One message of a conversation, rendered by the model's chat template. */
 export interface ChatMessage {
+  /** Who speaks: 'system', 'user', 'assistant', or any role the model's template knows. */
   role: 'system' | 'user' | 'assistant' | (string & {})
+  /** The message's text. */
   content: string
 }
 
+/** What to generate: the model, the prompt and how to sample. Unknown fields are INVALID_ARGUMENT. */
 export interface GenerateRequest {
   /** The id given to `loadModel`. */
   model: string
@@ -115,65 +158,90 @@ export interface GenerateRequest {
   messages?: ChatMessage[]
   /** Most tokens to generate. Default: until an end token or the context is full. */
   maxTokens?: number
-  /** 0 (default) is greedy. */
+  /** Sampling temperature, 0 or more; 0 (default) is greedy (always the most likely token). */
   temperature?: number
-  /** 0 (default) disables. */
+  /** Sample among the `topK` most likely tokens only; 0 (default) disables. */
   topK?: number
-  /** In (0, 1]; 1 (default) disables. */
+  /** Nucleus sampling: the smallest set of tokens whose probabilities reach `topP`. In (0, 1]; 1 (default) disables. */
   topP?: number
-  /** In [0, 1]; 0 (default) disables. */
+  /** Drops tokens less likely than `minP` times the most likely one. In [0, 1]; 0 (default) disables. */
   minP?: number
-  /** Over the last 64 tokens; 1 (default) disables. */
+  /** Divides the logits of tokens seen in the last 64 (multiplies negative ones); 1 (default) disables. */
   repetitionPenalty?: number
-  /** Same seed, same output. */
+  /** Seed of the sampler: same request and seed, same output. Default: random. */
   seed?: number
   /** Generation ends before the first occurrence of any of these; the text never contains it. */
   stop?: string | string[]
 }
 
+/** Per-call options of `generate`, `saveCache` and `loadCache`. */
 export interface CallOptions {
+  /** Aborting it ends the call with AbortError (code ABORTED) after the tokens produced before it. */
   signal?: AbortSignal
   /** Per-call deadline; the iterator rejects with TimeoutError (code TIMEOUT) when it passes. */
   timeoutMs?: number
 }
 
+/** A piece of the answer, as it is produced. */
 export interface TokenChunk {
+  /** New text: it never splits a UTF-8 character nor contains a stop string; text held back while it might still become one comes later, so it may be ''. */
   text: string
+  /** The token ids this chunk delivers. */
   tokenIds: number[]
+  /** Always false: more chunks follow, at least the final one. */
   done: false
 }
 
+/** Token counts of a finished request. */
 export interface Usage {
+  /** Tokens of the prompt, after the chat template. */
   promptTokens: number
+  /** Token ids delivered. */
   completionTokens: number
 }
 
+/** Where a finished request's time went. */
 export interface Timings {
   /** From the call to the first token. */
   ttftMs: number
   /** Decode speed of this request (tokens after the first, per second). */
   tokensPerSecond: number
+  /** From the call to the end. */
   totalMs: number
   /** Time spent waiting for a batch slot or for the model to load. */
   queuedMs: number
 }
 
+/** The last chunk of a stream that finished normally. */
 export interface FinalChunk {
+  /** Always empty: all text came in the chunks before. */
   text: ''
+  /** Always empty. */
   tokenIds: []
+  /** Always true: the stream is over. */
   done: true
+  /** 'stop': an end-of-turn token or a stop string; 'length': `maxTokens` reached or the context is full. */
   finishReason: 'stop' | 'length'
+  /** Token counts. */
   usage: Usage
+  /** Time to first token, decode speed, total and queued time. */
   timings: Timings
 }
 
+/** What a {@link Generation} yields: token chunks, then one {@link FinalChunk}. */
 export type Chunk = TokenChunk | FinalChunk
 
+/** A whole generation, as `Generation.collect()` returns it. */
 export interface Completion {
+  /** All the text. */
   text: string
+  /** All the token ids delivered. */
   tokenIds: number[]
+  /** As in {@link FinalChunk.finishReason}. */
   finishReason: 'stop' | 'length'
+  /** Token counts. */
   usage: Usage
+  /** Time to first token, decode speed, total and queued time. */
   timings: Timings
 }
 
@@ -184,25 +252,35 @@ export interface Completion {
  * the generation in the worker.
  */
 export interface Generation extends AsyncIterableIterator<Chunk> {
+  /** The next chunk; rejects with an MlxServingError if the request fails. After the end, `{ done: true }`. */
   next(): Promise<IteratorResult<Chunk, undefined>>
+  /** Stops the generation in the worker and frees its batch slot (what `break` calls). */
   return(value?: unknown): Promise<IteratorResult<Chunk, undefined>>
+  /** Stops the generation as `return()` does, then rethrows `err`. */
   throw(err?: unknown): Promise<never>
   /** Reads the whole generation into one result. */
   collect(): Promise<Completion>
 }
 
+/** One model's figures in `Engine.stats()`. */
 export interface ModelStats {
+  /** The model's id. */
   id: string
+  /** `loading -> ready -> draining -> unloaded`, or `failed` when the load failed. */
   state: 'loading' | 'ready' | 'draining' | 'unloaded' | 'failed'
+  /** Requests in the running batch. */
   activeRequests: number
+  /** Requests waiting for a batch slot (or for the model to load). */
   queuedRequests: number
   /** Workers replaced after a crash or hang. */
   restarts: number
   /** Hung worker threads left behind (never reused). */
   abandonedWorkers: number
+  /** Tokens generated since the model was loaded. */
   tokensGenerated: number
   /** Over the last 5 seconds. */
   tokensPerSecond: number
+  /** Since the worker last beat its heartbeat (after every step, and every 100 ms when idle). */
   lastHeartbeatMsAgo: number
   /** How much of its weights the model's (latest) load has read; complete once ready. */
   loadProgress?: LoadProgress
@@ -210,11 +288,13 @@ export interface ModelStats {
   prefixCache: PrefixCacheStats
 }
 
+/** A model's prefix cache: keys and values kept for prompts that start the same way. */
 export interface PrefixCacheStats {
   /** Sequences held. */
   entries: number
   /** Tokens held, over all entries. */
   cachedTokens: number
+  /** Memory held, in bytes (within `prefixCacheMb`). */
   bytes: number
   /** Prompts that started from a cached prefix. */
   hits: number
@@ -228,17 +308,30 @@ export interface PrefixCacheStats {
 
 /** A prompt to prefill and save: `prompt` or `messages`, as in `generate`. */
 export interface CachePrompt {
+  /** The id given to `loadModel`. */
   model: string
+  /** Raw text, as in `generate`. */
   prompt?: string
+  /** Chat messages, rendered with the model's chat template, as in `generate`. */
   messages?: ChatMessage[]
 }
 
+/** What `Engine.stats()` returns. */
 export interface EngineStats {
+  /** One entry per model known to the engine. */
   models: ModelStats[]
   /** MLX allocator figures: device memory on a GPU, host memory on the CPU. */
-  memory: { activeBytes: number; peakBytes: number; cacheBytes: number }
+  memory: {
+    /** Bytes in arrays now. */
+    activeBytes: number
+    /** Most bytes in arrays at once (MLX's peak figure). */
+    peakBytes: number
+    /** Bytes MLX keeps freed for reuse. */
+    cacheBytes: number
+  }
   /** The device the models run on (MLX's default device). */
   device: {
+    /** 'cpu', or the GPU backend: 'cuda' (NVIDIA) or 'metal' (Apple). */
     backend: 'cpu' | 'cuda' | 'metal'
     /** The GPU's name (e.g. 'NVIDIA H100 80GB HBM3'); 'cpu' on the CPU. */
     name: string
@@ -247,8 +340,22 @@ export interface EngineStats {
   }
 }
 
+/**
+ * Loads models and runs them, each on a worker thread of its own, never on
+ * the JS event loop. Concurrent calls for one model are batched.
+ *
+ * @example
+ * ```js
+ * const engine = await Engine.create({ maxBatchSize: 8 })
+ * await engine.loadModel({ id: 'smol', path: 'models/SmolLM2-135M-Instruct.Q4_1.gguf' })
+ * const { text } = await engine.generate({ model: 'smol', prompt: 'The capital of France is', maxTokens: 8 }).collect()
+ * await engine.shutdown()
+ * ```
+ */
 export declare class Engine {
+  /** Starts an engine (no model yet). Throws INVALID_ARGUMENT for an unknown or bad option. */
   constructor(options?: EngineOptions)
+  /** Same as `new Engine(options)`, for symmetry with the async API. */
   static create(options?: EngineOptions): Promise<Engine>
   /** Whether `value` is an Engine (also one made by another copy of this package). */
   static isEngine(value: unknown): value is Engine
@@ -265,19 +372,40 @@ export declare class Engine {
    * safetensors file with the model's fingerprint, the token ids and a
    * checksum; replaced atomically). CACHE_WRITE_FAILED if it cannot be written.
    */
-  saveCache(request: CachePrompt, path: string, options?: CallOptions): Promise<{ path: string; tokens: number; bytes: number }>
+  saveCache(
+    request: CachePrompt,
+    path: string,
+    options?: CallOptions,
+  ): Promise<{
+    /** The file written. */
+    path: string
+    /** Tokens of the prompt whose keys and values it holds. */
+    tokens: number
+    /** Size of the file. */
+    bytes: number
+  }>
   /**
    * Reads a `saveCache` file into the model's prefix cache; a prompt that
    * starts with its tokens then prefills only the rest. CACHE_INVALID for a
    * file of another model or format version, truncated or altered.
    */
-  loadCache(model: string, path: string, options?: CallOptions): Promise<{ tokens: number }>
+  loadCache(
+    model: string,
+    path: string,
+    options?: CallOptions,
+  ): Promise<{
+    /** Tokens of the prompt now in the prefix cache. */
+    tokens: number
+  }>
+  /** The model's token ids of `text`; special tokens such as `<|im_start|>` are recognised. */
   tokenize(model: string, text: string): number[]
+  /** The text of token ids (the inverse of `tokenize`). */
   detokenize(model: string, ids: number[]): string
   /** The prompt text `messages` become with the model's chat template. */
   applyChatTemplate(model: string, messages: ChatMessage[]): string
   /** Info of a loaded model (MODEL_NOT_FOUND if it is not ready). */
   modelInfo(id: string): ModelInfo
+  /** Per-model state, queue and throughput figures; MLX's memory; the device. */
   stats(): EngineStats
   /**
    * Refuses new work, lets in-flight requests finish for up to
