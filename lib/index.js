@@ -233,7 +233,7 @@ class Generation {
 
 const ENGINE_KEYS = ['maxBatchSize', 'maxQueued', 'defaultTimeoutMs', 'hangTimeoutMs', 'prefixCacheMb']
 
-/** Local LLM inference on MLX. See README.md for the full contract. */
+/** Local LLM inference on MLX. See docs/streaming.md for the full contract. */
 class Engine {
   #core
 
@@ -310,7 +310,7 @@ class Engine {
     check(await this.#core.unloadModel(id, drainMs(o)))
   }
 
-  /** Streams a completion. See README.md for the end-of-stream contract. */
+  /** Streams a completion. See docs/streaming.md for the end-of-stream contract. */
   generate(request, options) {
     const o = plainObject(options, 'options', true)
     onlyKeys(o, 'options', ['signal', 'timeoutMs'])
@@ -375,7 +375,7 @@ class Engine {
     return callNative(() => this.#core.modelInfo(id))
   }
 
-  /** Model and memory figures; see README.md. */
+  /** Model and memory figures; see docs/reliability.md. */
   stats() {
     return this.#core.stats()
   }

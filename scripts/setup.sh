@@ -17,7 +17,7 @@
 #
 #   MLX_SERVING_BACKEND=cuda scripts/setup.sh   # MLX's CUDA runtime (mlx-cuda-13, with the
 #                               # CUDA 13 libraries it needs, ~3 GB) instead of mlx-cpu; the
-#                               # addon is the same binary (see README, "GPU (CUDA)")
+#                               # addon is the same binary (see docs/gpu.md)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -47,7 +47,7 @@ const PREFILL_CHUNK: usize = 256;
 /// The chunk on a GPU, where each chunk pays kernel launches and widens the
 /// large quantized matrices once: a 4096-token prompt's first token came 3x
 /// sooner than with 256 on an H200 (`MLX_SERVING_PREFILL_CHUNK=256|1024|2048
-/// node bench/ab.cjs`, README "GPU (CUDA)"). mlx-lm prefills 2048 at a time too.
+/// node bench/ab.cjs`, docs/gpu.md). mlx-lm prefills 2048 at a time too.
 const PREFILL_CHUNK_GPU: usize = 2048;
 
 /// The prefill chunk in tokens: by device, or `MLX_SERVING_PREFILL_CHUNK`

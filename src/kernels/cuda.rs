@@ -6,7 +6,7 @@
 //!
 //! Why: decode multiplies each quantized matrix by one row per sequence, and
 //! MLX 0.32's CUDA kernel for that streams the weights at about a quarter of
-//! an H200's bandwidth (`bench/results/gpu-2026-11-27.md`, ncu). Ours gives
+//! an H200's bandwidth (an Nsight Compute trace; docs/gpu.md). Ours gives
 //! each output column 8 to 32 threads that read the row's codes 16 bytes at
 //! a time and never convert a code by I2F (see `qmv.cu`).
 //! From 8 rows on [`crate::model`] widens large matrices for cuBLAS instead.
@@ -30,7 +30,7 @@ const MAX_ROWS: usize = 7;
 /// `weights` weights rather than MLX's kernel: for matrices of more than 2^25
 /// weights (the MLP of an 8B model). Measured on an H200, one stream, tokens/s
 /// of the whole model, the choices alternated on one machine
-/// (`bench/results/gpu-2026-11-27-qmv-ab2.md`): an 8B shape 147-155 with ours
+/// (`MLX_SERVING_CUDA_QMV=0|N node bench/ab.cjs`; docs/gpu.md): an 8B shape 147-155 with ours
 /// (on these matrices or on all) vs 122-129 with MLX's; a 1B shape 322-335
 /// with ours on all its matrices or on its MLP's vs 375-407 with MLX's;
 /// SmolLM2-135M and Qwen2.5-0.5B lose with ours everywhere (191 vs 280, 286 vs

@@ -28,7 +28,7 @@ use crate::{
 /// 2^22 weights (2048 x 2048). MLX 0.32's CUDA quantized matmul is fast for a
 /// row or a few (its matrix-vector kernel) and slow past them on large
 /// matrices, where widening the matrix to f16 for one cuBLAS product costs
-/// less. Measured on an H200 (`bench/results/gpu-2026-11-27.md`): on a
+/// less. Measured on an H200 (`bench/gpu.mjs`; docs/gpu.md): on a
 /// 1B-shaped model (matrices of 4-34M weights) 32 streams went from 1077 to
 /// 2868 tok/s and a 4096-token prefill from 204 to 117 ms, one stream level;
 /// on SmolLM2-135M (matrices under 2M weights but its 28M output projection)
