@@ -73,7 +73,8 @@ for (const spec of process.argv.slice(2)) {
 
 const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : 'n/a')
 const ratio = (a, b) => (a && b ? (a / b).toFixed(2) + 'x' : 'n/a')
-let md = `Build ${build(root)}, \`node bench/gpu.mjs\`, ${new Date().toISOString().slice(0, 10)}. Device: ${device?.backend} (${device?.name}); ${os.cpus()[0]?.model}, ${os.availableParallelism()} cores; Node ${process.version}. Greedy, medians of ${repeats}.\n`
+const measured = build(root)
+let md = `Build ${measured}, \`node bench/gpu.mjs\`, ${new Date().toISOString().slice(0, 10)}. Device: ${device?.backend} (${device?.name}); ${os.cpus()[0]?.model}, ${os.availableParallelism()} cores; Node ${process.version}. Greedy, medians of ${repeats}.\n`
 for (const r of runs) {
   md += `\n### ${r.model}${r.mlxModel ? ` (mlx-lm: ${r.mlxModel})` : ''}\n\n| | mlx-serving | mlx-lm | llama.cpp | vs mlx-lm | vs llama.cpp |\n| --- | ---: | ---: | ---: | ---: | ---: |\n`
   const row = (label, get, d = 1) => {
@@ -93,6 +94,7 @@ for (const r of runs) {
 }
 md += '\nRatios: mlx-serving over the other (for times and memory, the other over mlx-serving): above 1 is better for mlx-serving. llama.cpp peak memory is not read (n/a).\n'
 fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
-fs.writeFileSync(resultPath(root, 'bench.json', device), JSON.stringify({ device, build: build(root), runs }, null, 2))
-fs.writeFileSync(resultPath(root, 'bench.md', device), md)
+const out = resultPath(root, 'bench', device)
+fs.writeFileSync(`${out}.json`, JSON.stringify({ device, build: measured, runs }, null, 2))
+fs.writeFileSync(`${out}.md`, md)
 console.log(md)

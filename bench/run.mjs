@@ -164,6 +164,7 @@ for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', c
 md += `\nBuild ${machine.build}, \`npm run bench\`, ${machine.date.slice(0, 10)}. Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 
 fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
-fs.writeFileSync(resultPath(root, 'bench.json', device), JSON.stringify({ machine, workload: { ...workload, decodePrompt: undefined, ttftPrompts: undefined, streamPrefixes: undefined }, results }, null, 2))
-fs.writeFileSync(resultPath(root, 'bench.md', device), md)
+const out = resultPath(root, 'bench', device)
+fs.writeFileSync(`${out}.json`, JSON.stringify({ machine, workload: { ...workload, decodePrompt: undefined, ttftPrompts: undefined, streamPrefixes: undefined }, results }, null, 2))
+fs.writeFileSync(`${out}.md`, md)
 console.log(md)

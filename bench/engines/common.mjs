@@ -13,7 +13,7 @@ export function streamsPlan(work, n) {
 
 /**
  * Where a result file goes (scripts/result_name.sh names them all):
- * bench/results/<device>-<date>-<build>-<what>, `what` e.g. 'bench.md'. On the
+ * bench/results/<device>-<date>-<build>-<what>, `what` e.g. 'bench'. On the
  * CPU backend <device> is 'cpu'; otherwise the GPU's model.
  */
 export function resultPath(root, what, device) {
