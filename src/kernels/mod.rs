@@ -87,6 +87,8 @@ use crate::error::{Error, ErrorCode, Result};
 use mlx_rs::Array;
 
 pub mod cuda;
+mod cuda_kernel;
+pub mod cuda_qmm;
 
 /// How activations enter the quantized matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

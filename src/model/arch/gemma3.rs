@@ -20,7 +20,7 @@ use crate::{
     error::Result,
     model::{
         cache::{KvCache, Mask, Rope},
-        linear::{Cast, Linear, Projections},
+        linear::{Cast, Linear, Pack, Projections},
     },
 };
 
@@ -127,6 +127,18 @@ impl Gemma3 {
         cache.advance(len);
         let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
         Ok(self.embed.forward(&last)?.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+    }
+
+    /// Moves the projections (not the embedding) into the CUDA tile layout
+    /// where it serves ([`Pack`]).
+    pub fn pack(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            b.qkv.pack()?;
+            b.wo.pack()?;
+            b.gate_up.pack()?;
+            b.down.pack()?;
+        }
+        Ok(())
     }
 
     /// Converts the parameters to `dtype` ([`Cast`]).

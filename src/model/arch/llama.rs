@@ -14,7 +14,7 @@ use crate::{
     kernels::Fuse,
     model::{
         cache::{KvCache, Rope},
-        linear::{Cast, Linear, Projections},
+        linear::{Cast, Linear, Pack, Projections},
     },
 };
 
@@ -166,6 +166,19 @@ impl Llama {
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let logits = head.forward(&last)?;
         Ok(logits.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+    }
+
+    /// Moves the projections (not the embedding) into the CUDA tile layout
+    /// where it serves ([`Pack`]).
+    pub fn pack(&mut self) -> Result<()> {
+        self.output.pack()?;
+        for b in &mut self.blocks {
+            b.qkv.pack()?;
+            b.wo.pack()?;
+            b.gate_up.pack()?;
+            b.down.pack()?;
+        }
+        Ok(())
     }
 
     /// Converts the parameters to `dtype` ([`Cast`]).

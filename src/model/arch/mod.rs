@@ -52,6 +52,15 @@ impl Model {
         }
     }
 
+    /// Moves the large 4-bit projections into the CUDA tensor-core kernel's
+    /// layout where it serves (`linear::Pack`; nothing elsewhere).
+    pub fn pack(&mut self) -> Result<()> {
+        match self {
+            Model::Llama(m) => m.pack(),
+            Model::Gemma3(m) => m.pack(),
+        }
+    }
+
     /// Transformer blocks, i.e. KV cache layers.
     pub fn layers(&self) -> usize {
         match self {

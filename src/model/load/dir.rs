@@ -362,7 +362,7 @@ impl DirWeights<'_> {
         for a in [&weight, &scales, &biases] {
             a.eval().map_err(mlx)?;
         }
-        Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size, bits: q.bits, activations: Activations::from_env() }))
+        Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size, bits: q.bits, activations: Activations::from_env(), tiles: None }))
     }
 }
 

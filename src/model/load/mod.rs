@@ -114,6 +114,7 @@ pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<Load
     let dtype = crate::device::compute_dtype().map_err(|e| load_failed(path, e))?;
     let mut loaded = if path.is_dir() { dir::load_dir_tracked(path, format, progress)? } else { load_gguf_tracked(path, format, progress)? };
     loaded.model.cast(dtype).map_err(|e| load_failed(path, e))?;
+    loaded.model.pack().map_err(|e| load_failed(path, e))?;
     loaded.info.dtype = dtype;
     if crate::device::backend().is_gpu() {
         let warming = Instant::now();
@@ -125,7 +126,10 @@ pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<Load
 }
 
 /// Runs the shapes of a worker's first steps once: a prompt's prefill, two
-/// prompts prefilled side by side (the masked path) and a decode step of each.
+/// prompts prefilled side by side (the masked path) and a decode step of each;
+/// then every variant of our CUDA tensor-core matmul that the model's packed
+/// matrices use (each 8-row bucket up to 64 rows, and the widening kernel of
+/// longer products: `kernels::cuda_qmm::warm_up`).
 /// MLX's CUDA backend compiles each kernel on its first use (NVRTC; 66-72 s
 /// for SmolLM2 in f16 on a fresh H200, and a chat prompt of another length
 /// still compiled for a minute after it); done here, that time
@@ -138,6 +142,10 @@ pub fn warm_up(model: &Model) -> Result<()> {
         let mut cache = KvCache::with_rows(model.layers(), pads);
         model.forward(&tokens(rows, 8), &mut cache)?.eval()?;
         model.forward(&tokens(rows, 1), &mut cache)?.eval()?;
+    }
+    if crate::device::backend() == crate::device::Backend::Cuda {
+        let compiled = crate::kernels::cuda_qmm::warm_up()?;
+        tracing::debug!(compiled, "tensor-core matmul variants compiled");
     }
     Ok(())
 }
@@ -410,7 +418,7 @@ fn linear(gguf: &Gguf, t: &TensorInfo, format: WeightFormat) -> Result<Linear, S
                 a.eval().map_err(mlx)?;
             }
             let activations = Activations::from_env();
-            return Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size: q.group_size, bits: q.bits, activations }));
+            return Ok(Linear::Quantized(QuantizedWeight { weight, scales, biases, group_size: q.group_size, bits: q.bits, activations, tiles: None }));
         }
     }
     let dense = Array::from_slice(&gguf.dequantize(t)?, &shape);
