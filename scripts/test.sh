@@ -9,7 +9,7 @@
 # not skipped), then the vitest suites against the real models through the real addon.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs
+scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs --embeddings
 # Same target directory as `napi build`, so dependencies are built once.
 host=$(rustc -vV | sed -n 's/^host: //p')
 MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib
