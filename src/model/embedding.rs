@@ -82,13 +82,20 @@ pub enum Activation {
 
 impl Dense {
     fn forward(&self, x: &Array) -> Result<Array> {
-        let y = match &self.bias {
-            Some(b) => addmm(b, x, &self.weight_t, None, None)?,
-            None => matmul(x, &self.weight_t)?,
+        let y = match crate::kernels::dense_matmul(x, &self.weight_t, self.bias.as_ref(), false)? {
+            Some(y) => y,
+            None => self.affine(x)?,
         };
         Ok(match self.activation {
             Activation::Identity => y,
             Activation::Tanh => tanh(&y)?,
+        })
+    }
+
+    fn affine(&self, x: &Array) -> Result<Array> {
+        Ok(match &self.bias {
+            Some(b) => addmm(b, x, &self.weight_t, None, None)?,
+            None => matmul(x, &self.weight_t)?,
         })
     }
 }

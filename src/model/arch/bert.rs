@@ -79,6 +79,9 @@ pub struct Affine {
 
 impl Affine {
     pub fn forward(&self, x: &Array) -> Result<Array> {
+        if let Some(y) = crate::kernels::dense_matmul(x, &self.weight_t, Some(&self.bias), false)? {
+            return Ok(y);
+        }
         Ok(addmm(&self.bias, x, &self.weight_t, None, None)?)
     }
 }

@@ -6,7 +6,11 @@
 //! halves config.json's `sliding_window`). Every row starts at position 0;
 //! padding follows the real tokens and is hidden from attention.
 
-use mlx_rs::{fast::rms_norm, Array};
+use mlx_rs::{
+    fast::rms_norm,
+    ops::indexing::{Ellipsis, TryIndexOp},
+    Array,
+};
 
 use super::{
     common::{attention, gated, heads, heads_first, Gate},
@@ -14,7 +18,10 @@ use super::{
 };
 use crate::{
     error::Result,
-    model::cache::{Mask, Positions},
+    model::{
+        cache::{Mask, Positions},
+        linear::{Linear, Projections},
+    },
 };
 
 impl Gemma3 {
@@ -33,22 +40,58 @@ impl Gemma3 {
         let mut x = x.multiply(Array::from_f32(c.embedding_scale).as_dtype(x.dtype())?)?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let (rope, mask) = if c.is_global(layer) { (&c.rope_global, &global) } else { (&c.rope_local, &local) };
-            let [q, k, v]: [Array; 3] =
-                block.qkv.forward_normed(&x, Some((&block.attn_norm, c.rms_eps)))?.try_into().expect("three projections");
+            let [q, k, v]: [Array; 3] = projections(&block.qkv, &rms_norm(&x, Some(&block.attn_norm), c.rms_eps)?)?.try_into().expect("three projections");
             let q = rms_norm(&heads(&q, c.heads, c.head_dim)?, Some(&block.q_norm), c.rms_eps)?;
             let k = rms_norm(&heads(&k, c.kv_heads, c.head_dim)?, Some(&block.k_norm), c.rms_eps)?;
             let q = positions.rope(&heads_first(&q)?, rope)?;
             let k = positions.rope(&heads_first(&k)?, rope)?;
             let v = heads_first(&heads(&v, c.kv_heads, c.head_dim)?)?;
             let attn = attention(&q, &k, &v, c.attention_scale, mask)?;
-            let out = rms_norm(&block.wo.forward(&attn)?, Some(&block.post_attn_norm), c.rms_eps)?;
+            let out = rms_norm(&product(&block.wo, &attn)?, Some(&block.post_attn_norm), c.rms_eps)?;
             x = x.add(out)?;
-            let act = gated(&block.gate_up, &x, (&block.ffn_norm, c.rms_eps), Gate::GeluTanh)?;
-            let out = rms_norm(&block.down.forward(&act)?, Some(&block.post_ffn_norm), c.rms_eps)?;
+            let act = match &block.gate_up {
+                Projections::Stacked { weight: w @ Linear::Dense(_), .. } => {
+                    let y = product(w, &rms_norm(&x, Some(&block.ffn_norm), c.rms_eps)?)?;
+                    match crate::kernels::glu(&y, None, Gate::GeluTanh)? {
+                        Some(act) => act,
+                        None => gated(&block.gate_up, &x, (&block.ffn_norm, c.rms_eps), Gate::GeluTanh)?,
+                    }
+                }
+                _ => gated(&block.gate_up, &x, (&block.ffn_norm, c.rms_eps), Gate::GeluTanh)?,
+            };
+            let out = rms_norm(&product(&block.down, &act)?, Some(&block.post_ffn_norm), c.rms_eps)?;
             x = x.add(out)?;
             after_layer(&x)?;
         }
         Ok(rms_norm(&x, Some(&self.norm), c.rms_eps)?)
+    }
+}
+
+/// `x @ W^T`: a dense f32 matrix through the kernels' pool
+/// ([`crate::kernels::dense_matmul`]; the encoder's weights are dense), else as the layer computes it.
+fn product(l: &Linear, x: &Array) -> Result<Array> {
+    if let Linear::Dense(w) = l {
+        if let Some(y) = crate::kernels::dense_matmul(x, w, None, true)? {
+            return Ok(y);
+        }
+    }
+    l.forward(x)
+}
+
+/// Each projection of `x` (already normalized), as [`Projections::forward`] gives them.
+fn projections(p: &Projections, x: &Array) -> Result<Vec<Array>> {
+    match p {
+        Projections::Stacked { weight, outputs } => {
+            let y = product(weight, x)?;
+            let mut start = 0;
+            let mut out = Vec::with_capacity(outputs.len());
+            for &n in outputs {
+                out.push(y.try_index((Ellipsis, start..start + n))?);
+                start += n;
+            }
+            Ok(out)
+        }
+        Projections::Separate(parts) => parts.iter().map(|l| product(l, x)).collect(),
     }
 }
 
