@@ -1,6 +1,7 @@
 // `npm run bench`: this engine through Node, node-llama-cpp and mlx-lm, side by
 // side in one run on the same GGUF and token ids, plus the engine without Node
-// (Rust bench) for the binding overhead. Writes bench/results/<date>.{json,md}.
+// (Rust bench) for the binding overhead, then the embedding benchmark
+// (bench/embeddings.mjs). Writes bench/results/<date>.{json,md}.
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -157,6 +158,11 @@ if (cv) {
 }
 for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nMachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
+
+// Embeddings: this engine against sentence-transformers (bench/embeddings.mjs).
+log('embeddings (bench/embeddings.mjs)')
+const embeddings = spawnSync(process.execPath, [path.join(bench, 'embeddings.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+md += `\n## Embeddings\n\n${embeddings.status === 0 ? embeddings.stdout.trim() : `failed (exit ${embeddings.status})`}\n`
 
 const out = path.join(bench, 'results')
 fs.mkdirSync(out, { recursive: true })
