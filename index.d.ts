@@ -19,6 +19,11 @@ export declare class EngineCore {
   modelInfo(id: string): ModelInfoJs
   /** Starts a generation; errors found before any work are thrown here. */
   generate(input: GenerateInput): TokenStream
+  /**
+   * Starts an `embed` call; errors found before any work are thrown here.
+   * Its stream ends with one "embeddings" event (or an error).
+   */
+  embed(input: EmbedInput): TokenStream
   tokenize(model: string, text: string): Array<number>
   detokenize(model: string, ids: Array<number>): string
   applyChatTemplate(model: string, messages: Array<MessageInput>): string
@@ -56,6 +61,23 @@ export interface DeviceStatsJs {
   name: string
   /** The GPU's memory in bytes (0 on the CPU). */
   totalBytes: number
+}
+
+export interface EmbedInput {
+  model: string
+  /** The texts to embed (the JS layer turns one string into a list of one). */
+  input: Array<string>
+  /** Keep the first this many dimensions (Matryoshka truncation). */
+  dimensions?: number
+  /** One of the model's named prompts (e.g. "query", "document"). */
+  prompt?: string
+  /** Text put before every input instead of a named prompt. */
+  promptText?: string
+  /** L2-normalize the vectors (default: as the model does). */
+  normalize?: boolean
+  /** Truncate inputs longer than the model reads (default true); false: CONTEXT_OVERFLOW. */
+  truncate?: boolean
+  timeoutMs?: number
 }
 
 export interface EngineOptionsInput {
@@ -150,6 +172,20 @@ export interface ModelInfoJs {
   warmUpMs: number
   /** Where the model runs: "cpu", "cuda" or "metal". */
   backend: string
+  /** "generation" or "embedding". */
+  kind: string
+  /** An embedding model's vector width. */
+  dimensions?: number
+  /** An embedding model's longest input in tokens (longer ones are truncated). */
+  maxTokens?: number
+  /** An embedding model's pooling ("mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token"). */
+  pooling?: string
+  /** Whether an embedding model's vectors are L2-normalized by default. */
+  normalized?: boolean
+  /** An embedding model's named prompts. */
+  prompts?: Array<PromptJs>
+  /** The prompt an embedding model uses when a call names none. */
+  defaultPrompt?: string
 }
 
 export interface ModelStatsJs {
@@ -190,9 +226,17 @@ export interface PrefixCacheStatsJs {
   evictions: number
 }
 
-/** One event of a stream: `kind` is "token", "end" or "error". */
+/** A named prompt of an embedding model. */
+export interface PromptJs {
+  name: string
+  text: string
+}
+
+/** One event of a stream: `kind` is "token", "end", "embeddings" or "error". */
 export interface StreamEvent {
   kind: string
+  /** An `embed` call's vectors, one per input. */
+  embeddings?: Array<Float32Array>
   text?: string
   tokenIds?: Array<number>
   finishReason?: string

@@ -1,6 +1,7 @@
 // `npm run bench`: this engine through Node, node-llama-cpp and mlx-lm, side by
 // side in one run on the same GGUF and token ids, plus the engine without Node
-// (Rust bench) for the binding overhead. Writes bench/results/<device>-<date>-<build>-bench.{json,md}
+// (Rust bench) for the binding overhead, then the embedding benchmark
+// (bench/embeddings.mjs). Writes bench/results/<device>-<date>-<build>-bench.{json,md}
 // (scripts/result_name.sh).
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -162,6 +163,11 @@ if (cv) {
 }
 for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nBuild ${machine.build}, \`npm run bench\`, ${machine.date.slice(0, 10)}. Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
+
+// Embeddings: this engine against sentence-transformers (bench/embeddings.mjs).
+log('embeddings (bench/embeddings.mjs)')
+const embeddings = spawnSync(process.execPath, [path.join(bench, 'embeddings.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+md += `\n## Embeddings\n\n${embeddings.status === 0 ? embeddings.stdout.trim() : `failed (exit ${embeddings.status})`}\n`
 
 fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
 const out = resultPath(root, 'bench', device)

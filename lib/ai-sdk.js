@@ -7,8 +7,9 @@
 //   const mlx = createMlxServing(engine)
 //   const { text } = await generateText({ model: mlx('smol'), prompt: 'Hi' })
 //
-// Implements the language model interface of `@ai-sdk/provider`
-// (specification v4). Text in, text out: tool calls, files and JSON schemas
+// Implements the language model and the embedding model interfaces of
+// `@ai-sdk/provider` (specification v4): `embed` / `embedMany` run on a local
+// embedding model. Text in, text out: tool calls, files and JSON schemas
 // are reported as unsupported warnings, never silently dropped.
 
 const { Engine } = require('./index.js')
@@ -125,6 +126,37 @@ class MlxServingLanguageModel {
   }
 }
 
+/** Most texts one `doEmbed` call takes (the engine's limit per `embed` call). */
+const MAX_EMBEDDINGS_PER_CALL = 65536
+
+/** The options of `providerOptions['mlx-serving']` an embedding call passes to `engine.embed`. */
+const EMBED_OPTIONS = ['prompt', 'promptText', 'normalize', 'truncate']
+
+class MlxServingEmbeddingModel {
+  specificationVersion = 'v4'
+  provider = 'mlx-serving'
+  maxEmbeddingsPerCall = MAX_EMBEDDINGS_PER_CALL
+  // Concurrent calls are batched together in the model's worker.
+  supportsParallelCalls = true
+  #engine
+  #settings
+
+  constructor(engine, modelId, settings = {}) {
+    this.#engine = engine
+    this.modelId = modelId
+    this.#settings = settings
+  }
+
+  async doEmbed(options) {
+    const request = { model: this.modelId, input: options.values }
+    const own = { ...this.#settings, ...(options.providerOptions && options.providerOptions['mlx-serving']) }
+    for (const key of EMBED_OPTIONS) if (own[key] !== undefined) request[key] = own[key]
+    if (options.dimensions !== undefined) request.dimensions = options.dimensions
+    const { embeddings, usage } = await this.#engine.embed(request, { signal: options.abortSignal, timeoutMs: own.timeoutMs })
+    return { embeddings: embeddings.map((v) => Array.from(v)), usage: { tokens: usage.promptTokens }, warnings: [] }
+  }
+}
+
 /**
  * A provider over `engine`: `provider(modelId, settings?)` (or
  * `provider.languageModel(...)`) is an AI SDK language model for a model
@@ -135,12 +167,13 @@ function createMlxServing(engine, defaults = {}) {
   const provider = (modelId, settings) => new MlxServingLanguageModel(engine, modelId, { ...defaults, ...settings })
   provider.specificationVersion = 'v4'
   provider.languageModel = provider
+  provider.embeddingModel = (modelId, settings) => new MlxServingEmbeddingModel(engine, modelId, { timeoutMs: defaults.timeoutMs, ...settings })
+  provider.textEmbeddingModel = provider.embeddingModel
   const unsupported = (kind) => () => {
-    throw new Error(`mlx-serving provides language models only, not ${kind}`)
+    throw new Error(`mlx-serving provides language and embedding models, not ${kind}`)
   }
-  provider.embeddingModel = unsupported('embedding models')
   provider.imageModel = unsupported('image models')
   return provider
 }
 
-module.exports = { createMlxServing, MlxServingLanguageModel }
+module.exports = { createMlxServing, MlxServingLanguageModel, MlxServingEmbeddingModel }

@@ -138,6 +138,70 @@ export interface ModelInfo {
   warmUpMs: number
   /** Where the model runs: 'cpu', or 'cuda' / 'metal' when the MLX runtime has a GPU. */
   backend: 'cpu' | 'cuda' | 'metal'
+  /**
+   * What the model serves: 'generation' (`generate`, a GGUF file or a model
+   * directory) or 'embedding' (`embed`, a sentence-transformers directory).
+   */
+  kind: 'generation' | 'embedding'
+  /** An embedding model's vector width (the most `dimensions` it takes). */
+  dimensions?: number
+  /** An embedding model's longest input in tokens, special tokens included (`max_seq_length`); longer inputs are truncated. */
+  maxTokens?: number
+  /** How an embedding model pools token states into one vector. */
+  pooling?: 'mean' | 'cls' | 'max' | 'mean_sqrt_len' | 'weighted_mean' | 'last_token'
+  /** Whether an embedding model's vectors are L2-normalized unless `normalize: false` (it ends with a Normalize module). */
+  normalized?: boolean
+  /** An embedding model's named prompts (`config_sentence_transformers.json`), for `embed({ prompt })`. */
+  prompts?: EmbeddingPrompt[]
+  /** The prompt an embedding model puts before texts when a call names none. */
+  defaultPrompt?: string
+}
+
+/** A named prompt of an embedding model, e.g. `{ name: 'query', text: 'task: search result | query: ' }`. */
+export interface EmbeddingPrompt {
+  /** The name `embed({ prompt })` takes. */
+  name: string
+  /** The text put before every input. */
+  text: string
+}
+
+/** What `embed` embeds, and how. */
+export interface EmbedRequest {
+  /** The id of an embedding model given to `loadModel`. */
+  model: string
+  /** One text, or several (one vector each, in order). Empty texts are INVALID_ARGUMENT. */
+  input: string | string[]
+  /**
+   * Keep only the first this many dimensions (Matryoshka truncation; then
+   * normalized again when `normalize` holds). 1 to the model's `dimensions`.
+   */
+  dimensions?: number
+  /**
+   * One of the model's named prompts (`modelInfo().prompts`, e.g. 'query' or
+   * 'document' for EmbeddingGemma), put before every text as
+   * sentence-transformers' `prompt_name` does. Default: the model's default prompt, if any.
+   */
+  prompt?: string
+  /** Text put before every input instead of a named prompt (sentence-transformers' `prompt`). */
+  promptText?: string
+  /** L2-normalize the vectors. Default: as the model does (`modelInfo().normalized`). */
+  normalize?: boolean
+  /**
+   * Inputs longer than the model reads (`maxTokens`) are truncated (true, the
+   * default, as sentence-transformers does); with false such a call fails with CONTEXT_OVERFLOW.
+   */
+  truncate?: boolean
+}
+
+/** What `embed` resolves with. */
+export interface EmbedResult {
+  /** One vector per input, in the order of `input`. */
+  embeddings: Float32Array[]
+  /** What the call read. */
+  usage: {
+    /** Tokens read over all inputs (prompts and special tokens included). */
+    promptTokens: number
+  }
 }
 
 /** One message of a conversation, rendered by the model's chat template. */
@@ -276,7 +340,7 @@ export interface ModelStats {
   restarts: number
   /** Hung worker threads left behind (never reused). */
   abandonedWorkers: number
-  /** Tokens generated since the model was loaded. */
+  /** Tokens generated; for an embedding model, tokens embedded (inputs read, special tokens included). */
   tokensGenerated: number
   /** Over the last 5 seconds. */
   tokensPerSecond: number
@@ -397,7 +461,25 @@ export declare class Engine {
     /** Tokens of the prompt now in the prefix cache. */
     tokens: number
   }>
-  /** The model's token ids of `text`; special tokens such as `<|im_start|>` are recognised. */
+  /**
+   * Embeds texts with an embedding model (a sentence-transformers directory
+   * loaded with `loadModel`). Concurrent calls are batched together in the
+   * model's worker. Rejects with INVALID_ARGUMENT (bad input, a generation
+   * model, `dimensions` out of range, an unknown prompt), MODEL_NOT_FOUND,
+   * QUEUE_FULL or SHUTTING_DOWN before any work; then with CONTEXT_OVERFLOW
+   * (`truncate: false` and a text too long), TIMEOUT, ABORTED,
+   * WORKER_CRASHED / WORKER_HUNG as `generate` does.
+   *
+   * @example
+   * await engine.loadModel({ id: 'minilm', path: 'models/all-MiniLM-L6-v2' })
+   * const { embeddings } = await engine.embed({ model: 'minilm', input: ['a cat', 'a dog'] })
+   */
+  embed(request: EmbedRequest, options?: CallOptions): Promise<EmbedResult>
+  /**
+   * Token ids of `text`: for a generation model as `generate` reads a prompt
+   * (special tokens written in the text are recognised); for an embedding
+   * model as `embed` reads an input (its special tokens added, truncated at `maxTokens`).
+   */
   tokenize(model: string, text: string): number[]
   /** The text of token ids (the inverse of `tokenize`). */
   detokenize(model: string, ids: number[]): string

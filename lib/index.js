@@ -113,6 +113,31 @@ function generateInput(request, options) {
   return input
 }
 
+const EMBED_KEYS = ['model', 'input', 'dimensions', 'prompt', 'promptText', 'normalize', 'truncate']
+
+function embedInput(request, options) {
+  plainObject(request, 'request')
+  onlyKeys(request, 'request', EMBED_KEYS)
+  const input = { model: str(request.model, 'model') }
+  const texts = request.input
+  if (typeof texts === 'string') input.input = [texts]
+  else if (Array.isArray(texts)) input.input = texts.map((t, i) => str(t, `input[${i}]`))
+  else throw invalid('input', `expected a string or an array of strings, got ${describe(texts)}`)
+  const dimensions = optNumber(request, 'dimensions')
+  if (dimensions !== undefined) input.dimensions = dimensions
+  if (request.prompt !== undefined) input.prompt = str(request.prompt, 'prompt')
+  if (request.promptText !== undefined) input.promptText = str(request.promptText, 'promptText')
+  for (const key of ['normalize', 'truncate']) {
+    const v = request[key]
+    if (v === undefined) continue
+    if (typeof v !== 'boolean') throw invalid(key, `expected a boolean, got ${describe(v)}`)
+    input[key] = v
+  }
+  const timeoutMs = optNumber(options, 'timeoutMs')
+  if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
+  return input
+}
+
 function drainMs(options) {
   const v = optNumber(options, 'drainTimeoutMs')
   if (v !== undefined && !(v >= 0)) throw invalid('drainTimeoutMs', `must be a non-negative number, got ${v}`)
@@ -347,6 +372,38 @@ class Engine {
     if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
     const { usage } = await new Generation(this.#core, input, abortSignal(o)).collect()
     return { tokens: usage.promptTokens }
+  }
+
+  /**
+   * Embeds one text or several with an embedding model. Resolves with
+   * `{ embeddings: Float32Array[], usage: { promptTokens } }`, one vector per
+   * input, in order. Concurrent calls share forward passes in the model's
+   * worker; `signal` and `timeoutMs` work as for `generate`.
+   */
+  async embed(request, options) {
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['signal', 'timeoutMs'])
+    const signal = abortSignal(o)
+    const input = embedInput(request, o)
+    if (signal && signal.aborted) throw abortError(signal)
+    const call = callNative(() => this.#core.embed(input))
+    let aborted
+    const onAbort = () => {
+      aborted = abortError(signal)
+      call.cancel('abort')
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let event
+    try {
+      event = await call.next()
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+    if (event.kind === 'embeddings') return { embeddings: event.embeddings, usage: { promptTokens: event.usage.promptTokens } }
+    if (event.kind !== 'error') throw new MlxServingError('INTERNAL', `an embed call ended with a ${event.kind} event`)
+    const { code, message } = event.error
+    if (code === 'ABORTED' && aborted) throw aborted
+    throw new MlxServingError(code, message)
   }
 
   tokenize(model, text) {

@@ -50,8 +50,10 @@ export interface MlxServer {
 
 /**
  * An OpenAI-compatible HTTP API over `engine`: POST /v1/chat/completions and
- * /v1/completions (streamed over SSE or not), GET /v1/models, /health and
- * /metrics (Prometheus text).
+ * /v1/completions (streamed over SSE or not), POST /v1/embeddings (`input` a
+ * string or an array of strings, `encoding_format` 'float' or 'base64',
+ * `dimensions`; ours: `prompt`, a named prompt of the model, and `truncate`),
+ * GET /v1/models, /health and /metrics (Prometheus text).
  *
  * Throws a TypeError unless `engine` is an {@link Engine}.
  */

@@ -175,6 +175,24 @@ function completionRequest(body) {
   return { model: body.model, prompt, ...samplingFields(body) }
 }
 
+/** OpenAI's embeddings request, mapped to the Engine's; `prompt` (a named prompt of the model) and `truncate` are ours. */
+function embeddingsRequest(body) {
+  if (typeof body.model !== 'string') throw bad('model', 'expected a string')
+  const input = body.input
+  const texts = typeof input === 'string' ? [input] : input
+  if (!Array.isArray(texts) || texts.length === 0) throw bad('input', 'expected a string or a non-empty array of strings')
+  texts.forEach((t, i) => {
+    if (typeof t !== 'string') throw bad(`input[${i}]`, Array.isArray(t) || typeof t === 'number' ? 'token arrays are not supported; send text' : 'expected a string')
+  })
+  const format = body.encoding_format ?? 'float'
+  if (format !== 'float' && format !== 'base64') throw bad('encoding_format', "expected 'float' or 'base64'")
+  const request = { model: body.model, input: texts }
+  if (body.dimensions !== undefined && body.dimensions !== null) request.dimensions = body.dimensions
+  if (body.prompt !== undefined && body.prompt !== null) request.prompt = body.prompt
+  if (body.truncate !== undefined && body.truncate !== null) request.truncate = body.truncate
+  return { request, format }
+}
+
 function usageOf(final) {
   const { promptTokens, completionTokens } = final.usage
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens }
@@ -304,6 +322,37 @@ function createHandler(engine, options = {}) {
     }
   }
 
+  async function embeddings(req, res, body) {
+    const { request, format } = embeddingsRequest(body)
+    const controller = new AbortController()
+    const onClose = () => {
+      if (!res.writableFinished) controller.abort(new Error('the client disconnected'))
+    }
+    res.on('close', onClose)
+    try {
+      const { embeddings: vectors, usage } = await engine.embed(request, { signal: controller.signal, timeoutMs: o.timeoutMs })
+      const data = vectors.map((v, index) => ({
+        object: 'embedding',
+        index,
+        // base64: the little-endian f32 bytes, as OpenAI sends them.
+        embedding: format === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v),
+      }))
+      sendJson(res, 200, { object: 'list', data, model: request.model, usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens } })
+      m.requests.inc({ endpoint: 'embeddings', status: 200 })
+    } catch (err) {
+      if (controller.signal.aborted) {
+        m.requests.inc({ endpoint: 'embeddings', status: 499 })
+        return
+      }
+      const e = httpError(err, o)
+      if (e.code === 'context_length_exceeded') e.param = 'input'
+      m.requests.inc({ endpoint: 'embeddings', status: e.status })
+      sendError(res, e)
+    } finally {
+      res.off('close', onClose)
+    }
+  }
+
   function health(res) {
     const models = engine.stats().models
     const problems = models.filter((x) => x.state !== 'ready' || (x.activeRequests > 0 && x.lastHeartbeatMsAgo > o.hangThresholdMs))
@@ -345,8 +394,12 @@ function createHandler(engine, options = {}) {
           const body = await readJson(req, o.bodyLimitBytes)
           return await generate(req, res, 'completion', body, completionRequest(body))
         }
+        case 'POST /v1/embeddings': {
+          const body = await readJson(req, o.bodyLimitBytes)
+          return await embeddings(req, res, body)
+        }
         default: {
-          const known = ['/health', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions']
+          const known = ['/health', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions', '/v1/embeddings']
           if (known.includes(url.pathname.replace(/\/+$/, ''))) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, { code: 'method_not_allowed' })
           throw new HttpError(404, `no route ${req.method} ${url.pathname}`, { code: 'not_found' })
         }

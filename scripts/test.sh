@@ -11,7 +11,7 @@
 # undocumented export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs
+scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs --embeddings
 npm run docs
 # Same target directory as `napi build`, so dependencies are built once.
 host=$(rustc -vV | sed -n 's/^host: //p')

@@ -3,6 +3,7 @@
 //! layer in `crate::js` is one client, the bench binary another.
 
 mod cache_file;
+mod embed;
 mod fault;
 mod heartbeat;
 mod prefix;
@@ -23,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use request::{Action, Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
+pub use request::{Action, EmbedParams, EmbedPrompt, Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
 pub use slot::ModelState;
 pub use prefix::PrefixSnapshot;
 pub use stats::{DeviceStats, EngineStats, MemoryStats, ModelStats};
@@ -202,6 +203,9 @@ impl Engine {
     pub fn generate(&self, mut params: GenerateParams) -> Result<(Arc<Request>, UnboundedReceiver<Event>)> {
         self.check_running()?;
         let slot = self.slot(&params.model)?;
+        if let Some(served) = slot.served() {
+            embed::check(&params.action, &served.info, &params.model)?;
+        }
         if params.timeout.is_none() {
             params.timeout = self.shared.options.default_timeout;
         }

@@ -33,6 +33,36 @@ pub enum Action {
     SaveCache(std::path::PathBuf),
     /// Read a file written by `SaveCache` into the prefix cache.
     LoadCache(std::path::PathBuf),
+    /// Embed texts with an embedding model ([`super::embed`]); ends with
+    /// [`Event::Embedded`].
+    Embed(EmbedParams),
+}
+
+/// Validated parameters of one `embed` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedParams {
+    /// The texts, one vector each (at least one).
+    pub inputs: Vec<String>,
+    /// Keep the first this many dimensions (Matryoshka truncation).
+    pub dimensions: Option<usize>,
+    /// What goes before each text.
+    pub prompt: EmbedPrompt,
+    /// L2-normalize the vectors; `None`: as the model does (its Normalize module).
+    pub normalize: Option<bool>,
+    /// Truncate inputs longer than the model reads (else CONTEXT_OVERFLOW).
+    pub truncate: bool,
+}
+
+/// The prompt put before each text of an `embed` call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EmbedPrompt {
+    /// The model's default prompt, if it names one.
+    #[default]
+    Default,
+    /// One of the model's named prompts (`query`, `document`, ...).
+    Named(String),
+    /// This text.
+    Text(String),
 }
 
 /// Validated parameters of one `generate` call.
@@ -88,6 +118,9 @@ pub struct Timings {
 pub enum Event {
     Token { text: String, ids: Vec<u32> },
     End { finish_reason: FinishReason, usage: Usage, timings: Timings },
+    /// The end of an `embed` call: one vector per input, in order, and the
+    /// tokens read (prompts and special tokens included).
+    Embedded { embeddings: Vec<Vec<f32>>, prompt_tokens: usize },
     Error(Error),
 }
 
@@ -147,6 +180,9 @@ impl Request {
                         completion_tokens = usage.completion_tokens,
                         "request finished"
                     ),
+                    Event::Embedded { embeddings, prompt_tokens } => {
+                        tracing::debug!(parent: &self.span, inputs = embeddings.len(), prompt_tokens, "request embedded")
+                    }
                     Event::Token { .. } => {}
                 }
                 let _ = tx.send(event);

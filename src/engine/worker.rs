@@ -34,7 +34,7 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorCode, Result},
-    model::{load_model_tracked, KvCache, LoadProgress, LoadedModel},
+    model::{load_tracked, KvCache, LoadProgress, Loaded, LoadedModel},
     sampling::{Picks, Sampler},
 };
 
@@ -106,7 +106,7 @@ pub fn spawn(slot: Arc<ModelSlot>, generation: u64, w: &WorkerRef) -> JoinHandle
         .expect("spawning a worker thread")
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -117,8 +117,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>, prefix: Arc<PrefixStats>) {
     let span = tracing::info_span!("worker", model = %slot.id, generation);
     let _enter = span.enter();
-    let loaded = match catch_unwind(AssertUnwindSafe(|| load_model_tracked(&slot.path, slot.options.format, &progress))) {
-        Ok(Ok(loaded)) => loaded,
+    let loaded = match catch_unwind(AssertUnwindSafe(|| load_tracked(&slot.path, slot.options.format, &progress))) {
+        Ok(Ok(Loaded::Generator(loaded))) => loaded,
+        Ok(Ok(Loaded::Embedder(loaded))) => return super::embed::serve(slot, generation, heartbeat, active, loaded),
         Ok(Err(e)) => return slot.set_failed(generation, &e),
         Err(panic) => {
             let e = Error::new(ErrorCode::ModelLoadFailed, format!("loading panicked: {}", panic_message(&*panic)));
@@ -428,6 +429,11 @@ impl Worker {
         let mut short = Vec::new();
         for request in admitted {
             lock(&self.active).insert(request.id, request.clone());
+            if let Err(e) = super::embed::check(&request.params.action, &self.info, &self.slot.id) {
+                request.end(Event::Error(e));
+                self.forget(&request);
+                continue;
+            }
             if let Action::LoadCache(path) = &request.params.action {
                 self.load_cache_file(&request, path);
                 self.forget(&request);

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
     error::{to_js, Code, ErrorInfo},
-    options::{validate_model_id, EngineOptionsInput, GenerateInput, MessageInput},
+    options::{validate_model_id, EmbedInput, EngineOptionsInput, GenerateInput, MessageInput},
     stream::TokenStream,
 };
 use crate::{
@@ -46,10 +46,39 @@ pub struct ModelInfoJs {
     pub warm_up_ms: f64,
     /// Where the model runs: "cpu", "cuda" or "metal".
     pub backend: String,
+    /// "generation" or "embedding".
+    pub kind: String,
+    /// An embedding model's vector width.
+    pub dimensions: Option<u32>,
+    /// An embedding model's longest input in tokens (longer ones are truncated).
+    pub max_tokens: Option<u32>,
+    /// An embedding model's pooling ("mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token").
+    pub pooling: Option<String>,
+    /// Whether an embedding model's vectors are L2-normalized by default.
+    pub normalized: Option<bool>,
+    /// An embedding model's named prompts.
+    pub prompts: Option<Vec<PromptJs>>,
+    /// The prompt an embedding model uses when a call names none.
+    pub default_prompt: Option<String>,
+}
+
+/// A named prompt of an embedding model.
+#[napi(object)]
+pub struct PromptJs {
+    pub name: String,
+    pub text: String,
 }
 
 fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
+    let e = i.embedding.clone();
     ModelInfoJs {
+        kind: i.kind.name().into(),
+        dimensions: e.as_ref().map(|e| e.dimensions as u32),
+        max_tokens: e.as_ref().map(|e| e.max_tokens as u32),
+        pooling: e.as_ref().map(|e| e.pooling.clone()),
+        normalized: e.as_ref().map(|e| e.normalized),
+        prompts: e.as_ref().map(|e| e.prompts.iter().map(|(name, text)| PromptJs { name: name.clone(), text: text.clone() }).collect()),
+        default_prompt: e.and_then(|e| e.default_prompt),
         id: id.to_string(),
         path: path.to_string(),
         format: i.format,
@@ -228,6 +257,15 @@ impl EngineCore {
     /// Starts a generation; errors found before any work are thrown here.
     #[napi]
     pub fn generate(&self, input: GenerateInput) -> napi::Result<TokenStream, Code> {
+        let params = input.validate().map_err(to_js)?;
+        let (request, events) = self.engine.generate(params).map_err(to_js)?;
+        Ok(TokenStream::new(request, events))
+    }
+
+    /// Starts an `embed` call; errors found before any work are thrown here.
+    /// Its stream ends with one "embeddings" event (or an error).
+    #[napi]
+    pub fn embed(&self, input: EmbedInput) -> napi::Result<TokenStream, Code> {
         let params = input.validate().map_err(to_js)?;
         let (request, events) = self.engine.generate(params).map_err(to_js)?;
         Ok(TokenStream::new(request, events))

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::{
-    engine::{Action, EngineOptions, GenerateParams, Prompt},
+    engine::{Action, EmbedParams, EmbedPrompt, EngineOptions, GenerateParams, Prompt},
     error::{Error, Result},
     sampling::SamplingParams,
     tokenizer::ChatMessage,
@@ -49,6 +49,65 @@ pub struct GenerateInput {
     pub save_cache: Option<String>,
     /// Read this cache file into the model's prefix cache (no prompt).
     pub load_cache: Option<String>,
+}
+
+/// Most texts in one `embed` call.
+const MAX_EMBED_INPUTS: usize = 65_536;
+
+#[napi(object)]
+pub struct EmbedInput {
+    pub model: String,
+    /// The texts to embed (the JS layer turns one string into a list of one).
+    pub input: Vec<String>,
+    /// Keep the first this many dimensions (Matryoshka truncation).
+    pub dimensions: Option<f64>,
+    /// One of the model's named prompts (e.g. "query", "document").
+    pub prompt: Option<String>,
+    /// Text put before every input instead of a named prompt.
+    pub prompt_text: Option<String>,
+    /// L2-normalize the vectors (default: as the model does).
+    pub normalize: Option<bool>,
+    /// Truncate inputs longer than the model reads (default true); false: CONTEXT_OVERFLOW.
+    pub truncate: Option<bool>,
+    pub timeout_ms: Option<f64>,
+}
+
+impl EmbedInput {
+    pub fn validate(self) -> Result<GenerateParams> {
+        validate_model_id("model", &self.model)?;
+        if self.input.is_empty() {
+            return Err(Error::invalid("input", "must hold at least one text"));
+        }
+        if self.input.len() > MAX_EMBED_INPUTS {
+            return Err(Error::invalid("input", format!("at most {MAX_EMBED_INPUTS} texts per call, got {}", self.input.len())));
+        }
+        if let Some(i) = self.input.iter().position(String::is_empty) {
+            let field = if self.input.len() == 1 { "input".to_string() } else { format!("input[{i}]") };
+            return Err(Error::invalid(&field, "must not be empty"));
+        }
+        let prompt = match (self.prompt, self.prompt_text) {
+            (None, None) => EmbedPrompt::Default,
+            (Some(name), None) if !name.is_empty() => EmbedPrompt::Named(name),
+            (Some(_), None) => return Err(Error::invalid("prompt", "must name one of the model's prompts")),
+            (None, Some(text)) => EmbedPrompt::Text(text),
+            (Some(_), Some(_)) => return Err(Error::invalid("prompt", "give prompt or promptText, not both")),
+        };
+        Ok(GenerateParams {
+            model: self.model,
+            prompt: Prompt::Text(String::new()),
+            max_tokens: None,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
+            action: Action::Embed(EmbedParams {
+                inputs: self.input,
+                dimensions: self.dimensions.map(|v| count("dimensions", v, 1.0, 1e6)).transpose()?,
+                prompt,
+                normalize: self.normalize,
+                truncate: self.truncate.unwrap_or(true),
+            }),
+        })
+    }
 }
 
 fn count(field: &str, v: f64, min: f64, max: f64) -> Result<usize> {

@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use napi::bindgen_prelude::Float32Array;
 use tokio::sync::{mpsc::UnboundedReceiver, Mutex};
 
 use super::error::ErrorInfo;
@@ -24,10 +25,12 @@ pub struct TimingsInfo {
     pub queued_ms: f64,
 }
 
-/// One event of a stream: `kind` is "token", "end" or "error".
+/// One event of a stream: `kind` is "token", "end", "embeddings" or "error".
 #[napi(object)]
 pub struct StreamEvent {
     pub kind: String,
+    /// An `embed` call's vectors, one per input.
+    pub embeddings: Option<Vec<Float32Array>>,
     pub text: Option<String>,
     pub token_ids: Option<Vec<u32>>,
     pub finish_reason: Option<String>,
@@ -38,7 +41,7 @@ pub struct StreamEvent {
 
 impl From<Event> for StreamEvent {
     fn from(e: Event) -> Self {
-        let empty = StreamEvent { kind: String::new(), text: None, token_ids: None, finish_reason: None, usage: None, timings: None, error: None };
+        let empty = StreamEvent { kind: String::new(), embeddings: None, text: None, token_ids: None, finish_reason: None, usage: None, timings: None, error: None };
         match e {
             Event::Token { text, ids } => StreamEvent { kind: "token".into(), text: Some(text), token_ids: Some(ids), ..empty },
             Event::End { finish_reason, usage, timings } => StreamEvent {
@@ -51,6 +54,12 @@ impl From<Event> for StreamEvent {
                     total_ms: timings.total_ms,
                     queued_ms: timings.queued_ms,
                 }),
+                ..empty
+            },
+            Event::Embedded { embeddings, prompt_tokens } => StreamEvent {
+                kind: "embeddings".into(),
+                embeddings: Some(embeddings.into_iter().map(Float32Array::new).collect()),
+                usage: Some(UsageInfo { prompt_tokens: prompt_tokens as u32, completion_tokens: 0 }),
                 ..empty
             },
             Event::Error(e) => StreamEvent { kind: "error".into(), error: Some(e.into()), ..empty },

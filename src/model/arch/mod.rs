@@ -9,8 +9,10 @@
 //! forward with their own tensors. Weights come through [`Tensors`] under
 //! GGUF's names, whichever format the file is ([`crate::model::load`]).
 
+pub mod bert;
 pub mod common;
 pub mod gemma3;
+mod gemma3_encoder;
 pub mod llama;
 pub mod mistral;
 pub mod phi3;
