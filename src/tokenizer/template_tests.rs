@@ -111,7 +111,7 @@ fn real_chat_templates_stay_well_within_the_fuel_bound() {
     for name in reference.templates.keys() {
         let source = std::fs::read_to_string(dir.join("templates").join(name)).expect("template file");
         let Ok(t) = ChatTemplate::with_clock(&source, String::new(), String::new(), Clock::Fixed(reference.now)) else { continue };
-        let (Ok((_, a)), Ok((_, b))) = (t.render_measured(short), t.render_measured(long)) else { continue };
+        let (Ok((_, a)), Ok((_, b))) = (t.render_measured(short, None), t.render_measured(long, None)) else { continue };
         let per_message = (b.saturating_sub(a)) / (long.len() - short.len()) as u64;
         eprintln!("fuel {name}: {a} for {} messages, {b} for {} ({per_message} per message)", short.len(), long.len());
         if b > most.0 {
