@@ -81,6 +81,10 @@ pub struct ToolSupport {
     /// convention, for `| tojson`) rather than as their JSON text (for
     /// templates that concatenate them as strings).
     pub object_arguments: bool,
+    /// Whether an assistant message that only calls tools has `content`
+    /// None (OpenAI's null), rather than an empty string (for templates that
+    /// use the content as a string).
+    pub null_content: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -236,21 +240,35 @@ impl ChatTemplate {
                 ..Default::default()
             };
             let result = ChatMessage { role: "tool".into(), content: "sunny".into(), tool_call_id: Some("probe0001".into()), ..Default::default() };
-            let conversation = [user, call, result];
-            let renders = |objects: bool| {
-                let template = self.env.get_template("chat").ok()?;
-                let ctx = self.context(&conversation, Some(&tools), objects);
-                template.render(ctx).ok().filter(|t| t.contains("Lyon"))
-            };
-            let object_arguments = renders(true).is_some() || renders(false).is_none();
-            ToolSupport { shows_tools, object_arguments }
+            // A whole round (the answer and the next question too): some
+            // templates refuse a conversation that ends with a tool's result.
+            let conversation = [user, call, result, ChatMessage::new("assistant", "It is sunny."), ChatMessage::new("user", "Thanks!")];
+            // The first way of passing a past call that the template renders
+            // with its arguments, in this order; else the first it renders
+            // at all; else Hugging Face's.
+            let ways = [(true, true), (false, true), (true, false), (false, false)];
+            let rendered: Vec<Option<String>> = ways
+                .iter()
+                .map(|&(objects, null)| {
+                    let template = self.env.get_template("chat").ok()?;
+                    let ctx = self.context(&conversation, Some(&tools), ToolSupport { shows_tools, object_arguments: objects, null_content: null });
+                    template.render(ctx).ok()
+                })
+                .collect();
+            let way = rendered
+                .iter()
+                .position(|r| r.as_deref().is_some_and(|t| t.contains("\"Lyon\"")))
+                .or_else(|| rendered.iter().position(Option::is_some))
+                .unwrap_or(0);
+            let (object_arguments, null_content) = ways[way];
+            ToolSupport { shows_tools, object_arguments, null_content }
         })
     }
 
     /// The render context: messages in Hugging Face's shape, the special
     /// tokens, `tools` (Python's None without them) and `documents` (None).
-    fn context(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>, object_arguments: bool) -> Value {
-        let messages: Vec<Value> = messages.iter().map(|m| message_value(m, object_arguments)).collect();
+    fn context(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>, calls: ToolSupport) -> Value {
+        let messages: Vec<Value> = messages.iter().map(|m| message_value(m, calls)).collect();
         context! {
             messages => messages,
             add_generation_prompt => true,
@@ -267,8 +285,12 @@ impl ChatTemplate {
         let size = |m: &ChatMessage| m.content.len() + m.role.len() + m.tool_calls.iter().map(|c| c.name.len() + c.arguments.len() + c.id.len()).sum::<usize>();
         let limit = MAX_OUTPUT_BYTES + messages.iter().map(size).sum::<usize>() + tools.map_or(0, |t| t.to_string().len());
         let mut out = CappedWriter { buf: Vec::new(), limit, overflowed: false };
-        let object_arguments = messages.iter().all(|m| m.tool_calls.is_empty()) || self.tool_support().object_arguments;
-        let ctx = self.context(messages, tools, object_arguments);
+        let calls = if messages.iter().all(|m| m.tool_calls.is_empty()) {
+            ToolSupport { shows_tools: true, object_arguments: true, null_content: true }
+        } else {
+            self.tool_support()
+        };
+        let ctx = self.context(messages, tools, calls);
         let captured = template.render_captured_to(ctx, &mut out).map_err(|e| {
             Error::invalid(
                 "messages",
@@ -289,13 +311,15 @@ impl ChatTemplate {
 }
 
 /// A message as Hugging Face's templates see it: `role` and `content`
-/// (Python's None for an assistant message that only calls tools), with
+/// (for an assistant message that only calls tools, Python's None where the
+/// template takes it, else an empty string), with
 /// `tool_calls` (`[{"id", "type": "function", "function": {"name",
 /// "arguments"}}]`) and `tool_call_id` only where the message has them, as
 /// templates test for the keys themselves.
-fn message_value(m: &ChatMessage, object_arguments: bool) -> Value {
+fn message_value(m: &ChatMessage, calls: ToolSupport) -> Value {
     let mut entries: Vec<(&str, Value)> = vec![("role", Value::from(m.role.as_str()))];
-    let content = if m.content.is_empty() && !m.tool_calls.is_empty() { Value::from_object(PyNone) } else { Value::from(m.content.as_str()) };
+    let null = calls.null_content && m.content.is_empty() && !m.tool_calls.is_empty();
+    let content = if null { Value::from_object(PyNone) } else { Value::from(m.content.as_str()) };
     entries.push(("content", content));
     if !m.tool_calls.is_empty() {
         let calls: Vec<Value> = m
@@ -303,7 +327,7 @@ fn message_value(m: &ChatMessage, object_arguments: bool) -> Value {
             .iter()
             .map(|c| {
                 let arguments = match serde_json::from_str::<serde_json::Value>(&c.arguments) {
-                    Ok(v) if object_arguments => Value::from_serialize(v),
+                    Ok(v) if calls.object_arguments => Value::from_serialize(v),
                     _ => Value::from(c.arguments.as_str()),
                 };
                 let function = Value::from_iter([("name", Value::from(c.name.as_str())), ("arguments", arguments)]);
