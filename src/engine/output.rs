@@ -92,12 +92,12 @@ impl OutputState {
         self.constraint.is_some() || !self.on_call.is_empty()
     }
 
-    /// Writes the tokens allowed next into `row` (left as it is, allowing
-    /// everything, while no grammar applies).
-    pub fn mask_into(&mut self, row: &mut [u32]) -> Result<()> {
+    /// Writes the tokens allowed next into `row`; false, and `row` left as
+    /// it is (allowing everything), while no grammar applies.
+    pub fn mask_into(&mut self, row: &mut [u32]) -> Result<bool> {
         match &mut self.constraint {
-            Some(c) => c.mask_into(row),
-            None => Ok(()),
+            Some(c) => c.mask_into(row).map(|()| true),
+            None => Ok(false),
         }
     }
 

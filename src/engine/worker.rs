@@ -745,12 +745,17 @@ impl Worker {
         };
         let logits = if group.iter().any(|p| p.output.as_ref().is_some_and(OutputState::masks)) {
             let mut masks = MaskRows::new(group.len(), logits.dim(-1) as usize);
+            let mut masked = 0;
             for (row, p) in group.iter_mut().enumerate() {
-                if let Some(Err(e)) = p.output.as_mut().filter(|o| o.masks()).map(|o| o.mask_into(masks.row_mut(row))) {
-                    p.request.end(Event::Error(e));
+                match p.output.as_mut().filter(|o| o.masks()).map(|o| o.mask_into(masks.row_mut(row))) {
+                    Some(Ok(wrote)) => masked += usize::from(wrote),
+                    Some(Err(e)) => {
+                        p.request.end(Event::Error(e));
+                    }
+                    None => {}
                 }
             }
-            masks.apply(&logits)?
+            if masked > 0 { masks.apply(&logits)? } else { logits }
         } else {
             logits
         };
@@ -846,15 +851,17 @@ impl Worker {
         let started = Instant::now();
         let mut masked = 0;
         for (seq, &row) in self.seqs.iter_mut().zip(&step.rows) {
-            if let Some(output) = seq.output.as_mut().filter(|o| o.masks()) {
-                masked += 1;
-                if let Err(e) = output.mask_into(masks.row_mut(row)) {
+            match seq.output.as_mut().filter(|o| o.masks()).map(|o| o.mask_into(masks.row_mut(row))) {
+                Some(Ok(wrote)) => masked += u64::from(wrote),
+                Some(Err(e)) => {
                     seq.request.end(Event::Error(e));
                 }
+                None => {}
             }
         }
         self.slot.masks.record(masked, started.elapsed());
-        let logits = masks.apply(logits)?;
+        // Rows that may yet start a grammar but have none now leave the logits as they are.
+        let logits = if masked > 0 { masks.apply(logits)? } else { logits.clone() };
         step.picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
         async_eval([step.picks.array()])?;
         step.awaits_masks = false;
