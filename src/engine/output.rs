@@ -25,8 +25,8 @@ use super::GenerateParams;
 pub struct OutputPlan {
     /// Followed from the first token.
     grammar: Option<Arc<Grammar>>,
-    /// The model's call format, where the request offers tools.
-    calls: Option<ToolFormat>,
+    /// The model's call format and the offered tools' names, where the request offers tools.
+    calls: Option<(ToolFormat, Vec<String>)>,
     /// Followed from the start of a call the model chooses to make, per
     /// variant of the format ([`ToolFormat::variants`]).
     on_call: Vec<Arc<Grammar>>,
@@ -61,7 +61,7 @@ impl OutputPlan {
                 }
                 ToolChoice::None => {}
             }
-            plan.calls = Some(format);
+            plan.calls = Some((format, tools.tools.iter().map(|t| t.name.clone()).collect()));
         }
         Ok((plan.grammar.is_some() || plan.calls.is_some()).then_some(plan))
     }
@@ -71,7 +71,7 @@ impl OutputPlan {
         OutputState {
             constraint: self.grammar.as_ref().map(|g| g.start()),
             on_call: self.on_call.clone(),
-            calls: self.calls.map(CallStream::new),
+            calls: self.calls.as_ref().map(|(format, names)| CallStream::new(*format, names.clone())),
         }
     }
 }

@@ -366,7 +366,7 @@ mod tests {
     #[test]
     fn every_format_parses_its_own_calls() {
         for (format, text) in format_examples() {
-            let mut stream = crate::tools::CallStream::new(format);
+            let mut stream = crate::tools::CallStream::new(format, Vec::new());
             let piece = stream.push(&text);
             assert!(piece.text.is_empty(), "{}: {:?}", format.family, piece.text);
             let (rest, calls) = stream.finish();

@@ -35,6 +35,8 @@ pub struct CallStream {
     /// a call begins, then the one it began in.
     format: ToolFormat,
     variants: Vec<ToolFormat>,
+    /// The offered tools' names: an answer that is a call must name one.
+    names: Vec<String>,
     /// Whether content was shown already (a call that is the whole answer can no longer begin).
     shown: bool,
     state: State,
@@ -46,8 +48,9 @@ pub struct CallStream {
 }
 
 impl CallStream {
-    pub fn new(format: ToolFormat) -> Self {
-        CallStream { format, variants: format.variants(), shown: false, state: State::Text, held: String::new(), region: String::new(), sent: Vec::new() }
+    /// A parser for calls in `format` to the tools `names` (any name where empty).
+    pub fn new(format: ToolFormat, names: Vec<String>) -> Self {
+        CallStream { format, variants: format.variants(), names, shown: false, state: State::Text, held: String::new(), region: String::new(), sent: Vec::new() }
     }
 
     /// Whether the calls' region has begun.
@@ -77,7 +80,7 @@ impl CallStream {
                     }
                 }
                 Start::Answer { .. } if self.shown => (None, self.held.len()),
-                Start::Answer { fence } => match answer_opening(&self.held, fence, variant.name_key().unwrap_or("name")) {
+                Start::Answer { fence } => match answer_opening(&self.held, fence, variant.name_key().unwrap_or("name"), &self.names) {
                     Opening::Is(at) => (Some(at), at),
                     Opening::Maybe => (None, 0),
                     Opening::Not => (None, self.held.len()),
@@ -168,9 +171,10 @@ enum Opening {
 }
 
 /// Whether `s`, the answer so far, opens a call written as the answer:
-/// whitespace, `fence` (where set), whitespace, `{`, whitespace and the
-/// name's key.
-fn answer_opening(s: &str, fence: Option<&str>, name_key: &str) -> Opening {
+/// whitespace, `fence` (where set), whitespace, `{`, whitespace, the name's
+/// key and one of `names` (any, where empty) as its value. A JSON answer
+/// whose first key is only called the same stays text.
+fn answer_opening(s: &str, fence: Option<&str>, name_key: &str, names: &[String]) -> Opening {
     let body = s.trim_start();
     let at = s.len() - body.len();
     let mut rest = body;
@@ -187,12 +191,29 @@ fn answer_opening(s: &str, fence: Option<&str>, name_key: &str) -> Opening {
     };
     let rest = rest.trim_start();
     let key = format!("\"{name_key}\"");
-    if rest.starts_with(&key) {
-        Opening::Is(at)
-    } else if key.starts_with(rest) {
-        Opening::Maybe
-    } else {
-        Opening::Not
+    let Some(rest) = rest.strip_prefix(&key) else {
+        return if key.starts_with(rest) { Opening::Maybe } else { Opening::Not };
+    };
+    let rest = rest.trim_start();
+    let Some(rest) = rest.strip_prefix(':') else {
+        return if rest.is_empty() { Opening::Maybe } else { Opening::Not };
+    };
+    let rest = rest.trim_start();
+    let Some(value) = rest.strip_prefix('"') else {
+        return if rest.is_empty() { Opening::Maybe } else { Opening::Not };
+    };
+    let any = names.is_empty();
+    match value.find(['"', '\\']) {
+        Some(end) if value.as_bytes()[end] == b'"' => {
+            if any || names.iter().any(|n| n == &value[..end]) {
+                Opening::Is(at)
+            } else {
+                Opening::Not
+            }
+        }
+        Some(_) => Opening::Not,
+        None if any || names.iter().any(|n| n.starts_with(value)) => Opening::Maybe,
+        None => Opening::Not,
     }
 }
 
@@ -378,7 +399,7 @@ mod tests {
 
     /// Feeds `text` in pieces of `n` bytes (on character boundaries).
     fn run(format: ToolFormat, text: &str, n: usize) -> (String, Vec<ToolCallDelta>, Vec<ToolCall>) {
-        let mut stream = CallStream::new(format);
+        let mut stream = CallStream::new(format, Vec::new());
         let (mut content, mut deltas) = (String::new(), Vec::new());
         let mut rest = text;
         while !rest.is_empty() {
@@ -463,6 +484,24 @@ mod tests {
     }
 
     #[test]
+    fn a_json_answer_is_a_call_only_when_it_names_an_offered_tool() {
+        let run = |text: &str| {
+            let mut s = CallStream::new(HERMES, vec!["get_weather".into(), "now".into()]);
+            let mut content = String::new();
+            for c in text.chars() {
+                content.push_str(&s.push(&c.to_string()).text);
+            }
+            let (rest, calls) = s.finish();
+            (content + &rest, calls.len())
+        };
+        assert_eq!(run("{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}"), (String::new(), 1));
+        let person = "{\"name\": \"John\", \"age\": 30}";
+        assert_eq!(run(person), (person.to_string(), 0));
+        let fenced = "```json\n{\"name\": \"nowhere\"}\n```";
+        assert_eq!(run(fenced), (fenced.to_string(), 0));
+    }
+
+    #[test]
     fn mistral_lists_and_named_calls() {
         check(
             MISTRAL,
@@ -493,7 +532,7 @@ mod tests {
 
     #[test]
     fn the_region_begins_once_and_reports_its_text() {
-        let mut s = CallStream::new(HERMES);
+        let mut s = CallStream::new(HERMES, Vec::new());
         assert_eq!(s.push("Hi <tool").text, "Hi ");
         let p = s.push("_call>\n{");
         assert_eq!(p.began, Some((0, "<tool_call>\n{".to_string())));
