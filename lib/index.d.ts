@@ -156,6 +156,7 @@ export type JsonSchema = { [key: string]: unknown } | boolean
 export interface Tool {
   /** Unique among the request's tools. */
   name: string
+  /** What the tool does, for the model (its template shows it). */
   description?: string
   /** The JSON schema of the arguments (an object schema). Default: an object of any properties. */
   parameters?: JsonSchema
@@ -175,7 +176,9 @@ export type ToolChoice = 'auto' | 'none' | 'required' | { name: string }
 export interface ToolCall {
   /** `call_...` (9 letters or digits for Mistral-family models, whose templates require it). */
   id: string
+  /** The tool called: one of the request's `tools`. */
   name: string
+  /** The arguments as the JSON text the model wrote (parse it with `JSON.parse`). */
   arguments: string
 }
 
@@ -185,9 +188,13 @@ export interface ToolCall {
  * Concatenated, the pieces are the call's `arguments`.
  */
 export interface ToolCallDelta {
+  /** Which call of the answer (0 for the first). */
   index: number
+  /** The call's id (first delta of a call only). */
   id?: string
+  /** The tool's name (first delta of a call only). */
   name?: string
+  /** The next piece of the call's arguments (empty in a call's first delta). */
   arguments: string
 }
 
@@ -330,7 +337,9 @@ export interface ModelStats {
  * outlast it; `totalMs / masks` is the mean mask time per token.
  */
 export interface ConstraintMaskStats {
+  /** Masks computed. */
   masks: number
+  /** Worker time they took, in all (milliseconds). */
   totalMs: number
 }
 
