@@ -125,8 +125,9 @@ export async function run() {
   await engine.loadModel({ id: 'm', path: model })
   const promptIds = Array.from({ length: Math.max(...STREAMS) }, (_, i) => engine.tokenize('m', prompt(i)))
   await engine.shutdown()
+  // BENCH_LLAMACPP=0 leaves node-llama-cpp out (to compare builds of this engine).
   log("node-llama-cpp: free text and its JSON-schema grammar, alternated")
-  const theirs = llamaCpp(promptIds)
+  const theirs = process.env.BENCH_LLAMACPP === '0' ? { error: 'left out (BENCH_LLAMACPP=0)' } : llamaCpp(promptIds)
   return { tokens: TOKENS, rounds, ours: mine, llamacpp: theirs }
 }
 

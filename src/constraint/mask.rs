@@ -1,12 +1,12 @@
 //! A batch's token masks and their application to its logits where the
-//! logits are: each row's mask crosses to the device as a bitmask (one bit
-//! per token, 32 times smaller than the logits) and is unpacked there, so a
-//! greedy batch still picks its tokens on the device and reads back ids only.
+//! logits are, so that a greedy batch still picks its tokens on the device
+//! and reads back ids only. Each constrained row's mask is a bitmask (one bit
+//! per token, as llguidance computes it); the batch's masks reach the device
+//! as one boolean per logit, expanded on the host word by word (a JSON
+//! mask's words are mostly all clear), so the device masks the logits in one
+//! pass rather than unpacking bits in several.
 
-use mlx_rs::{
-    ops::{floor_divide, indexing::IndexOp, ne, select},
-    Array,
-};
+use mlx_rs::{ops::select, Array};
 
 use crate::error::Result;
 
@@ -17,17 +17,20 @@ pub struct MaskRows {
     words: usize,
     vocab: usize,
     data: Vec<u32>,
+    /// Rows handed out to be filled (the others allow everything).
+    written: Vec<bool>,
 }
 
 impl MaskRows {
     /// Masks for `rows` rows of `vocab` logits, each allowing everything.
     pub fn new(rows: usize, vocab: usize) -> Self {
         let words = vocab.div_ceil(32);
-        MaskRows { rows, words, vocab, data: vec![u32::MAX; rows * words] }
+        MaskRows { rows, words, vocab, data: vec![u32::MAX; rows * words], written: vec![false; rows] }
     }
 
     /// Row `r`'s bitmask, to be filled by its constraint.
     pub fn row_mut(&mut self, r: usize) -> &mut [u32] {
+        self.written[r] = true;
         &mut self.data[r * self.words..(r + 1) * self.words]
     }
 
@@ -39,13 +42,20 @@ impl MaskRows {
     /// `logits` (`[rows, vocab]`) with every token a row does not allow at
     /// -inf; lazily, like the logits.
     pub fn apply(&self, logits: &Array) -> Result<Array> {
-        let (rows, words) = (self.rows as i32, self.words as i32);
-        let packed = Array::from_slice(&self.data, &[rows, words, 1]);
-        let bits: Vec<u32> = (0..32).map(|b| 1u32 << b).collect();
-        let bits = Array::from_slice(&bits, &[1, 1, 32]);
-        let set = floor_divide(&packed, &bits)?.remainder(Array::from_slice(&[2u32], &[1]))?.reshape(&[rows, words * 32])?;
-        let set = if self.words * 32 == self.vocab { set } else { set.index((.., ..self.vocab as i32)) };
-        let allowed = ne(&set, Array::from_slice(&[0u32], &[1]))?;
+        let vocab = self.vocab;
+        let mut allowed = vec![true; self.rows * vocab];
+        for r in (0..self.rows).filter(|&r| self.written[r]) {
+            let row = &mut allowed[r * vocab..(r + 1) * vocab];
+            for (w, &bits) in self.data[r * self.words..(r + 1) * self.words].iter().enumerate() {
+                let cells = &mut row[w * 32..((w + 1) * 32).min(vocab)];
+                match bits {
+                    u32::MAX => {}
+                    0 => cells.fill(false),
+                    _ => cells.iter_mut().enumerate().for_each(|(b, cell)| *cell = bits >> b & 1 != 0),
+                }
+            }
+        }
+        let allowed = Array::from_slice(&allowed, &[self.rows as i32, vocab as i32]);
         let forbidden = Array::from_f32(f32::NEG_INFINITY).as_dtype(logits.dtype())?;
         Ok(select(&allowed, logits, &forbidden)?)
     }
