@@ -26,7 +26,7 @@ export declare class EngineCore {
   embed(input: EmbedInput): TokenStream
   tokenize(model: string, text: string): Array<number>
   detokenize(model: string, ids: Array<number>): string
-  applyChatTemplate(model: string, messages: Array<MessageInput>): string
+  applyChatTemplate(model: string, messages: Array<MessageInput>, tools?: Array<ToolInput> | undefined | null): string
   /** Drains and unloads a model, then frees its memory. */
   unloadModel(id: string, drainTimeoutMs?: number | undefined | null): Promise<Outcome>
   /** Refuses new work from now on (the synchronous start of `shutdown`). */
@@ -51,6 +51,13 @@ export declare class TokenStream {
   cancel(reason: string): void
   /** The request id (as in tracing output). */
   get id(): number
+}
+
+export interface ConstraintMasksJs {
+  /** Masks computed (one per constrained row and decode step). */
+  masks: number
+  /** Worker time they took, in all. */
+  totalMs: number
 }
 
 /** The device the models run on. */
@@ -124,6 +131,12 @@ export interface GenerateInput {
   saveCache?: string
   /** Read this cache file into the model's prefix cache (no prompt). */
   loadCache?: string
+  responseFormat?: ResponseFormatInput
+  tools?: Array<ToolInput>
+  /** "auto", "none", "required", or "named" (with `toolChoiceName`). */
+  toolChoice?: string
+  toolChoiceName?: string
+  parallelToolCalls?: boolean
 }
 
 export interface LoadProgressJs {
@@ -140,6 +153,10 @@ export interface MemoryStatsJs {
 export interface MessageInput {
   role: string
   content: string
+  /** An assistant message's calls. */
+  toolCalls?: Array<ToolCallInput>
+  /** A tool message: the call it answers. */
+  toolCallId?: string
 }
 
 export interface ModelInfoJs {
@@ -202,6 +219,8 @@ export interface ModelStatsJs {
   loadProgress?: LoadProgressJs
   /** Keys and values kept for prefix reuse by the current worker. */
   prefixCache: PrefixCacheStatsJs
+  /** Token masks computed for constrained rows. */
+  constraintMasks: ConstraintMasksJs
 }
 
 /** The outcome of an async call: `error` set, or `info` (when there is one). */
@@ -232,6 +251,18 @@ export interface PromptJs {
   text: string
 }
 
+/**
+ * `responseFormat`: `type` is "json_schema" (with `schema`, JSON text),
+ * "json_object", "regex" (with `pattern`) or "grammar" (with `lark`).
+ */
+export interface ResponseFormatInput {
+  type: string
+  schema?: string
+  name?: string
+  pattern?: string
+  lark?: string
+}
+
 /** One event of a stream: `kind` is "token", "end", "embeddings" or "error". */
 export interface StreamEvent {
   kind: string
@@ -239,9 +270,13 @@ export interface StreamEvent {
   embeddings?: Array<Float32Array>
   text?: string
   tokenIds?: Array<number>
+  /** A token's tool-call deltas (only when it has some). */
+  toolCallDeltas?: Array<ToolCallDeltaInfo>
   finishReason?: string
   usage?: UsageInfo
   timings?: TimingsInfo
+  /** The end's tool calls (only when there are some). */
+  toolCalls?: Array<ToolCallInfo>
   error?: ErrorInfo
 }
 
@@ -250,6 +285,35 @@ export interface TimingsInfo {
   tokensPerSecond: number
   totalMs: number
   queuedMs: number
+}
+
+/** A tool call as it streams (see `ToolCallDelta` in the package types). */
+export interface ToolCallDeltaInfo {
+  index: number
+  id?: string
+  name?: string
+  arguments: string
+}
+
+/** A finished tool call; `arguments` is JSON text. */
+export interface ToolCallInfo {
+  id: string
+  name: string
+  arguments: string
+}
+
+export interface ToolCallInput {
+  id: string
+  name: string
+  /** JSON text. */
+  arguments: string
+}
+
+export interface ToolInput {
+  name: string
+  description?: string
+  /** The arguments' JSON schema (JSON text); default: an object of no set properties. */
+  parameters?: string
 }
 
 export interface UsageInfo {

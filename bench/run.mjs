@@ -10,6 +10,7 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 import { build, median, resultPath } from './engines/common.mjs'
+import { markdown as structuredMarkdown } from './structured.mjs'
 
 const require = createRequire(import.meta.url)
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -105,6 +106,9 @@ for (let i = 0; i < rounds; i++) {
   }
 }
 results.overhead = { ...overhead, nodeTps: median(overhead.node), rustTps: median(overhead.rust) }
+// Constrained decoding: a JSON schema against free text, here and in node-llama-cpp.
+log('constrained decoding (bench/structured.mjs)')
+results.structured = runChild('structured', process.execPath, [path.join(bench, 'structured.mjs')], { MLX_SERVING_MODEL: model, BENCH_NO_SAVE: '1' })
 
 // --- report -----------------------------------------------------------------
 const version = (cmd, args) => {
@@ -161,7 +165,8 @@ if (cv) {
   md += `Conversation turn 2 (history of ${cv.runs[0].historyTokens} tokens + a 32-token answer, turn 2 of ${cv.runs[0].turn2Tokens} tokens): `
   md += `first token ${f(cv.warmMs, 0)} ms with prefix reuse (${cv.runs[0].reused} tokens reused) vs ${f(cv.coldMs, 0)} ms cold (${(100 * cv.ratio).toFixed(1)}%; target <= 15%).\n`
 }
-for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
+if (results.structured && !results.structured.error) md += structuredMarkdown(results.structured)
+for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}], ['constrained decoding', results.structured]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nBuild ${machine.build}, \`npm run bench\`, ${machine.date.slice(0, 10)}. Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 
 // Embeddings: this engine against sentence-transformers (bench/embeddings.mjs).

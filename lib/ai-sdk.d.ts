@@ -58,8 +58,13 @@ export interface MlxServingProvider {
 /**
  * An AI SDK provider over an in-process Engine: `generateText` / `streamText`
  * from the `ai` package run on a local model, and `embed` / `embedMany` on a
- * local embedding model, with abort and usage. `defaults` apply to every
- * model it makes. Throws a TypeError unless `engine` is an {@link Engine}.
+ * local embedding model, with abort and usage; `generateObject` /
+ * `streamObject` (and `Output.object`) get JSON that is valid under their
+ * schema, by constrained decoding; `tools` (with `toolChoice`, multi-step)
+ * get calls whose input matches each tool's schema. A JSON response format
+ * together with tools the model may call constrains the calls only (a
+ * warning says so). `defaults` apply to every model it makes. Throws a
+ * TypeError unless `engine` is an {@link Engine}.
  */
 export declare function createMlxServing(engine: Engine, defaults?: MlxServingModelSettings): MlxServingProvider
 

@@ -43,6 +43,13 @@ export declare const ErrorCode: {
   readonly CACHE_INVALID: 'CACHE_INVALID'
   /** A prompt cache file could not be written; the message says why. */
   readonly CACHE_WRITE_FAILED: 'CACHE_WRITE_FAILED'
+  /**
+   * The request's output grammar (its `responseFormat`, or the tool calls it
+   * requires) went past one of llguidance's limits while generating (lexer
+   * states, Earley items, fuel per token). The tokens produced before it are
+   * delivered first; other requests in the batch go on.
+   */
+  readonly GRAMMAR_TOO_COMPLEX: 'GRAMMAR_TOO_COMPLEX'
   /** A bug in mlx-serving; please report it. */
   readonly INTERNAL: 'INTERNAL'
 }
@@ -204,12 +211,94 @@ export interface EmbedResult {
   }
 }
 
-/** One message of a conversation, rendered by the model's chat template. */
+/**
+ * A chat message. An assistant message may carry the tool calls it made
+ * (`content` may then be empty or null); a `tool` message answers one call
+ * (`toolCallId`). Both reach the model through its own chat template, as
+ * Hugging Face's `apply_chat_template` passes them.
+ */
 export interface ChatMessage {
-  /** Who speaks: 'system', 'user', 'assistant', or any role the model's template knows. */
-  role: 'system' | 'user' | 'assistant' | (string & {})
-  /** The message's text. */
-  content: string
+  role: 'system' | 'user' | 'assistant' | 'tool' | (string & {})
+  content: string | null
+  /** An assistant message's calls (as a `FinalChunk` reported them). */
+  toolCalls?: ToolCall[]
+  /** A tool message: the id of the call whose result `content` is. */
+  toolCallId?: string
+}
+
+/**
+ * What the output must match; it is constrained token by token (greedy and
+ * sampled alike) with llguidance, so it always parses. The end-of-turn token
+ * is allowed only where the output is complete; `maxTokens` reached first
+ * ends with `finishReason: 'length'` and the text so far. A schema, pattern
+ * or grammar that is invalid (or a schema keyword that is not supported) is
+ * INVALID_ARGUMENT before any work, naming the problem.
+ *
+ * JSON is written on one line with `", "` and `": "` between items (set
+ * `x-guidance` in the schema for other layouts), and `oneOf` is read as `anyOf`.
+ */
+export type ResponseFormat =
+  | {
+      /** JSON valid under `schema` (JSON Schema draft 2020-12, as llguidance supports it). */
+      type: 'json_schema'
+      schema: JsonSchema
+      /** A label for the schema (OpenAI's `json_schema.name`); not used for decoding. */
+      name?: string
+    }
+  /** Any JSON object. */
+  | { type: 'json_object' }
+  /** Text that the regular expression matches as a whole (Rust `regex` syntax). */
+  | { type: 'regex'; pattern: string }
+  /** Text in the language of a Lark grammar (llguidance's dialect: `start` rule, `%json { ... }` for embedded schemas). */
+  | { type: 'grammar'; lark: string }
+
+/** A JSON schema, as an object (or `true` / `false`). */
+export type JsonSchema = { [key: string]: unknown } | boolean
+
+/** A function the model may call. */
+export interface Tool {
+  /** Unique among the request's tools. */
+  name: string
+  /** What the tool does, for the model (its template shows it). */
+  description?: string
+  /** The JSON schema of the arguments (an object schema). Default: an object of any properties. */
+  parameters?: JsonSchema
+}
+
+/**
+ * Whether the model calls tools: `'auto'` (the default with tools) lets it
+ * answer with text or calls, and once it begins a call the call's grammar
+ * applies, so the call parses; `'required'` makes it call at least one tool
+ * and `{ name }` that one tool (the whole answer is then the call, its
+ * arguments constrained to the tool's `parameters` from the first token);
+ * `'none'` answers with text (the tools are not shown to the model).
+ */
+export type ToolChoice = 'auto' | 'none' | 'required' | { name: string }
+
+/** A call the model made; `arguments` is the JSON text it wrote (it parses, and matches the tool's `parameters`). */
+export interface ToolCall {
+  /** `call_...` (9 letters or digits for Mistral-family models, whose templates require it). */
+  id: string
+  /** The tool called: one of the request's `tools`. */
+  name: string
+  /** The arguments as the JSON text the model wrote (parse it with `JSON.parse`). */
+  arguments: string
+}
+
+/**
+ * A call as it streams: the first delta of call `index` has its `id` and
+ * `name` (and `arguments: ''`), later ones the next pieces of `arguments`.
+ * Concatenated, the pieces are the call's `arguments`.
+ */
+export interface ToolCallDelta {
+  /** Which call of the answer (0 for the first). */
+  index: number
+  /** The call's id (first delta of a call only). */
+  id?: string
+  /** The tool's name (first delta of a call only). */
+  name?: string
+  /** The next piece of the call's arguments (empty in a call's first delta). */
+  arguments: string
 }
 
 /** What to generate: the model, the prompt and how to sample. Unknown fields are INVALID_ARGUMENT. */
@@ -236,6 +325,22 @@ export interface GenerateRequest {
   seed?: number
   /** Generation ends before the first occurrence of any of these; the text never contains it. */
   stop?: string | string[]
+  /** Constrain the output to a JSON schema, any JSON object, a regex or a Lark grammar. Not with tools the model may call. */
+  responseFormat?: ResponseFormat
+  /**
+   * Tools the model may call. They reach the model through its chat template;
+   * calls are recognised in the model family's own format (Qwen / Hermes
+   * `<tool_call>`, Llama 3.x JSON, Mistral `[TOOL_CALLS]`, Granite, Command R7B,
+   * FireFunction, Functionary v3.1, DeepSeek R1, Kimi K2; others use the
+   * Hermes format, described to the model where its template shows no tools).
+   * Text chunks then carry content only; calls stream as `toolCallDeltas` and
+   * end in `FinalChunk.toolCalls` with `finishReason: 'tool_calls'`.
+   */
+  tools?: Tool[]
+  /** Default `'auto'`. */
+  toolChoice?: ToolChoice
+  /** Whether one answer may hold several calls (where the model's format allows). Default true. */
+  parallelToolCalls?: boolean
 }
 
 /** Per-call options of `generate`, `saveCache` and `loadCache`. */
@@ -248,12 +353,14 @@ export interface CallOptions {
 
 /** A piece of the answer, as it is produced. */
 export interface TokenChunk {
-  /** New text: it never splits a UTF-8 character nor contains a stop string; text held back while it might still become one comes later, so it may be ''. */
+  /** New text: it never splits a UTF-8 character nor contains a stop string; text held back while it might still become one comes later, so it may be ''. With tools: content only, never part of a call. */
   text: string
   /** The token ids this chunk delivers. */
   tokenIds: number[]
   /** Always false: more chunks follow, at least the final one. */
   done: false
+  /** With tools: pieces of the calls this token advanced. */
+  toolCallDeltas?: ToolCallDelta[]
 }
 
 /** Token counts of a finished request. */
@@ -276,6 +383,9 @@ export interface Timings {
   queuedMs: number
 }
 
+/** Why a generation ended: an end-of-turn token, a stop string or a complete constrained output (`'stop'`), `maxTokens` or the context (`'length'`), or tool calls (`'tool_calls'`). */
+export type FinishReason = 'stop' | 'length' | 'tool_calls'
+
 /** The last chunk of a stream that finished normally. */
 export interface FinalChunk {
   /** Always empty: all text came in the chunks before. */
@@ -284,12 +394,14 @@ export interface FinalChunk {
   tokenIds: []
   /** Always true: the stream is over. */
   done: true
-  /** 'stop': an end-of-turn token or a stop string; 'length': `maxTokens` reached or the context is full. */
-  finishReason: 'stop' | 'length'
+  /** Why the generation ended (see {@link FinishReason}). */
+  finishReason: FinishReason
   /** Token counts. */
   usage: Usage
   /** Time to first token, decode speed, total and queued time. */
   timings: Timings
+  /** With tools: the complete calls (empty when the model answered with text). */
+  toolCalls?: ToolCall[]
 }
 
 /** What a {@link Generation} yields: token chunks, then one {@link FinalChunk}. */
@@ -302,11 +414,13 @@ export interface Completion {
   /** All the token ids delivered. */
   tokenIds: number[]
   /** As in {@link FinalChunk.finishReason}. */
-  finishReason: 'stop' | 'length'
+  finishReason: FinishReason
   /** Token counts. */
   usage: Usage
   /** Time to first token, decode speed, total and queued time. */
   timings: Timings
+  /** With tools: the complete calls. */
+  toolCalls?: ToolCall[]
 }
 
 /**
@@ -350,6 +464,21 @@ export interface ModelStats {
   loadProgress?: LoadProgress
   /** The current worker's prefix cache (emptied when a worker is replaced or the model unloaded). */
   prefixCache: PrefixCacheStats
+  /** Token masks of constrained requests since the model was loaded. */
+  constraintMasks: ConstraintMaskStats
+}
+
+/**
+ * Token masks computed for constrained rows (one per row and decode step;
+ * a prompt's first token is not counted). They are computed on the worker
+ * while the step's forward pass runs, so they cost time only where they
+ * outlast it; `totalMs / masks` is the mean mask time per token.
+ */
+export interface ConstraintMaskStats {
+  /** Masks computed. */
+  masks: number
+  /** Worker time they took, in all (milliseconds). */
+  totalMs: number
 }
 
 /** A model's prefix cache: keys and values kept for prompts that start the same way. */
@@ -483,8 +612,8 @@ export declare class Engine {
   tokenize(model: string, text: string): number[]
   /** The text of token ids (the inverse of `tokenize`). */
   detokenize(model: string, ids: number[]): string
-  /** The prompt text `messages` become with the model's chat template. */
-  applyChatTemplate(model: string, messages: ChatMessage[]): string
+  /** The prompt text `messages` become with the model's chat template (with `options.tools`, as a request offering them renders it). */
+  applyChatTemplate(model: string, messages: ChatMessage[], options?: { tools?: Tool[] }): string
   /** Info of a loaded model (MODEL_NOT_FOUND if it is not ready). */
   modelInfo(id: string): ModelInfo
   /** Per-model state, queue and throughput figures; MLX's memory; the device. */

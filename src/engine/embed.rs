@@ -84,7 +84,7 @@ pub fn check(action: &Action, info: &ModelInfo, model: &str) -> Result<()> {
 pub fn serve(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, loaded: LoadedEmbedder) {
     let LoadedEmbedder { embedder, tokenizer, info } = loaded;
     tracing::info!(load_ms = info.load_ms, dimensions = embedder.dimensions, "embedding model ready");
-    slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: None, info: info.clone() });
+    slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: None, info: info.clone(), grammars: None });
     let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), per_token: None };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {

@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
     error::{to_js, Code, ErrorInfo},
-    options::{validate_model_id, EmbedInput, EngineOptionsInput, GenerateInput, MessageInput},
+    options::{tool_use, validate_model_id, EmbedInput, EngineOptionsInput, GenerateInput, MessageInput, ToolInput},
     stream::TokenStream,
 };
 use crate::{
@@ -132,6 +132,16 @@ pub struct ModelStatsJs {
     pub load_progress: Option<LoadProgressJs>,
     /// Keys and values kept for prefix reuse by the current worker.
     pub prefix_cache: PrefixCacheStatsJs,
+    /// Token masks computed for constrained rows.
+    pub constraint_masks: ConstraintMasksJs,
+}
+
+#[napi(object)]
+pub struct ConstraintMasksJs {
+    /// Masks computed (one per constrained row and decode step).
+    pub masks: f64,
+    /// Worker time they took, in all.
+    pub total_ms: f64,
 }
 
 #[napi(object)]
@@ -282,9 +292,10 @@ impl EngineCore {
     }
 
     #[napi]
-    pub fn apply_chat_template(&self, model: String, messages: Vec<MessageInput>) -> napi::Result<String, Code> {
-        let messages: Vec<ChatMessage> = messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect();
-        self.engine.apply_chat_template(&model, &messages).map_err(to_js)
+    pub fn apply_chat_template(&self, model: String, messages: Vec<MessageInput>, tools: Option<Vec<ToolInput>>) -> napi::Result<String, Code> {
+        let messages: Vec<ChatMessage> = messages.into_iter().enumerate().map(|(i, m)| m.validate(i)).collect::<Result<_, _>>().map_err(to_js)?;
+        let tools = tool_use(tools, None, None, None).map_err(to_js)?;
+        self.engine.apply_chat_template(&model, &messages, tools.as_ref()).map_err(to_js)
     }
 
     /// Drains and unloads a model, then frees its memory.
@@ -338,6 +349,7 @@ impl EngineCore {
                     tokens_per_second: m.tokens_per_second,
                     last_heartbeat_ms_ago: m.last_heartbeat_ms_ago as f64,
                     load_progress: m.load_progress.map(|(read, total)| LoadProgressJs { bytes_read: read as f64, total_bytes: total as f64 }),
+                    constraint_masks: ConstraintMasksJs { masks: m.masks.masks as f64, total_ms: m.masks.total_ms },
                     prefix_cache: PrefixCacheStatsJs {
                         entries: m.prefix_cache.entries as u32,
                         cached_tokens: m.prefix_cache.cached_tokens as f64,

@@ -49,6 +49,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     token_bytes: Vec<Vec<u8>>,
     end_tokens: HashSet<u32>,
+    /// Control tokens: markup such as `<|im_start|>`, never text.
+    special: HashSet<u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -110,7 +112,8 @@ impl Tokenizer {
                 end_tokens.insert(i as u32);
             }
         }
-        Ok(Tokenizer { inner, token_bytes, end_tokens, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos, embedding: None })
+        let special = (0..spec.tokens.len() as u32).filter(|&i| spec.token_types.get(i as usize) == Some(&TOKEN_TYPE_CONTROL)).collect();
+        Ok(Tokenizer { inner, token_bytes, end_tokens, special, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos, embedding: None })
     }
 
     /// A Hugging Face `tokenizer.json` (a model directory's), with the
@@ -166,7 +169,7 @@ impl Tokenizer {
                 }
             }
         }
-        Ok(Tokenizer { inner, token_bytes, end_tokens, bos, eos, add_bos: add_bos && bos.is_some(), embedding: None })
+        Ok(Tokenizer { inner, token_bytes, end_tokens, special: specials, bos, eos, add_bos: add_bos && bos.is_some(), embedding: None })
     }
 
     /// An embedding model's `tokenizer.json`, reading text as
@@ -217,6 +220,12 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` as a continuation (no BOS).
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Whether [`encode`](Self::encode) recognises control tokens written in
     /// the text (on by default; llama.cpp's `parse_special`).
     pub fn set_parse_special(&mut self, on: bool) {
@@ -248,6 +257,19 @@ impl Tokenizer {
     /// Whether generating this token ends the generation (EOS, end of turn).
     pub fn is_end(&self, id: u32) -> bool {
         self.end_tokens.contains(&id)
+    }
+
+    /// The tokens that end a generation, in id order.
+    pub fn end_tokens(&self) -> Vec<u32> {
+        let mut ends: Vec<u32> = self.end_tokens.iter().copied().collect();
+        ends.sort_unstable();
+        ends
+    }
+
+    /// Whether the token is a control token (markup such as `<|im_start|>`,
+    /// which text never spells).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
     }
 
     /// The tokenizer in Hugging Face `tokenizer.json` form (for other engines
