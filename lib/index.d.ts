@@ -218,7 +218,9 @@ export interface EmbedResult {
  * Hugging Face's `apply_chat_template` passes them.
  */
 export interface ChatMessage {
+  /** Who speaks: 'system', 'user', 'assistant', 'tool', or any role the model's template knows. */
   role: 'system' | 'user' | 'assistant' | 'tool' | (string & {})
+  /** The message's text (may be empty or null for an assistant message that made tool calls). */
   content: string | null
   /** An assistant message's calls (as a `FinalChunk` reported them). */
   toolCalls?: ToolCall[]
@@ -241,16 +243,27 @@ export type ResponseFormat =
   | {
       /** JSON valid under `schema` (JSON Schema draft 2020-12, as llguidance supports it). */
       type: 'json_schema'
+      /** The schema the output must be valid under. */
       schema: JsonSchema
       /** A label for the schema (OpenAI's `json_schema.name`); not used for decoding. */
       name?: string
     }
-  /** Any JSON object. */
-  | { type: 'json_object' }
-  /** Text that the regular expression matches as a whole (Rust `regex` syntax). */
-  | { type: 'regex'; pattern: string }
-  /** Text in the language of a Lark grammar (llguidance's dialect: `start` rule, `%json { ... }` for embedded schemas). */
-  | { type: 'grammar'; lark: string }
+  | {
+      /** Any JSON object. */
+      type: 'json_object'
+    }
+  | {
+      /** Text that the regular expression matches as a whole. */
+      type: 'regex'
+      /** The regular expression (Rust `regex` syntax). */
+      pattern: string
+    }
+  | {
+      /** Text in the language of a Lark grammar. */
+      type: 'grammar'
+      /** The grammar, in llguidance's dialect: a `start` rule, `%json { ... }` for embedded schemas. */
+      lark: string
+    }
 
 /** A JSON schema, as an object (or `true` / `false`). */
 export type JsonSchema = { [key: string]: unknown } | boolean
@@ -273,7 +286,14 @@ export interface Tool {
  * arguments constrained to the tool's `parameters` from the first token);
  * `'none'` answers with text (the tools are not shown to the model).
  */
-export type ToolChoice = 'auto' | 'none' | 'required' | { name: string }
+export type ToolChoice =
+  | 'auto'
+  | 'none'
+  | 'required'
+  | {
+      /** The tool that must be called: one of the request's `tools`. */
+      name: string
+    }
 
 /** A call the model made; `arguments` is the JSON text it wrote (it parses, and matches the tool's `parameters`). */
 export interface ToolCall {
