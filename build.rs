@@ -54,6 +54,7 @@ fn build_kernels() {
         "attention_avx2.cpp",
         "arrays.h",
         "glu.cpp",
+        "dense.cpp",
         "glu_api.h",
         "glu_avx2.cpp",
         "simd.h",
@@ -78,7 +79,7 @@ fn build_kernels() {
         }
         b.compile(name);
     };
-    build(&["qmm.cpp", "attention.cpp", "glu.cpp"], &[], "mlx_serving_qmm");
+    build(&["qmm.cpp", "attention.cpp", "glu.cpp", "dense.cpp"], &[], "mlx_serving_qmm");
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
         build(&["qmm_avx2.cpp", "attention_avx2.cpp", "glu_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
         build(

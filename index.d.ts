@@ -19,9 +19,14 @@ export declare class EngineCore {
   modelInfo(id: string): ModelInfoJs
   /** Starts a generation; errors found before any work are thrown here. */
   generate(input: GenerateInput): TokenStream
+  /**
+   * Starts an `embed` call; errors found before any work are thrown here.
+   * Its stream ends with one "embeddings" event (or an error).
+   */
+  embed(input: EmbedInput): TokenStream
   tokenize(model: string, text: string): Array<number>
   detokenize(model: string, ids: Array<number>): string
-  applyChatTemplate(model: string, messages: Array<MessageInput>): string
+  applyChatTemplate(model: string, messages: Array<MessageInput>, tools?: Array<ToolInput> | undefined | null): string
   /** Drains and unloads a model, then frees its memory. */
   unloadModel(id: string, drainTimeoutMs?: number | undefined | null): Promise<Outcome>
   /** Refuses new work from now on (the synchronous start of `shutdown`). */
@@ -48,6 +53,13 @@ export declare class TokenStream {
   get id(): number
 }
 
+export interface ConstraintMasksJs {
+  /** Masks computed (one per constrained row and decode step). */
+  masks: number
+  /** Worker time they took, in all. */
+  totalMs: number
+}
+
 /** The device the models run on. */
 export interface DeviceStatsJs {
   /** "cpu", "cuda" or "metal". */
@@ -56,6 +68,23 @@ export interface DeviceStatsJs {
   name: string
   /** The GPU's memory in bytes (0 on the CPU). */
   totalBytes: number
+}
+
+export interface EmbedInput {
+  model: string
+  /** The texts to embed (the JS layer turns one string into a list of one). */
+  input: Array<string>
+  /** Keep the first this many dimensions (Matryoshka truncation). */
+  dimensions?: number
+  /** One of the model's named prompts (e.g. "query", "document"). */
+  prompt?: string
+  /** Text put before every input instead of a named prompt. */
+  promptText?: string
+  /** L2-normalize the vectors (default: as the model does). */
+  normalize?: boolean
+  /** Truncate inputs longer than the model reads (default true); false: CONTEXT_OVERFLOW. */
+  truncate?: boolean
+  timeoutMs?: number
 }
 
 export interface EngineOptionsInput {
@@ -102,6 +131,12 @@ export interface GenerateInput {
   saveCache?: string
   /** Read this cache file into the model's prefix cache (no prompt). */
   loadCache?: string
+  responseFormat?: ResponseFormatInput
+  tools?: Array<ToolInput>
+  /** "auto", "none", "required", or "named" (with `toolChoiceName`). */
+  toolChoice?: string
+  toolChoiceName?: string
+  parallelToolCalls?: boolean
 }
 
 export interface LoadProgressJs {
@@ -118,6 +153,10 @@ export interface MemoryStatsJs {
 export interface MessageInput {
   role: string
   content: string
+  /** An assistant message's calls. */
+  toolCalls?: Array<ToolCallInput>
+  /** A tool message: the call it answers. */
+  toolCallId?: string
 }
 
 export interface ModelInfoJs {
@@ -150,6 +189,20 @@ export interface ModelInfoJs {
   warmUpMs: number
   /** Where the model runs: "cpu", "cuda" or "metal". */
   backend: string
+  /** "generation" or "embedding". */
+  kind: string
+  /** An embedding model's vector width. */
+  dimensions?: number
+  /** An embedding model's longest input in tokens (longer ones are truncated). */
+  maxTokens?: number
+  /** An embedding model's pooling ("mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token"). */
+  pooling?: string
+  /** Whether an embedding model's vectors are L2-normalized by default. */
+  normalized?: boolean
+  /** An embedding model's named prompts. */
+  prompts?: Array<PromptJs>
+  /** The prompt an embedding model uses when a call names none. */
+  defaultPrompt?: string
 }
 
 export interface ModelStatsJs {
@@ -166,6 +219,8 @@ export interface ModelStatsJs {
   loadProgress?: LoadProgressJs
   /** Keys and values kept for prefix reuse by the current worker. */
   prefixCache: PrefixCacheStatsJs
+  /** Token masks computed for constrained rows. */
+  constraintMasks: ConstraintMasksJs
 }
 
 /** The outcome of an async call: `error` set, or `info` (when there is one). */
@@ -190,14 +245,38 @@ export interface PrefixCacheStatsJs {
   evictions: number
 }
 
-/** One event of a stream: `kind` is "token", "end" or "error". */
+/** A named prompt of an embedding model. */
+export interface PromptJs {
+  name: string
+  text: string
+}
+
+/**
+ * `responseFormat`: `type` is "json_schema" (with `schema`, JSON text),
+ * "json_object", "regex" (with `pattern`) or "grammar" (with `lark`).
+ */
+export interface ResponseFormatInput {
+  type: string
+  schema?: string
+  name?: string
+  pattern?: string
+  lark?: string
+}
+
+/** One event of a stream: `kind` is "token", "end", "embeddings" or "error". */
 export interface StreamEvent {
   kind: string
+  /** An `embed` call's vectors, one per input. */
+  embeddings?: Array<Float32Array>
   text?: string
   tokenIds?: Array<number>
+  /** A token's tool-call deltas (only when it has some). */
+  toolCallDeltas?: Array<ToolCallDeltaInfo>
   finishReason?: string
   usage?: UsageInfo
   timings?: TimingsInfo
+  /** The end's tool calls (only when there are some). */
+  toolCalls?: Array<ToolCallInfo>
   error?: ErrorInfo
 }
 
@@ -206,6 +285,35 @@ export interface TimingsInfo {
   tokensPerSecond: number
   totalMs: number
   queuedMs: number
+}
+
+/** A tool call as it streams (see `ToolCallDelta` in the package types). */
+export interface ToolCallDeltaInfo {
+  index: number
+  id?: string
+  name?: string
+  arguments: string
+}
+
+/** A finished tool call; `arguments` is JSON text. */
+export interface ToolCallInfo {
+  id: string
+  name: string
+  arguments: string
+}
+
+export interface ToolCallInput {
+  id: string
+  name: string
+  /** JSON text. */
+  arguments: string
+}
+
+export interface ToolInput {
+  name: string
+  description?: string
+  /** The arguments' JSON schema (JSON text); default: an object of no set properties. */
+  parameters?: string
 }
 
 export interface UsageInfo {

@@ -5,7 +5,7 @@
 // where a batch of rows and a row alone take different matmul kernels whose
 // roundings differ in the last bits, which can flip a greedy pick at a
 // near-tie (on an H200 an answer batched with 7 others left the lone one after
-// 12 equal tokens); so this suite asks for f32 there too (README "GPU (CUDA)").
+// 12 equal tokens); so this suite asks for f32 there too (docs/gpu.md).
 // On CUDA a large matrix is also widened for a product of 8 rows or more and
 // kept quantized below that: a step's kernels then depend on how many rows it
 // holds, and a queued greedy step still holds the rows that ended in the step
@@ -59,7 +59,7 @@ describe('continuous batching', () => {
     expect(peak).toBeGreaterThan(1)
     // Some answers end at their end-of-turn token while the others go on:
     // their rows leave the batch while the next greedy step is already
-    // queued on the device (README "Architecture"), and nobody's tokens change.
+    // queued on the device (docs/architecture.md), and nobody's tokens change.
     expect(alone.filter((r) => r.final?.finishReason === 'stop' && r.ids.length < 24).length).toBeGreaterThan(0)
     for (let i = 0; i < requests.length; i++) {
       expect(together[i].error).toBeUndefined()

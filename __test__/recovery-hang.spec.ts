@@ -48,7 +48,7 @@ it(`a worker that hangs after ${GOOD_REQUESTS} good requests is detected and rep
   expect(engine.stats().models[0]).toMatchObject({ state: 'ready', restarts: 1, abandonedWorkers: 1, activeRequests: 0, queuedRequests: 0 })
   // A hung thread cannot be unwound from outside, so what it holds (its
   // model's weights and its cache) stays allocated: at most one more model,
-  // never more. README's "Recovery" says so.
+  // never more. docs/reliability.md says so.
   const now = engine.stats().memory.activeBytes
   console.log(`MLX active memory: ${(loaded / 2 ** 20).toFixed(1)} MiB with the first worker, ${(now / 2 ** 20).toFixed(1)} MiB beside the abandoned one`)
   expect(now).toBeLessThan(2.5 * loaded)

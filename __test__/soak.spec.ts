@@ -164,10 +164,11 @@ it(`${REQUESTS} mixed requests at concurrency ${CONCURRENCY} all end exactly onc
   expect(getEventListeners(shared, 'abort')).toHaveLength(0)
 }, 1_800_000) // a ceiling for "it hung": ~70 s idle, several minutes on a busy machine
 
-// MLX's CUDA backend caches what it builds per shape and used to throw on every
-// new shape once a process had met twice a cache's size ("Cache thrashing is
-// happening": 512 prefill shapes for its attention): a long-lived server then
-// failed each request with an unseen prompt length. 600 prompt lengths, each a
+// MLX's CUDA backend caches what it builds per shape and, unless the engine
+// turns its check off, throws on every new shape once a process has met twice
+// a cache's size ("Cache thrashing is happening": 512 prefill shapes for its
+// attention): a long-lived server would then fail each request with an unseen
+// prompt length. 600 prompt lengths, each a
 // new prefill shape, in one engine. On the CPU (no such caches) 600 prefills of
 // up to 600 tokens take many minutes, so it runs on a GPU.
 it('one engine serves 600 distinct prompt lengths (a GPU runtime caches per shape)', async (ctx) => {

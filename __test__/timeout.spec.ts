@@ -64,7 +64,7 @@ describe('timeouts and batch mates', () => {
     // A long prompt keeps the worker in prefill for seconds (one step per chunk)
     // on the CPU. On a GPU the same prefill is one step of a few ms, and no step
     // of this model can be made to outlast the deadline, so there is nothing to
-    // observe (README "GPU (CUDA)").
+    // observe (docs/gpu.md).
     if (serial.stats().device.backend !== 'cpu') ctx.skip()
     const longPrompt = 'The quick brown fox jumps over the lazy dog. '.repeat(100)
     const blocker = drain(serial.generate({ model: MODEL, prompt: longPrompt, maxTokens: 1 }))

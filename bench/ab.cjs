@@ -25,7 +25,7 @@ const { Engine } = require('../lib/index.js')
     const rs = await Promise.all(Array.from({ length: 8 }, (_, i) => gen(`Sequence ${i + 1}: `, 64)))
     out.eight = Math.max(out.eight ?? 0, (rs.reduce((a, r) => a + r[0], 0) / (performance.now() - t)) * 1000)
   }
-  const long = e.detokenize('m', e.tokenize('m', require('fs').readFileSync(require('path').join(__dirname, '..', 'README.md'), 'utf8')).slice(0, 4096))
+  const long = e.detokenize('m', e.tokenize('m', require('fs').readFileSync(require('path').join(__dirname, 'prompt.md'), 'utf8')).slice(0, 4096))
   const ttft = []
   for (let rep = 0; rep < 4; rep++) {
     const t = performance.now()

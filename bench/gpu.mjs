@@ -6,16 +6,17 @@
 //   node bench/gpu.mjs MODEL[=MLX_DIR] ...     # MLX_DIR: the same weights for mlx-lm
 //   MLX_LM_PYTHON=/path/to/python node bench/gpu.mjs ...
 //
-// Workload (issue #13): single-stream decode (128 tokens), first token at
-// 32/512/4096-token prompts, aggregate tokens/s at 1/8/32/64 streams (64
+// Workload: single-stream decode (128 tokens), first token at 32/512/4096-token
+// prompts (from bench/prompt.md), aggregate tokens/s at 1/8/32/64 streams (64
 // tokens each), peak MLX memory (device memory on a GPU). Results go to
-// bench/results/gpu-<time>.{json,md}.
+// bench/results/<device>-<date>-<build>-bench.{json,md} (scripts/result_name.sh).
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
+import { build, resultPath } from './engines/common.mjs'
 
 const require = createRequire(import.meta.url)
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -43,7 +44,7 @@ for (const spec of process.argv.slice(2)) {
   await engine.loadModel({ id: 'm', path: model })
   device = engine.stats().device
   const tok = (t) => engine.tokenize('m', t)
-  const text = tok(fs.readFileSync(path.join(root, 'README.md'), 'utf8'))
+  const text = tok(fs.readFileSync(path.join(bench, 'prompt.md'), 'utf8'))
   const workload = {
     model,
     decodePrompt: tok('1, 2, 3, 4, 5, 6, 7, 8, 9, 10,'),
@@ -72,7 +73,8 @@ for (const spec of process.argv.slice(2)) {
 
 const f = (x, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : 'n/a')
 const ratio = (a, b) => (a && b ? (a / b).toFixed(2) + 'x' : 'n/a')
-let md = `Device: ${device?.backend} (${device?.name}); ${os.cpus()[0]?.model}, ${os.availableParallelism()} cores; Node ${process.version}. Greedy, medians of ${repeats}.\n`
+const measured = build(root)
+let md = `Build ${measured}, \`node bench/gpu.mjs\`, ${new Date().toISOString().slice(0, 10)}. Device: ${device?.backend} (${device?.name}); ${os.cpus()[0]?.model}, ${os.availableParallelism()} cores; Node ${process.version}. Greedy, medians of ${repeats}.\n`
 for (const r of runs) {
   md += `\n### ${r.model}${r.mlxModel ? ` (mlx-lm: ${r.mlxModel})` : ''}\n\n| | mlx-serving | mlx-lm | llama.cpp | vs mlx-lm | vs llama.cpp |\n| --- | ---: | ---: | ---: | ---: | ---: |\n`
   const row = (label, get, d = 1) => {
@@ -91,9 +93,8 @@ for (const r of runs) {
   }
 }
 md += '\nRatios: mlx-serving over the other (for times and memory, the other over mlx-serving): above 1 is better for mlx-serving. llama.cpp peak memory is not read (n/a).\n'
-const out = path.join(bench, 'results')
-fs.mkdirSync(out, { recursive: true })
-const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-')
-fs.writeFileSync(path.join(out, `gpu-${stamp}.json`), JSON.stringify({ device, runs }, null, 2))
-fs.writeFileSync(path.join(out, `gpu-${stamp}.md`), md)
+fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
+const out = resultPath(root, 'bench', device)
+fs.writeFileSync(`${out}.json`, JSON.stringify({ device, build: measured, runs }, null, 2))
+fs.writeFileSync(`${out}.md`, md)
 console.log(md)

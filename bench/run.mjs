@@ -1,13 +1,16 @@
 // `npm run bench`: this engine through Node, node-llama-cpp and mlx-lm, side by
 // side in one run on the same GGUF and token ids, plus the engine without Node
-// (Rust bench) for the binding overhead. Writes bench/results/<date>.{json,md}.
+// (Rust bench) for the binding overhead, then the embedding benchmark
+// (bench/embeddings.mjs). Writes bench/results/<device>-<date>-<build>-bench.{json,md}
+// (scripts/result_name.sh).
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
-import { median } from './engines/common.mjs'
+import { build, median, resultPath } from './engines/common.mjs'
+import { markdown as structuredMarkdown } from './structured.mjs'
 
 const require = createRequire(import.meta.url)
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -22,7 +25,8 @@ const { Engine } = require('../lib/index.js')
 const engine = await Engine.create()
 await engine.loadModel({ id: 'm', path: model })
 const tok = (t) => engine.tokenize('m', t)
-const longText = fs.readFileSync(path.join(root, 'README.md'), 'utf8')
+// A fixed text (bench/prompt.md), so that the prompts stay the same from run to run.
+const longText = fs.readFileSync(path.join(bench, 'prompt.md'), 'utf8')
 const workload = {
   model,
   decodePrompt: tok('1, 2, 3, 4, 5, 6, 7, 8, 9, 10,'),
@@ -37,6 +41,7 @@ const workload = {
   repeats: Number(process.env.BENCH_REPEATS ?? 3),
 }
 const decodeText = engine.detokenize('m', workload.decodePrompt)
+const device = engine.stats().device
 // BENCH_WORKLOAD_ONLY=path: write the workload there and stop (for running one engine's script alone).
 if (process.env.BENCH_WORKLOAD_ONLY) {
   fs.writeFileSync(process.env.BENCH_WORKLOAD_ONLY, JSON.stringify(workload))
@@ -112,6 +117,9 @@ for (let i = 0; i < rounds; i++) {
   }
 }
 results.overhead = { ...overhead, nodeTps: median(overhead.node), rustTps: median(overhead.rust) }
+// Constrained decoding: a JSON schema against free text, here and in node-llama-cpp.
+log('constrained decoding (bench/structured.mjs)')
+results.structured = runChild('structured', process.execPath, [path.join(bench, 'structured.mjs')], { MLX_SERVING_MODEL: model, BENCH_NO_SAVE: '1' })
 
 // --- report -----------------------------------------------------------------
 const version = (cmd, args) => {
@@ -123,6 +131,8 @@ const version = (cmd, args) => {
 }
 const machine = {
   date: new Date().toISOString(),
+  build: build(root),
+  device: device.name,
   cpu: os.cpus()[0]?.model,
   cores: os.availableParallelism(),
   memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
@@ -184,13 +194,17 @@ if (cv) {
   md += `Conversation turn 2 (history of ${cv.runs[0].historyTokens} tokens + a 32-token answer, turn 2 of ${cv.runs[0].turn2Tokens} tokens): `
   md += `first token ${f(cv.warmMs, 0)} ms with prefix reuse (${cv.runs[0].reused} tokens reused) vs ${f(cv.coldMs, 0)} ms cold (${(100 * cv.ratio).toFixed(1)}%; target <= 15%).\n`
 }
-for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
-md += `\nMachine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
+if (results.structured && !results.structured.error) md += structuredMarkdown(results.structured)
+for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}], ['constrained decoding', results.structured]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
+md += `\nBuild ${machine.build}, \`npm run bench\`, ${machine.date.slice(0, 10)}. Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 
-const out = path.join(bench, 'results')
-fs.mkdirSync(out, { recursive: true })
-const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-')
-fs.writeFileSync(path.join(out, `${stamp}.json`), JSON.stringify({ machine, workload: { ...workload, decodePrompt: undefined, ttftPrompts: undefined, streamPrefixes: undefined }, results }, null, 2))
-fs.writeFileSync(path.join(out, `${stamp}.md`), md)
-fs.writeFileSync(path.join(out, 'latest.md'), md)
+// Embeddings: this engine against sentence-transformers (bench/embeddings.mjs).
+log('embeddings (bench/embeddings.mjs)')
+const embeddings = spawnSync(process.execPath, [path.join(bench, 'embeddings.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+md += `\n## Embeddings\n\n${embeddings.status === 0 ? embeddings.stdout.trim() : `failed (exit ${embeddings.status})`}\n`
+
+fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
+const out = resultPath(root, 'bench', device)
+fs.writeFileSync(`${out}.json`, JSON.stringify({ machine, workload: { ...workload, decodePrompt: undefined, ttftPrompts: undefined, streamPrefixes: undefined }, results }, null, 2))
+fs.writeFileSync(`${out}.md`, md)
 console.log(md)

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict'
-// The command line: `mlx-serving run | serve | info`. See `mlx-serving --help`.
+// The command line: `mlx-serving run | serve | embed | info`. See `mlx-serving --help`.
 
 const path = require('node:path')
 const readline = require('node:readline')
@@ -21,10 +21,10 @@ const number = (name) => (value) => {
   return n
 }
 
-/** `id=path`, or a bare path whose file name (without extension) becomes the id. */
+/** `id=path`, or a bare path whose file or directory name (without extension) becomes the id. */
 function modelSpec(value, previous = []) {
   const eq = value.indexOf('=')
-  const spec = eq > 0 ? { id: value.slice(0, eq), path: value.slice(eq + 1) } : { id: path.basename(value).replace(/\.gguf$/i, ''), path: value }
+  const spec = eq > 0 ? { id: value.slice(0, eq), path: value.slice(eq + 1) } : { id: path.basename(value.replace(/\/+$/, '')).replace(/\.gguf$/i, ''), path: value }
   return [...previous, spec]
 }
 
@@ -151,12 +151,64 @@ async function serve(options) {
   process.once('SIGTERM', stop)
 }
 
+/** Lines of standard input, without empty ones. */
+async function stdinLines() {
+  const lines = []
+  for await (const line of readline.createInterface({ input: process.stdin })) if (line.trim()) lines.push(line)
+  return lines
+}
+
+function cosine(a, b) {
+  let dot = 0
+  let na = 0
+  let nb = 0
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i] * b[i]
+    na += a[i] * a[i]
+    nb += b[i] * b[i]
+  }
+  return dot / Math.sqrt(na * nb)
+}
+
+async function embed(modelPath, texts, options) {
+  if (texts.length === 0 && !process.stdin.isTTY) texts = await stdinLines()
+  if (texts.length === 0) throw new InvalidArgumentError('embed needs texts: as arguments, or one per line on standard input')
+  const engine = await lib().Engine.create()
+  try {
+    const [spec] = modelSpec(modelPath)
+    await load(engine, spec)
+    const request = { model: spec.id, input: texts }
+    if (options.prompt) request.prompt = options.prompt
+    if (options.dimensions) request.dimensions = options.dimensions
+    if (options.normalize === false) request.normalize = false
+    const started = performance.now()
+    const { embeddings, usage } = await engine.embed(request)
+    const ms = performance.now() - started
+    if (options.query !== undefined) {
+      // Rank the texts by cosine similarity to the query (embedded with --query-prompt).
+      const q = { model: spec.id, input: options.query }
+      if (options.queryPrompt) q.prompt = options.queryPrompt
+      if (options.dimensions) q.dimensions = options.dimensions
+      const [query] = (await engine.embed(q)).embeddings
+      const ranked = texts.map((text, i) => ({ text, score: cosine(query, embeddings[i]) })).sort((a, b) => b.score - a.score)
+      for (const r of ranked) console.log(`${r.score.toFixed(4)}  ${r.text}`)
+    } else {
+      texts.forEach((text, index) => console.log(JSON.stringify({ index, text, embedding: Array.from(embeddings[index]) })))
+    }
+    if (options.stats) process.stderr.write(`[${texts.length} texts, ${usage.promptTokens} tokens, ${embeddings[0].length} dimensions, ${ms.toFixed(0)} ms]\n`)
+  } finally {
+    await engine.shutdown()
+  }
+}
+
 async function info(modelPath) {
   const engine = await lib().Engine.create()
   try {
     const [spec] = modelSpec(modelPath)
     const i = await load(engine, spec)
     const rows = {
+      kind: i.kind,
+      ...(i.kind === 'embedding' ? { dimensions: i.dimensions, 'max tokens': i.maxTokens, pooling: i.pooling, prompts: (i.prompts ?? []).map((p) => p.name).join(', ') || 'none' } : {}),
       architecture: i.architecture,
       parameters: i.parameters.toLocaleString('en'),
       'context length': i.contextLength,
@@ -169,6 +221,7 @@ async function info(modelPath) {
       'load time': `${i.loadMs.toFixed(0)} ms`,
     }
     for (const [k, v] of Object.entries(rows)) console.log(`${k.padEnd(18)} ${v}`)
+    if (i.kind === 'embedding') return
     let template = null
     try {
       template = engine.applyChatTemplate(spec.id, [
@@ -185,7 +238,7 @@ async function info(modelPath) {
 
 const program = new Command()
   .name('mlx-serving')
-  .description('Local LLM inference on MLX: chat with a model, serve an OpenAI-compatible API, inspect a model file.')
+  .description('Local LLM inference on MLX: chat with a model, serve an OpenAI-compatible API, embed texts, inspect a model file.')
   .version(version)
 
 program
@@ -201,13 +254,26 @@ program
 
 program
   .command('serve')
-  .description('serve an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics)')
+  .description('serve an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health, /metrics)')
   .option('-m, --model <id=path>', 'a model to load, as id=path (repeatable)', modelSpec)
   .option('-p, --port <port>', 'port (0 picks a free one)', (v) => Number(v), 8080)
   .option('-H, --host <host>', 'address to bind (127.0.0.1 keeps it local)', '127.0.0.1')
   .option('--api-key <key>', 'require "Authorization: Bearer <key>" (or set MLX_SERVING_API_KEY)')
   .option('--max-batch-size <n>', 'requests decoded together per model', positiveInt('--max-batch-size'), 8)
   .action((options) => serve(options).catch(fail))
+
+program
+  .command('embed')
+  .description('embed texts with an embedding model (a sentence-transformers directory): one JSON line per text, or with --query the texts ranked by similarity')
+  .argument('<model>', 'model directory (sentence-transformers)')
+  .argument('[texts...]', 'the texts; without any, one per line of standard input')
+  .option('-p, --prompt <name>', "one of the model's named prompts for the texts (e.g. document)")
+  .option('-q, --query <text>', 'rank the texts by cosine similarity to this query instead of printing vectors')
+  .option('--query-prompt <name>', "the model's named prompt for the query (e.g. query)")
+  .option('-d, --dimensions <n>', 'keep the first n dimensions (Matryoshka)', positiveInt('--dimensions'))
+  .option('--no-normalize', 'do not L2-normalize the vectors')
+  .option('--stats', 'print texts, tokens and time on stderr')
+  .action((model, texts, options) => embed(model, texts, options).catch(fail))
 
 program
   .command('info')

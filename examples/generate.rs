@@ -7,7 +7,7 @@ fn main() {
     let t = Instant::now();
     let m = load_gguf(path.as_ref(), WeightFormat::for_platform()).unwrap();
     eprintln!("loaded in {:?}: {:?}", t.elapsed(), m.info);
-    let prompt = m.template.as_ref().unwrap().render(&[ChatMessage { role: "user".into(), content: "What is the capital of France?".into() }]).unwrap();
+    let prompt = m.template.as_ref().unwrap().render(&[ChatMessage::new("user", "What is the capital of France?")]).unwrap();
     let ids = m.tokenizer.encode(&prompt).unwrap();
     eprintln!("prompt {} tokens: {:?}", ids.len(), ids);
     let mut cache = KvCache::new(m.model.layers());

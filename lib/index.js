@@ -85,7 +85,91 @@ function str(v, field) {
   return v
 }
 
-const REQUEST_KEYS = ['model', 'prompt', 'messages', 'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'stop']
+const REQUEST_KEYS = [
+  'model', 'prompt', 'messages', 'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'stop',
+  'responseFormat', 'tools', 'toolChoice', 'parallelToolCalls',
+]
+
+/** JSON text of a schema given as an object (or a boolean schema). */
+function schemaText(value, field) {
+  if (value === null || (typeof value !== 'object' && typeof value !== 'boolean') || Array.isArray(value)) {
+    throw invalid(field, `expected a JSON schema (an object), got ${describe(value)}`)
+  }
+  try {
+    return JSON.stringify(value)
+  } catch (e) {
+    throw invalid(field, `cannot be written as JSON: ${e.message}`)
+  }
+}
+
+function responseFormatInput(rf) {
+  plainObject(rf, 'responseFormat')
+  const type = str(rf.type, 'responseFormat.type')
+  switch (type) {
+    case 'json_schema': {
+      onlyKeys(rf, 'responseFormat', ['type', 'schema', 'name'])
+      const out = { type, schema: schemaText(rf.schema, 'responseFormat.schema') }
+      if (rf.name !== undefined) out.name = str(rf.name, 'responseFormat.name')
+      return out
+    }
+    case 'json_object':
+      onlyKeys(rf, 'responseFormat', ['type'])
+      return { type }
+    case 'regex':
+      onlyKeys(rf, 'responseFormat', ['type', 'pattern'])
+      return { type, pattern: str(rf.pattern, 'responseFormat.pattern') }
+    case 'grammar':
+      onlyKeys(rf, 'responseFormat', ['type', 'lark'])
+      return { type, lark: str(rf.lark, 'responseFormat.lark') }
+    default:
+      throw invalid('responseFormat.type', `must be 'json_schema', 'json_object', 'regex' or 'grammar', got ${describe(type)}`)
+  }
+}
+
+function toolsInput(tools) {
+  if (!Array.isArray(tools)) throw invalid('tools', `expected an array, got ${describe(tools)}`)
+  return tools.map((t, i) => {
+    plainObject(t, `tools[${i}]`)
+    onlyKeys(t, `tools[${i}]`, ['name', 'description', 'parameters'])
+    const out = { name: str(t.name, `tools[${i}].name`) }
+    if (t.description !== undefined) out.description = str(t.description, `tools[${i}].description`)
+    if (t.parameters !== undefined) out.parameters = schemaText(t.parameters, `tools[${i}].parameters`)
+    return out
+  })
+}
+
+function toolChoiceInput(choice, input) {
+  if (typeof choice === 'string') {
+    if (!['auto', 'none', 'required'].includes(choice)) throw invalid('toolChoice', `must be 'auto', 'none', 'required' or { name }, got ${describe(choice)}`)
+    input.toolChoice = choice
+    return
+  }
+  if (choice === null || typeof choice !== 'object' || Array.isArray(choice)) {
+    throw invalid('toolChoice', `must be 'auto', 'none', 'required' or { name }, got ${describe(choice)}`)
+  }
+  onlyKeys(choice, 'toolChoice', ['name'])
+  input.toolChoice = 'named'
+  input.toolChoiceName = str(choice.name, 'toolChoice.name')
+}
+
+function messageInput(m, i) {
+  plainObject(m, `messages[${i}]`)
+  const role = str(m.role, `messages[${i}].role`)
+  const out = { role }
+  if (m.toolCalls !== undefined) {
+    if (!Array.isArray(m.toolCalls)) throw invalid(`messages[${i}].toolCalls`, `expected an array, got ${describe(m.toolCalls)}`)
+    out.toolCalls = m.toolCalls.map((c, j) => {
+      const field = `messages[${i}].toolCalls[${j}]`
+      plainObject(c, field)
+      const args = c.arguments === undefined ? '{}' : typeof c.arguments === 'string' ? c.arguments : schemaText(c.arguments, `${field}.arguments`)
+      return { id: c.id === undefined ? '' : str(c.id, `${field}.id`), name: str(c.name, `${field}.name`), arguments: args }
+    })
+  }
+  // An assistant message that only calls tools may have no content.
+  out.content = (m.content === undefined || m.content === null) && out.toolCalls ? '' : str(m.content, `messages[${i}].content`)
+  if (m.toolCallId !== undefined) out.toolCallId = str(m.toolCallId, `messages[${i}].toolCallId`)
+  return out
+}
 
 function generateInput(request, options) {
   plainObject(request, 'request')
@@ -94,10 +178,14 @@ function generateInput(request, options) {
   if (request.prompt !== undefined) input.prompt = str(request.prompt, 'prompt')
   if (request.messages !== undefined) {
     if (!Array.isArray(request.messages)) throw invalid('messages', `expected an array, got ${describe(request.messages)}`)
-    input.messages = request.messages.map((m, i) => {
-      plainObject(m, `messages[${i}]`)
-      return { role: str(m.role, `messages[${i}].role`), content: str(m.content, `messages[${i}].content`) }
-    })
+    input.messages = request.messages.map(messageInput)
+  }
+  if (request.responseFormat !== undefined) input.responseFormat = responseFormatInput(request.responseFormat)
+  if (request.tools !== undefined) input.tools = toolsInput(request.tools)
+  if (request.toolChoice !== undefined) toolChoiceInput(request.toolChoice, input)
+  if (request.parallelToolCalls !== undefined) {
+    if (typeof request.parallelToolCalls !== 'boolean') throw invalid('parallelToolCalls', `expected a boolean, got ${describe(request.parallelToolCalls)}`)
+    input.parallelToolCalls = request.parallelToolCalls
   }
   for (const key of ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed']) {
     const v = optNumber(request, key)
@@ -107,6 +195,31 @@ function generateInput(request, options) {
     const stop = typeof request.stop === 'string' ? [request.stop] : request.stop
     if (!Array.isArray(stop)) throw invalid('stop', `expected a string or an array of strings, got ${describe(request.stop)}`)
     input.stop = stop.map((s, i) => str(s, `stop[${i}]`))
+  }
+  const timeoutMs = optNumber(options, 'timeoutMs')
+  if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
+  return input
+}
+
+const EMBED_KEYS = ['model', 'input', 'dimensions', 'prompt', 'promptText', 'normalize', 'truncate']
+
+function embedInput(request, options) {
+  plainObject(request, 'request')
+  onlyKeys(request, 'request', EMBED_KEYS)
+  const input = { model: str(request.model, 'model') }
+  const texts = request.input
+  if (typeof texts === 'string') input.input = [texts]
+  else if (Array.isArray(texts)) input.input = texts.map((t, i) => str(t, `input[${i}]`))
+  else throw invalid('input', `expected a string or an array of strings, got ${describe(texts)}`)
+  const dimensions = optNumber(request, 'dimensions')
+  if (dimensions !== undefined) input.dimensions = dimensions
+  if (request.prompt !== undefined) input.prompt = str(request.prompt, 'prompt')
+  if (request.promptText !== undefined) input.promptText = str(request.promptText, 'promptText')
+  for (const key of ['normalize', 'truncate']) {
+    const v = request[key]
+    if (v === undefined) continue
+    if (typeof v !== 'boolean') throw invalid(key, `expected a boolean, got ${describe(v)}`)
+    input[key] = v
   }
   const timeoutMs = optNumber(options, 'timeoutMs')
   if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
@@ -136,6 +249,15 @@ function abortError(signal) {
 
 // --- the stream ----------------------------------------------------------
 
+/** A native tool-call delta without its empty fields. */
+function delta(d) {
+  const out = { index: d.index }
+  if (d.id != null) out.id = d.id
+  if (d.name != null) out.name = d.name
+  out.arguments = d.arguments
+  return out
+}
+
 /**
  * The async iterator `generate()` returns. Chunks are `{ text, tokenIds }`;
  * the last chunk has `done: true` with `finishReason`, `usage` and `timings`.
@@ -148,9 +270,11 @@ class Generation {
   #onAbort
   #pending
   #finished = false
+  #tools
 
   constructor(core, input, signal) {
     this.#signal = signal
+    this.#tools = input.tools !== undefined
     if (signal && signal.aborted) {
       this.#pending = abortError(signal) // rejects on first next(), no work started
       return
@@ -177,14 +301,17 @@ class Generation {
     }
     const event = await this.#native.next()
     switch (event.kind) {
-      case 'token':
-        return { done: false, value: { text: event.text, tokenIds: event.tokenIds, done: false } }
-      case 'end':
+      case 'token': {
+        const value = { text: event.text, tokenIds: event.tokenIds, done: false }
+        if (event.toolCallDeltas) value.toolCallDeltas = event.toolCallDeltas.map(delta)
+        return { done: false, value }
+      }
+      case 'end': {
         this.#finish()
-        return {
-          done: false,
-          value: { text: '', tokenIds: [], done: true, finishReason: event.finishReason, usage: event.usage, timings: event.timings },
-        }
+        const value = { text: '', tokenIds: [], done: true, finishReason: event.finishReason, usage: event.usage, timings: event.timings }
+        if (this.#tools) value.toolCalls = event.toolCalls ?? []
+        return { done: false, value }
+      }
       default: {
         this.#finish()
         const { code, message } = event.error
@@ -208,14 +335,18 @@ class Generation {
     throw err
   }
 
-  /** Reads the whole generation: `{ text, tokenIds, finishReason, usage, timings }`. */
+  /** Reads the whole generation: `{ text, tokenIds, finishReason, usage, timings }` (and `toolCalls` with tools). */
   async collect() {
     let text = ''
     const tokenIds = []
     for await (const chunk of this) {
       text += chunk.text
       tokenIds.push(...chunk.tokenIds)
-      if (chunk.done) return { text, tokenIds, finishReason: chunk.finishReason, usage: chunk.usage, timings: chunk.timings }
+      if (chunk.done) {
+        const out = { text, tokenIds, finishReason: chunk.finishReason, usage: chunk.usage, timings: chunk.timings }
+        if (chunk.toolCalls) out.toolCalls = chunk.toolCalls
+        return out
+      }
     }
     throw new MlxServingError('INTERNAL', 'the stream ended without an end chunk')
   }
@@ -233,7 +364,7 @@ class Generation {
 
 const ENGINE_KEYS = ['maxBatchSize', 'maxQueued', 'defaultTimeoutMs', 'hangTimeoutMs', 'prefixCacheMb']
 
-/** Local LLM inference on MLX. See README.md for the full contract. */
+/** Local LLM inference on MLX. See docs/streaming.md for the full contract. */
 class Engine {
   #core
 
@@ -310,7 +441,7 @@ class Engine {
     check(await this.#core.unloadModel(id, drainMs(o)))
   }
 
-  /** Streams a completion. See README.md for the end-of-stream contract. */
+  /** Streams a completion. See docs/streaming.md for the end-of-stream contract. */
   generate(request, options) {
     const o = plainObject(options, 'options', true)
     onlyKeys(o, 'options', ['signal', 'timeoutMs'])
@@ -349,6 +480,38 @@ class Engine {
     return { tokens: usage.promptTokens }
   }
 
+  /**
+   * Embeds one text or several with an embedding model. Resolves with
+   * `{ embeddings: Float32Array[], usage: { promptTokens } }`, one vector per
+   * input, in order. Concurrent calls share forward passes in the model's
+   * worker; `signal` and `timeoutMs` work as for `generate`.
+   */
+  async embed(request, options) {
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['signal', 'timeoutMs'])
+    const signal = abortSignal(o)
+    const input = embedInput(request, o)
+    if (signal && signal.aborted) throw abortError(signal)
+    const call = callNative(() => this.#core.embed(input))
+    let aborted
+    const onAbort = () => {
+      aborted = abortError(signal)
+      call.cancel('abort')
+    }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    let event
+    try {
+      event = await call.next()
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+    if (event.kind === 'embeddings') return { embeddings: event.embeddings, usage: { promptTokens: event.usage.promptTokens } }
+    if (event.kind !== 'error') throw new MlxServingError('INTERNAL', `an embed call ended with a ${event.kind} event`)
+    const { code, message } = event.error
+    if (code === 'ABORTED' && aborted) throw aborted
+    throw new MlxServingError(code, message)
+  }
+
   tokenize(model, text) {
     str(model, 'model')
     str(text, 'text')
@@ -363,10 +526,13 @@ class Engine {
     return callNative(() => this.#core.detokenize(model, ids))
   }
 
-  applyChatTemplate(model, messages) {
+  /** The prompt text `messages` become with the model's chat template (with `options.tools`, as a request with those tools renders it). */
+  applyChatTemplate(model, messages, options) {
     str(model, 'model')
-    const input = generateInput({ model, messages }, {})
-    return callNative(() => this.#core.applyChatTemplate(model, input.messages))
+    const o = plainObject(options, 'options', true)
+    onlyKeys(o, 'options', ['tools'])
+    const input = generateInput({ model, messages, tools: o.tools }, {})
+    return callNative(() => this.#core.applyChatTemplate(model, input.messages, input.tools))
   }
 
   /** Info of a loaded model (MODEL_NOT_FOUND if it is not ready). */
@@ -375,7 +541,7 @@ class Engine {
     return callNative(() => this.#core.modelInfo(id))
   }
 
-  /** Model and memory figures; see README.md. */
+  /** Model and memory figures; see docs/reliability.md. */
   stats() {
     return this.#core.stats()
   }

@@ -151,6 +151,69 @@ function samplingFields(body) {
   return out
 }
 
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v)
+
+/** An assistant message's `tool_calls`, in the Engine's shape. */
+function pastToolCalls(calls, param) {
+  if (!Array.isArray(calls)) throw bad(param, 'expected an array')
+  return calls.map((c, j) => {
+    const at = `${param}[${j}]`
+    if (!isObject(c) || !isObject(c.function)) throw bad(at, 'expected { id, type: "function", function: { name, arguments } }')
+    if (c.type !== undefined && c.type !== 'function') throw bad(`${at}.type`, `only "function" calls are supported, got ${JSON.stringify(c.type)}`)
+    if (typeof c.function.name !== 'string') throw bad(`${at}.function.name`, 'expected a string')
+    const args = c.function.arguments ?? '{}'
+    if (typeof args !== 'string') throw bad(`${at}.function.arguments`, 'expected a JSON string')
+    return { id: typeof c.id === 'string' ? c.id : '', name: c.function.name, arguments: args }
+  })
+}
+
+/** OpenAI's `response_format` as the Engine's `responseFormat` (undefined for text). */
+function responseFormat(rf) {
+  if (rf === undefined || rf === null) return undefined
+  if (!isObject(rf)) throw bad('response_format', 'expected an object')
+  switch (rf.type) {
+    case 'text':
+      return undefined
+    case 'json_object':
+      return { type: 'json_object' }
+    case 'json_schema': {
+      const js = rf.json_schema
+      if (!isObject(js)) throw bad('response_format.json_schema', 'expected { name, schema, strict? }')
+      if (js.strict !== undefined && typeof js.strict !== 'boolean') throw bad('response_format.json_schema.strict', 'expected a boolean')
+      // The schema is always followed exactly (strict or not); none means any JSON.
+      const schema = js.schema === undefined ? {} : js.schema
+      if (!isObject(schema) && typeof schema !== 'boolean') throw bad('response_format.json_schema.schema', 'expected a JSON schema (an object)')
+      const out = { type: 'json_schema', schema }
+      if (typeof js.name === 'string') out.name = js.name
+      return out
+    }
+    default:
+      throw bad('response_format.type', `expected "text", "json_object" or "json_schema", got ${JSON.stringify(rf.type)}`)
+  }
+}
+
+/** OpenAI's `tools` (function tools) as the Engine's. */
+function tools(list) {
+  if (!Array.isArray(list)) throw bad('tools', 'expected an array')
+  return list.map((t, i) => {
+    if (!isObject(t)) throw bad(`tools[${i}]`, 'expected an object')
+    if (t.type !== 'function') throw bad(`tools[${i}].type`, `only "function" tools are supported, got ${JSON.stringify(t.type)}`)
+    const f = t.function
+    if (!isObject(f)) throw bad(`tools[${i}].function`, 'expected { name, description?, parameters? }')
+    const out = { name: f.name }
+    if (f.description !== undefined) out.description = f.description
+    if (f.parameters !== undefined) out.parameters = f.parameters
+    return out
+  })
+}
+
+/** OpenAI's `tool_choice` as the Engine's `toolChoice`. */
+function toolChoice(choice) {
+  if (typeof choice === 'string') return choice
+  if (isObject(choice) && choice.type === 'function' && isObject(choice.function) && typeof choice.function.name === 'string') return { name: choice.function.name }
+  throw bad('tool_choice', 'expected "none", "auto", "required" or { type: "function", function: { name } }')
+}
+
 function chatRequest(body) {
   if (typeof body.model !== 'string') throw bad('model', 'expected a string')
   if (!Array.isArray(body.messages) || body.messages.length === 0) throw bad('messages', 'expected a non-empty array')
@@ -159,9 +222,35 @@ function chatRequest(body) {
     if (typeof m.role !== 'string') throw bad(`messages[${i}].role`, 'expected a string')
     // OpenAI's newer name for the system role.
     const role = m.role === 'developer' ? 'system' : m.role
-    return { role, content: contentText(m.content, `messages[${i}].content`) }
+    const message = { role, content: contentText(m.content, `messages[${i}].content`) }
+    if (m.tool_calls !== undefined && m.tool_calls !== null) message.toolCalls = pastToolCalls(m.tool_calls, `messages[${i}].tool_calls`)
+    if (m.tool_call_id !== undefined) {
+      if (typeof m.tool_call_id !== 'string') throw bad(`messages[${i}].tool_call_id`, 'expected a string')
+      message.toolCallId = m.tool_call_id
+    }
+    return message
   })
-  return { model: body.model, messages, ...samplingFields(body) }
+  const request = { model: body.model, messages, ...samplingFields(body) }
+  const format = responseFormat(body.response_format)
+  if (format) request.responseFormat = format
+  if (body.tools !== undefined && body.tools !== null) request.tools = tools(body.tools)
+  if (body.tool_choice !== undefined && body.tool_choice !== null) request.toolChoice = toolChoice(body.tool_choice)
+  if (body.parallel_tool_calls !== undefined && body.parallel_tool_calls !== null) {
+    if (typeof body.parallel_tool_calls !== 'boolean') throw bad('parallel_tool_calls', 'expected a boolean')
+    request.parallelToolCalls = body.parallel_tool_calls
+  }
+  return request
+}
+
+/** A finished call in OpenAI's shape. */
+const toolCallOut = (c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })
+
+/** A streamed call delta in OpenAI's shape: the first of a call has its id, type and name. */
+function toolCallDeltaOut(d) {
+  const out = { index: d.index }
+  if (d.id !== undefined) Object.assign(out, { id: d.id, type: 'function' })
+  out.function = d.name !== undefined ? { name: d.name, arguments: d.arguments } : { arguments: d.arguments }
+  return out
 }
 
 function completionRequest(body) {
@@ -172,7 +261,28 @@ function completionRequest(body) {
     prompt = prompt[0]
   }
   if (typeof prompt !== 'string') throw bad('prompt', 'expected a string')
-  return { model: body.model, prompt, ...samplingFields(body) }
+  const request = { model: body.model, prompt, ...samplingFields(body) }
+  const format = responseFormat(body.response_format)
+  if (format) request.responseFormat = format
+  return request
+}
+
+/** OpenAI's embeddings request, mapped to the Engine's; `prompt` (a named prompt of the model) and `truncate` are ours. */
+function embeddingsRequest(body) {
+  if (typeof body.model !== 'string') throw bad('model', 'expected a string')
+  const input = body.input
+  const texts = typeof input === 'string' ? [input] : input
+  if (!Array.isArray(texts) || texts.length === 0) throw bad('input', 'expected a string or a non-empty array of strings')
+  texts.forEach((t, i) => {
+    if (typeof t !== 'string') throw bad(`input[${i}]`, Array.isArray(t) || typeof t === 'number' ? 'token arrays are not supported; send text' : 'expected a string')
+  })
+  const format = body.encoding_format ?? 'float'
+  if (format !== 'float' && format !== 'base64') throw bad('encoding_format', "expected 'float' or 'base64'")
+  const request = { model: body.model, input: texts }
+  if (body.dimensions !== undefined && body.dimensions !== null) request.dimensions = body.dimensions
+  if (body.prompt !== undefined && body.prompt !== null) request.prompt = body.prompt
+  if (body.truncate !== undefined && body.truncate !== null) request.truncate = body.truncate
+  return { request, format }
 }
 
 function usageOf(final) {
@@ -272,9 +382,15 @@ function createHandler(engine, options = {}) {
           }
           m.tokens.inc({ model: request.model }, chunk.tokenIds.length)
           if (!stream) text += chunk.text
-          else if (chunk.text) {
-            const choice = endpoint === 'chat' ? { delta: { content: chunk.text }, logprobs: null, finish_reason: null } : { text: chunk.text, logprobs: null, finish_reason: null }
-            res.write(`data: ${JSON.stringify(frame(choice))}\n\n`)
+          else {
+            if (chunk.text) {
+              const choice = endpoint === 'chat' ? { delta: { content: chunk.text }, logprobs: null, finish_reason: null } : { text: chunk.text, logprobs: null, finish_reason: null }
+              res.write(`data: ${JSON.stringify(frame(choice))}\n\n`)
+            }
+            if (chunk.toolCallDeltas) {
+              const delta = { tool_calls: chunk.toolCallDeltas.map(toolCallDeltaOut) }
+              res.write(`data: ${JSON.stringify(frame({ delta, logprobs: null, finish_reason: null }))}\n\n`)
+            }
           }
           continue
         }
@@ -286,7 +402,10 @@ function createHandler(engine, options = {}) {
           if (includeUsage) res.write(`data: ${JSON.stringify({ ...frame({}), choices: [], usage: usageOf(chunk) })}\n\n`)
           res.end('data: [DONE]\n\n')
         } else {
-          const choice = endpoint === 'chat' ? { index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finish } : { index: 0, text, logprobs: null, finish_reason: finish }
+          const calls = chunk.toolCalls ?? []
+          const message = { role: 'assistant', content: calls.length && !text ? null : text }
+          if (calls.length) message.tool_calls = calls.map(toolCallOut)
+          const choice = endpoint === 'chat' ? { index: 0, message, logprobs: null, finish_reason: finish } : { index: 0, text, logprobs: null, finish_reason: finish }
           sendJson(res, 200, { id, object: endpoint === 'chat' ? 'chat.completion' : 'text_completion', created, model: request.model, choices: [choice], usage: usageOf(chunk) })
         }
         m.requests.inc({ endpoint, status: 200 })
@@ -298,6 +417,37 @@ function createHandler(engine, options = {}) {
       }
       const e = httpError(err, o)
       m.requests.inc({ endpoint, status: e.status })
+      sendError(res, e)
+    } finally {
+      res.off('close', onClose)
+    }
+  }
+
+  async function embeddings(req, res, body) {
+    const { request, format } = embeddingsRequest(body)
+    const controller = new AbortController()
+    const onClose = () => {
+      if (!res.writableFinished) controller.abort(new Error('the client disconnected'))
+    }
+    res.on('close', onClose)
+    try {
+      const { embeddings: vectors, usage } = await engine.embed(request, { signal: controller.signal, timeoutMs: o.timeoutMs })
+      const data = vectors.map((v, index) => ({
+        object: 'embedding',
+        index,
+        // base64: the little-endian f32 bytes, as OpenAI sends them.
+        embedding: format === 'base64' ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64') : Array.from(v),
+      }))
+      sendJson(res, 200, { object: 'list', data, model: request.model, usage: { prompt_tokens: usage.promptTokens, total_tokens: usage.promptTokens } })
+      m.requests.inc({ endpoint: 'embeddings', status: 200 })
+    } catch (err) {
+      if (controller.signal.aborted) {
+        m.requests.inc({ endpoint: 'embeddings', status: 499 })
+        return
+      }
+      const e = httpError(err, o)
+      if (e.code === 'context_length_exceeded') e.param = 'input'
+      m.requests.inc({ endpoint: 'embeddings', status: e.status })
       sendError(res, e)
     } finally {
       res.off('close', onClose)
@@ -345,8 +495,12 @@ function createHandler(engine, options = {}) {
           const body = await readJson(req, o.bodyLimitBytes)
           return await generate(req, res, 'completion', body, completionRequest(body))
         }
+        case 'POST /v1/embeddings': {
+          const body = await readJson(req, o.bodyLimitBytes)
+          return await embeddings(req, res, body)
+        }
         default: {
-          const known = ['/health', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions']
+          const known = ['/health', '/metrics', '/v1/models', '/v1/chat/completions', '/v1/completions', '/v1/embeddings']
           if (known.includes(url.pathname.replace(/\/+$/, ''))) throw new HttpError(405, `${req.method} is not allowed on ${url.pathname}`, { code: 'method_not_allowed' })
           throw new HttpError(404, `no route ${req.method} ${url.pathname}`, { code: 'not_found' })
         }

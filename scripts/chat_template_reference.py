@@ -13,6 +13,14 @@ transformers passes when no tools or documents are given: `messages`,
 `tools=None`, `documents=None`, `add_generation_prompt` and the special tokens.
 `strftime_now` reads a fixed instant (NOW, in UTC) so that the output can be
 compared at any later time.
+
+Conversations with tools (TOOL_CONVERSATIONS) are rendered with `tools` as
+Hugging Face passes them (`[{"type": "function", "function": {...}}]`) and
+past calls as `{"id", "type": "function", "function": {"name", "arguments"}}`,
+`content` None. Their arguments are a dict and the content None, as Hugging
+Face documents; where a template cannot take that (it concatenates the
+arguments or the content as strings), the first of: the arguments' JSON text,
+then an empty content, as llama.cpp and this library do.
 """
 
 import datetime
@@ -66,6 +74,64 @@ CONVERSATIONS = {
 }
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]},
+    },
+}
+TOOLS = [WEATHER, ADD]
+
+
+def call(call_id, name, arguments):
+    """A past call; `arguments` is the JSON text (as json.dumps writes it)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+ASK = user("What is the weather in Paris?")
+CALLED = {"role": "assistant", "content": None, "tool_calls": [call("abcDEF123", "get_weather", '{"city": "Paris"}')]}
+RESULT = {"role": "tool", "tool_call_id": "abcDEF123", "content": '{"temperature": 21}'}
+TOOL_CONVERSATIONS = {
+    "tools_ask": [ASK],
+    "tools_system_ask": [SYSTEM, ASK],
+    "tools_round_trip": [SYSTEM, ASK, CALLED, RESULT],
+    "tools_round_trip_answered": [ASK, CALLED, RESULT, assistant("It is 21 degrees in Paris."), user("And in Rome?")],
+    "tools_two_calls": [
+        ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call("abcDEF123", "get_weather", '{"city": "Paris"}'), call("ghiJKL456", "add", '{"a": 2, "b": 3}')]},
+        RESULT,
+        {"role": "tool", "tool_call_id": "ghiJKL456", "content": "5"},
+    ],
+}
+
+
+def passed(messages, as_dict, null_content):
+    """The conversation with its calls' arguments as dicts (or left as text),
+    and calling messages' content None (or empty)."""
+    out = []
+    for m in messages:
+        if m.get("tool_calls"):
+            m = dict(m)
+            if as_dict:
+                m["tool_calls"] = [
+                    {**c, "function": {**c["function"], "arguments": json.loads(c["function"]["arguments"])}} for c in m["tool_calls"]
+                ]
+            if not null_content and m["content"] is None:
+                m["content"] = ""
+        out.append(m)
+    return out
+
+
 def raise_exception(message):
     raise jinja2.exceptions.TemplateError(message)
 
@@ -116,13 +182,36 @@ def main():
                 rendered[conv] = {"output": text}
             except Exception as e:  # noqa: BLE001 - any failure is a result to compare
                 rendered[conv] = {"error": f"{type(e).__name__}: {e}"}
-        results[name] = {"renders": rendered}
+        tool_rendered = {}
+        for conv, messages in TOOL_CONVERSATIONS.items():
+            outcomes = []
+            for as_dict, null_content in ((True, True), (False, True), (True, False), (False, False)):
+                try:
+                    text = template.render(
+                        messages=passed(messages, as_dict, null_content),
+                        tools=TOOLS,
+                        documents=None,
+                        add_generation_prompt=True,
+                        bos_token=BOS,
+                        eos_token=EOS,
+                    )
+                    outcomes.append({"output": text})
+                except Exception as e:  # noqa: BLE001 - any failure is a result to compare
+                    outcomes.append({"error": f"{type(e).__name__}: {e}"})
+            # The first way the template renders with the calls' arguments,
+            # else the first it renders at all, else Hugging Face's.
+            shown = [o for o in outcomes if "output" in o and '"Paris"' in o["output"]]
+            renders = [o for o in outcomes if "output" in o]
+            tool_rendered[conv] = (shown or renders or outcomes)[0]
+        results[name] = {"renders": rendered, "tool_renders": tool_rendered}
     reference = {
         "jinja2": jinja2.__version__,
         "now": NOW,
         "bos_token": BOS,
         "eos_token": EOS,
         "conversations": CONVERSATIONS,
+        "tools": TOOLS,
+        "tool_conversations": TOOL_CONVERSATIONS,
         "templates": results,
     }
     with open(out_path, "w", encoding="utf-8") as f:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The engine on an NVIDIA GPU in one command: MLX's CUDA runtime
 # (mlx-cuda-13, same MLX version as the CPU one), the addon, the Rust unit tests
-# and the vitest suite on the GPU, and the GPU benchmark, with logs in bench/results/.
+# and the vitest suite on the GPU, and the GPU benchmark, with logs in bench/results/
+# (named by scripts/result_name.sh).
 #
 #   scripts/gpu.sh               # setup (CUDA runtime), npm test, bench
 #   scripts/gpu.sh --no-setup    # the runtime and addon are in place already
@@ -13,7 +14,6 @@
 # Afterwards `scripts/setup.sh` (MLX_SERVING_BACKEND unset) goes back to the CPU runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stamp=$(date -u +%Y-%m-%d-%H-%M)
 mkdir -p bench/results
 mode=${1:-}
 if [[ -z $mode ]]; then
@@ -24,7 +24,7 @@ if [[ -z $mode ]]; then
 fi
 host=$(rustc -vV | sed -n 's/^host: //p')
 if [[ $mode != --bench ]]; then
-  log=bench/results/gpu-test-$stamp.log
+  log=$(scripts/result_name.sh tests.log)
   node scripts/device-check.mjs 2>&1 | tee "$log"
   grep -q '^device: cuda' "$log" || { echo "MLX does not see a CUDA GPU (see $log)" >&2; exit 1; }
   # What `npm test` runs, on the GPU: the Rust unit tests (device-aware: our CPU
@@ -32,7 +32,7 @@ if [[ $mode != --bench ]]; then
   # packs the CPU npm package (its tarball carries the CPU runtime) and installs
   # it through npm; it runs with plain `npm test`.
   # One test at a time: tests on several threads at once made MLX 0.32.2's CUDA
-  # backend abort in its graph capture (README "GPU (CUDA)").
+  # backend abort in its graph capture (docs/gpu.md).
   MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib -- --test-threads=1 2>&1 | tee -a "$log"
   npx vitest run --exclude __test__/package.spec.ts 2>&1 | tee -a "$log"
 fi
@@ -80,4 +80,4 @@ fi
 # H200), so build that one library for this card where it must.
 scripts/llama_cuda_backend.sh
 BENCH_LLAMA_GPU=cuda node bench/gpu.mjs "$random=bench/.work/llama-3.2-1b-mlx" "$gguf=bench/.work/smollm2-mlx" \
-  "$qwen=bench/.work/qwen-mlx" "$r8b=bench/.work/llama-3.1-8b-mlx" 2>&1 | tee bench/results/gpu-bench-$stamp.log
+  "$qwen=bench/.work/qwen-mlx" "$r8b=bench/.work/llama-3.1-8b-mlx" 2>&1 | tee "$(scripts/result_name.sh bench.log)"

@@ -130,8 +130,7 @@ EOF
   ;;
 test)
   gpu_env
-  stamp=$(date -u +%Y-%m-%d-%H-%M)
-  log=bench/results/gpu-test-$stamp.log
+  log=$(scripts/result_name.sh tests.log)
   node scripts/device-check.mjs 2>&1 | tee "$log"
   grep -q '^device: cuda' "$log" || { log "MLX does not see a CUDA GPU (see $log)"; exit 1; }
   MLX_SERVING_REQUIRE_TINY=1 target/gpu/unit-tests --test-threads=1 2>&1 | tee -a "$log" # one at a time, as scripts/gpu.sh

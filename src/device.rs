@@ -3,11 +3,10 @@
 //!
 //! The choice is the MLX runtime's, not the build's: the addon built against
 //! the `mlx-cpu` headers loads the `mlx-cuda-13` libmlx of the same version
-//! unchanged (the symbols it uses are the same; see README's "GPU (CUDA)"), and
-//! MLX's default device is then the GPU. The model code asks [`current`] where
-//! it used to ask `cfg!(target_os = "macos")`: the workarounds for MLX's CPU
-//! backend (our quantized-matmul kernels, the `2^x` form of `exp`, composed
-//! prefill attention) are for the CPU only.
+//! unchanged (the symbols it uses are the same; see docs/gpu.md), and
+//! MLX's default device is then the GPU. The model code asks [`current`], not
+//! the target OS: the workarounds for MLX's CPU backend (our quantized-matmul
+//! kernels, the `2^x` form of `exp`) are for the CPU only.
 
 use std::{
     ffi::{c_char, CStr, CString},

@@ -31,13 +31,17 @@ pub enum ErrorCode {
     CacheInvalid,
     /// A prompt cache file could not be written (the message says why).
     CacheWriteFailed,
+    /// The request's output grammar (schema, pattern, grammar, tool calls)
+    /// went past one of llguidance's limits while generating; the tokens
+    /// produced before are delivered, batch mates go on.
+    GrammarTooComplex,
     /// A bug in this library. Please report it.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidArgument,
         ErrorCode::ModelNotFound,
         ErrorCode::ModelLoadFailed,
@@ -50,6 +54,7 @@ impl ErrorCode {
         ErrorCode::WorkerHung,
         ErrorCode::CacheInvalid,
         ErrorCode::CacheWriteFailed,
+        ErrorCode::GrammarTooComplex,
         ErrorCode::Internal,
     ];
 
@@ -68,6 +73,7 @@ impl ErrorCode {
             ErrorCode::WorkerHung => "WORKER_HUNG",
             ErrorCode::CacheInvalid => "CACHE_INVALID",
             ErrorCode::CacheWriteFailed => "CACHE_WRITE_FAILED",
+            ErrorCode::GrammarTooComplex => "GRAMMAR_TOO_COMPLEX",
             ErrorCode::Internal => "INTERNAL",
         }
     }

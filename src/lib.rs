@@ -3,10 +3,12 @@
 //! Layers, top to bottom (imports point down only):
 //! - [`js`]: the napi surface (the only module that knows about Node);
 //! - [`engine`]: model slots, workers, scheduling, deadlines, watchdog, stats;
-//! - [`model`], [`tokenizer`], [`sampling`]: pure building blocks;
+//! - [`model`], [`tokenizer`], [`sampling`], [`constraint`] (constrained
+//!   decoding), [`tools`] (tool-call formats and parsing): building blocks;
 //! - [`kernels`]: our CPU quantized-matmul MLX primitive, used by [`model`];
 //! - [`device`]: the backend MLX runs on (CPU, CUDA, Metal), asked by [`model`] and [`engine`].
 
+pub mod constraint;
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -21,3 +23,4 @@ pub mod model;
 pub(crate) mod platform;
 pub mod sampling;
 pub mod tokenizer;
+pub mod tools;

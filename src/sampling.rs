@@ -101,7 +101,7 @@ impl Sampler {
 /// of a batched step on a large vocabulary: MLX's device memory is managed,
 /// so a host read of `rows x vocab` floats migrates their pages, and the next
 /// step's write to the recycled buffer faults them back (the f32 logits cast
-/// of one 49k-token row took ~180 us of a ~2 ms step, `gpu-2026-11-27-ncu-decode-1b.csv`).
+/// of one 49k-token row took ~180 us of a ~2 ms step in an Nsight Compute trace; docs/gpu.md).
 pub enum Picks {
     /// The first maximum of each row, `[rows]` (u32).
     Argmax(Array),

@@ -5,7 +5,10 @@
 // Each case draws 2-8 requests (the engine batches 6, so some wait and join
 // as others leave): chat or raw prompts of a few to ~400 tokens (past the
 // 256 tokens that a prompt is interleaved with running streams from),
-// greedy or seeded sampling (some with a repetition penalty), each ending
+// greedy or seeded sampling (some with a repetition penalty), some with
+// constrained output (a JSON schema, JSON object or regex) or tools (a
+// required call, or the model's choice: rows that may start a grammar mid-way,
+// masked and not), each ending
 // one way: its end-of-turn token, `maxTokens`, a stop string, an abort, a
 // timeout, `break` or `throw()` after a few tokens. Every request first runs
 // alone; then all of them run together, each starting at once, after a
@@ -86,6 +89,16 @@ const QUESTIONS = [
 ]
 const TEXTS = ['The capital of France is', 'Once upon a time', 'Count: one, two, three,', 'def fibonacci(n):', 'The alphabet: A, B, C,']
 const STOPS = ['.', ',', ' the', '\n', 'e', ' is']
+const FORMATS = [
+  { type: 'json_schema', schema: { type: 'object', properties: { name: { type: 'string', maxLength: 12 }, age: { type: 'integer', minimum: 0, maximum: 99 } }, required: ['name', 'age'] } },
+  { type: 'json_schema', schema: { type: 'array', items: { enum: ['red', 'green', 'blue'] }, minItems: 1, maxItems: 4 } },
+  { type: 'json_object' },
+  { type: 'regex', pattern: '[A-Z][a-z]{2,8}( [a-z]{2,8}){0,6}\\.' },
+]
+const TOOLS = [
+  { name: 'get_weather', description: 'The weather in a city', parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 20 } }, required: ['city'] } },
+  { name: 'add', parameters: { type: 'object', properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } },
+]
 const PARAGRAPH =
   'Rivers carry water from the mountains to the sea, shaping valleys, feeding farms and giving homes to fish, birds and people. '
 
@@ -107,6 +120,9 @@ function drawRequest(r, index) {
   } else if (r.chance(0.1)) {
     request.repetitionPenalty = 1.1
   }
+  const rules = r.next()
+  if (rules < 0.2) request.responseFormat = r.pick(FORMATS)
+  else if (rules < 0.3) Object.assign(request, { tools: TOOLS, toolChoice: r.pick(['auto', 'required', { name: 'add' }]) })
   const ending = r.pick(['natural', 'natural', 'length', 'stop', 'abort', 'timeout', 'break', 'throw'])
   const plan = { ending, after: r.int(1, 12) }
   if (ending === 'length') request.maxTokens = r.int(1, 16)
@@ -186,6 +202,9 @@ function judge({ plan }, alone, got) {
     if (got.final.finishReason !== alone.final.finishReason) return `finishReason ${got.final.finishReason}, alone ${alone.final.finishReason}`
     if (!startsWith(got.ids, alone.ids) || got.ids.length !== alone.ids.length) return `tokens ${JSON.stringify(got.ids)}, alone ${JSON.stringify(alone.ids)}`
     if (got.text !== alone.text) return `text ${JSON.stringify(got.text)}, alone ${JSON.stringify(alone.text)}`
+    // Tool calls (ids are random): the same names and arguments.
+    const calls = (c) => JSON.stringify((c.final.toolCalls ?? []).map(({ name, arguments: a }) => [name, a]))
+    if (calls(got) !== calls(alone)) return `tool calls ${calls(got)}, alone ${calls(alone)}`
     return undefined
   }
   const prefix = () => (startsWith(alone.ids, got.ids) ? undefined : `tokens ${JSON.stringify(got.ids)} are not a prefix of alone's ${JSON.stringify(alone.ids)}`)

@@ -3,9 +3,11 @@
 //! layer in `crate::js` is one client, the bench binary another.
 
 mod cache_file;
+mod embed;
 mod fault;
 mod heartbeat;
 mod mixing;
+mod output;
 mod prefix;
 mod request;
 mod sequence;
@@ -24,10 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use request::{Action, Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
+pub use request::{Action, EmbedParams, EmbedPrompt, Event, FinishReason, GenerateParams, Prompt, Request, Timings, Usage};
 pub use slot::ModelState;
 pub use prefix::PrefixSnapshot;
-pub use stats::{DeviceStats, EngineStats, MemoryStats, ModelStats};
+pub use stats::{DeviceStats, EngineStats, MaskStats, MemoryStats, ModelStats};
 use slot::{ModelSlot, SlotOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -203,11 +205,23 @@ impl Engine {
     pub fn generate(&self, mut params: GenerateParams) -> Result<(Arc<Request>, UnboundedReceiver<Event>)> {
         self.check_running()?;
         let slot = self.slot(&params.model)?;
+        if let Some(served) = slot.served() {
+            embed::check(&params.action, &served.info, &params.model)?;
+        }
         if params.timeout.is_none() {
             params.timeout = self.shared.options.default_timeout;
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (request, rx) = Request::new(id, params);
+        // Output rules compile here, before anything is queued, where the
+        // model is ready (else when the worker admits the request).
+        if request.params.response_format.is_none() && request.params.tools.is_none() {
+            request.set_output(None);
+        } else if let Some(served) = slot.served() {
+            let p = &request.params;
+            let grammars = served.grammars.as_ref().ok_or_else(|| Error::internal("a generating model has no grammar compiler"))?;
+            request.set_output(output::OutputPlan::compile(p, grammars, served.template.as_deref(), &served.tokenizer)?);
+        }
         let request = Arc::new(request);
         slot.submit(request.clone())?;
         tracing::debug!(parent: &request.span, "queued");
@@ -231,10 +245,11 @@ impl Engine {
         self.served(model)?.tokenizer.decode(ids)
     }
 
-    pub fn apply_chat_template(&self, model: &str, messages: &[ChatMessage]) -> Result<String> {
+    /// The prompt text of `messages` (with `tools`, as a request offering them renders it).
+    pub fn apply_chat_template(&self, model: &str, messages: &[ChatMessage], tools: Option<&crate::tools::ToolUse>) -> Result<String> {
         let served = self.served(model)?;
         match &served.template {
-            Some(t) => t.render(messages),
+            Some(t) => output::render(t, messages, tools),
             None => Err(Error::invalid("model", format!("model '{model}' has no chat template"))),
         }
     }

@@ -3,17 +3,19 @@
 //! timer, abort) ends it exactly once; after that no token can be sent.
 
 use std::{
-    sync::Mutex,
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
-use super::lock;
+use super::{lock, output::OutputPlan};
 use crate::{
+    constraint::ResponseFormat,
     error::{Error, ErrorCode},
     sampling::SamplingParams,
     tokenizer::ChatMessage,
+    tools::{ToolCall, ToolCallDelta, ToolUse},
 };
 
 /// What to complete: raw text, or messages rendered with the model's chat template.
@@ -33,6 +35,36 @@ pub enum Action {
     SaveCache(std::path::PathBuf),
     /// Read a file written by `SaveCache` into the prefix cache.
     LoadCache(std::path::PathBuf),
+    /// Embed texts with an embedding model ([`super::embed`]); ends with
+    /// [`Event::Embedded`].
+    Embed(EmbedParams),
+}
+
+/// Validated parameters of one `embed` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedParams {
+    /// The texts, one vector each (at least one).
+    pub inputs: Vec<String>,
+    /// Keep the first this many dimensions (Matryoshka truncation).
+    pub dimensions: Option<usize>,
+    /// What goes before each text.
+    pub prompt: EmbedPrompt,
+    /// L2-normalize the vectors; `None`: as the model does (its Normalize module).
+    pub normalize: Option<bool>,
+    /// Truncate inputs longer than the model reads (else CONTEXT_OVERFLOW).
+    pub truncate: bool,
+}
+
+/// The prompt put before each text of an `embed` call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EmbedPrompt {
+    /// The model's default prompt, if it names one.
+    #[default]
+    Default,
+    /// One of the model's named prompts (`query`, `document`, ...).
+    Named(String),
+    /// This text.
+    Text(String),
 }
 
 /// Validated parameters of one `generate` call.
@@ -46,6 +78,10 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     pub timeout: Option<Duration>,
     pub action: Action,
+    /// What the output must match (JSON schema, regex, grammar).
+    pub response_format: Option<ResponseFormat>,
+    /// Tools the model may or must call.
+    pub tools: Option<ToolUse>,
 }
 
 /// Why a generation ended normally.
@@ -55,6 +91,8 @@ pub enum FinishReason {
     Stop,
     /// `maxTokens` reached, or the context is full.
     Length,
+    /// The model called tools (the end event lists the calls).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -62,6 +100,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -84,10 +123,15 @@ pub struct Timings {
 }
 
 /// What a request's channel carries: tokens, then exactly one terminal event.
+/// With tools, a token's text is content only; the calls stream as deltas
+/// and end up complete in the end event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Token { text: String, ids: Vec<u32> },
-    End { finish_reason: FinishReason, usage: Usage, timings: Timings },
+    Token { text: String, ids: Vec<u32>, tool_calls: Vec<ToolCallDelta> },
+    End { finish_reason: FinishReason, usage: Usage, timings: Timings, tool_calls: Vec<ToolCall> },
+    /// The end of an `embed` call: one vector per input, in order, and the
+    /// tokens read (prompts and special tokens included).
+    Embedded { embeddings: Vec<Vec<f32>>, prompt_tokens: usize },
     Error(Error),
 }
 
@@ -100,6 +144,9 @@ pub struct Request {
     pub deadline: Option<Instant>,
     sender: Mutex<Option<UnboundedSender<Event>>>,
     pub span: tracing::Span,
+    /// The output rules, compiled at submission (or at admission when the
+    /// model was not ready then); unset for free text.
+    output: OnceLock<Option<Arc<OutputPlan>>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -115,17 +162,27 @@ impl Request {
         let created = Instant::now();
         let deadline = params.timeout.map(|t| created + t);
         let span = tracing::info_span!("request", id, model = %params.model);
-        let request = Request { id, params, created, deadline, sender: Mutex::new(Some(tx)), span };
+        let request = Request { id, params, created, deadline, sender: Mutex::new(Some(tx)), span, output: OnceLock::new() };
         (request, rx)
+    }
+
+    /// The output rules, once compiled (`Some(None)`: free text).
+    pub fn output(&self) -> Option<Option<Arc<OutputPlan>>> {
+        self.output.get().cloned()
+    }
+
+    /// Sets the compiled output rules (once).
+    pub fn set_output(&self, plan: Option<OutputPlan>) {
+        let _ = self.output.set(plan.map(Arc::new));
     }
 
     /// Sends a token. Returns false when the request has already ended (the
     /// caller must then drop the sequence): tokens never follow the end.
-    pub fn send_token(&self, text: String, ids: Vec<u32>) -> bool {
+    pub fn send_token(&self, text: String, ids: Vec<u32>, tool_calls: Vec<ToolCallDelta>) -> bool {
         let guard = lock(&self.sender);
         match guard.as_ref() {
             Some(tx) => {
-                let _ = tx.send(Event::Token { text, ids });
+                let _ = tx.send(Event::Token { text, ids, tool_calls });
                 true
             }
             None => false,
@@ -147,6 +204,9 @@ impl Request {
                         completion_tokens = usage.completion_tokens,
                         "request finished"
                     ),
+                    Event::Embedded { embeddings, prompt_tokens } => {
+                        tracing::debug!(parent: &self.span, inputs = embeddings.len(), prompt_tokens, "request embedded")
+                    }
                     Event::Token { .. } => {}
                 }
                 let _ = tx.send(event);
@@ -164,6 +224,7 @@ impl Request {
             finish_reason: FinishReason::Length,
             usage: Usage { prompt_tokens, completion_tokens: 0 },
             timings: Timings { total_ms, ..Default::default() },
+            tool_calls: Vec::new(),
         })
     }
 
@@ -208,6 +269,8 @@ mod tests {
             stop: vec![],
             timeout: None,
             action: Action::Generate,
+            response_format: None,
+            tools: None,
         };
         Request::new(1, params)
     }
@@ -215,10 +278,10 @@ mod tests {
     #[test]
     fn ends_exactly_once_and_refuses_tokens_after() {
         let (r, mut rx) = request();
-        assert!(r.send_token("a".into(), vec![1]));
+        assert!(r.send_token("a".into(), vec![1], vec![]));
         assert!(r.fail(ErrorCode::Aborted, "x"));
         assert!(!r.fail(ErrorCode::Timeout, "y"));
-        assert!(!r.send_token("b".into(), vec![2]));
+        assert!(!r.send_token("b".into(), vec![2], vec![]));
         assert!(matches!(rx.try_recv(), Ok(Event::Token { .. })));
         assert!(matches!(rx.try_recv(), Ok(Event::Error(e)) if e.code == ErrorCode::Aborted));
         assert!(rx.try_recv().is_err());

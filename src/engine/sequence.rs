@@ -1,12 +1,18 @@
 //! One admitted request inside the worker: its sampler and the text
-//! pipeline (UTF-8 assembly, stop strings) between sampled tokens and events.
+//! pipeline (UTF-8 assembly, tool calls, stop strings) between sampled
+//! tokens and events, and its place in its output rules ([`OutputState`]).
 
 use std::{sync::Arc, time::Instant};
 
-use super::request::{Event, FinishReason, Request, Timings, Usage};
+use super::{
+    output::OutputState,
+    request::{Event, FinishReason, Request, Timings, Usage},
+};
 use crate::{
+    constraint::Advance,
     sampling::Sampler,
     tokenizer::{StopMatcher, Tokenizer, Utf8Stream},
+    tools::{ToolCall, ToolCallDelta},
 };
 
 pub struct Sequence {
@@ -24,6 +30,8 @@ pub struct Sequence {
     max_tokens: usize,
     admitted: Instant,
     first_token: Option<Instant>,
+    /// The grammar the output follows and its tool calls, where the request has rules.
+    pub output: Option<OutputState>,
 }
 
 /// What happened to a sequence after a token.
@@ -50,44 +58,75 @@ impl Sequence {
             max_tokens,
             admitted,
             first_token: None,
+            output: None,
         }
     }
 
+    /// Whether the next token may need a mask ([`OutputState::masks`]).
+    pub fn masks(&self) -> bool {
+        self.output.as_ref().is_some_and(OutputState::masks)
+    }
+
     /// Delivers a sampled token: its text (never a split character, never
-    /// part of a stop string) and id, then the end if this token finishes it.
+    /// part of a stop string; with tools, content only, calls as deltas) and
+    /// id, then the end if this token finishes it: an end token, a stop
+    /// string, `maxTokens`, or a grammar that is complete.
     pub fn accept(&mut self, token: u32, tokenizer: &Tokenizer) -> Progress {
         let now = Instant::now();
         self.first_token.get_or_insert(now);
         self.last_token = token;
         self.tokens.push(token);
-        if tokenizer.is_end(token) {
-            let rest = self.flush();
-            if !rest.0.is_empty() && !self.request.send_token(rest.0, Vec::new()) {
+        let complete = match self.output.as_mut().map(|o| o.advance(token)) {
+            Some(Err(e)) => {
+                self.request.end(Event::Error(e));
                 return Progress::Retire;
             }
-            self.finish(FinishReason::Stop, now);
+            Some(Ok(advance)) => advance == Advance::Complete,
+            None => false,
+        };
+        if tokenizer.is_end(token) {
+            let (rest, _, calls, deltas) = self.flush(tokenizer);
+            if !(rest.is_empty() && deltas.is_empty()) && !self.request.send_token(rest, Vec::new(), deltas) {
+                return Progress::Retire;
+            }
+            self.finish(FinishReason::Stop, now, calls);
             return Progress::Retire;
         }
         self.generated += 1;
         let bytes = tokenizer.token_bytes(token).unwrap_or(&[]);
         let piece = self.utf8.push(bytes);
+        let (piece, mut deltas) = self.content(&piece, tokenizer);
         let scan = self.stops.push(&piece);
         let mut text = scan.text;
         let mut finish = scan.stopped.then_some(FinishReason::Stop);
-        if finish.is_none() && self.generated >= self.max_tokens {
-            let (rest, stopped) = self.flush();
+        let mut calls = Vec::new();
+        if finish.is_none() && (complete || self.generated >= self.max_tokens) {
+            let (rest, stopped, done, more) = self.flush(tokenizer);
             text.push_str(&rest);
-            finish = Some(if stopped { FinishReason::Stop } else { FinishReason::Length });
+            deltas.extend(more);
+            calls = done;
+            finish = Some(if stopped || complete { FinishReason::Stop } else { FinishReason::Length });
         }
-        if !self.request.send_token(text, vec![token]) {
+        if !self.request.send_token(text, vec![token], deltas) {
             return Progress::Retire;
         }
         match finish {
             Some(reason) => {
-                self.finish(reason, now);
+                self.finish(reason, now, calls);
                 Progress::Retire
             }
             None => Progress::Continue,
+        }
+    }
+
+    /// Text through the tool-call parser: the content in it, and call deltas.
+    fn content(&mut self, text: &str, tokenizer: &Tokenizer) -> (String, Vec<ToolCallDelta>) {
+        match &mut self.output {
+            Some(output) => {
+                let piece = output.text(text, tokenizer);
+                (piece.text, piece.deltas)
+            }
+            None => (text.to_string(), Vec::new()),
         }
     }
 
@@ -96,18 +135,22 @@ impl Sequence {
         self.generated + 1 >= self.max_tokens
     }
 
-    /// Text still held back at the end, and whether it completed a stop string.
-    fn flush(&mut self) -> (String, bool) {
+    /// Text still held back at the end, whether it completed a stop string,
+    /// and the tool calls (with their last deltas).
+    fn flush(&mut self, tokenizer: &Tokenizer) -> (String, bool, Vec<ToolCall>, Vec<ToolCallDelta>) {
         let tail = self.utf8.finish();
-        let scan = self.stops.push(&tail);
+        let (mut content, deltas) = self.content(&tail, tokenizer);
+        let (held, calls) = self.output.as_mut().map(OutputState::finish).unwrap_or_default();
+        content.push_str(&held);
+        let scan = self.stops.push(&content);
         if scan.stopped {
-            (scan.text, true)
+            (scan.text, true, calls, deltas)
         } else {
-            (scan.text + &self.stops.finish(), false)
+            (scan.text + &self.stops.finish(), false, calls, deltas)
         }
     }
 
-    fn finish(&mut self, reason: FinishReason, now: Instant) {
+    fn finish(&mut self, reason: FinishReason, now: Instant, tool_calls: Vec<ToolCall>) {
         let created = self.request.created;
         let first = self.first_token.unwrap_or(now);
         let decode_secs = now.duration_since(first).as_secs_f64();
@@ -118,6 +161,8 @@ impl Sequence {
             queued_ms: self.admitted.duration_since(created).as_secs_f64() * 1000.0,
         };
         let usage = Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.generated };
-        self.request.end(Event::End { finish_reason: reason, usage, timings });
+        // Calls end an answer that ended by itself; one cut by maxTokens stays 'length'.
+        let finish_reason = if reason == FinishReason::Stop && !tool_calls.is_empty() { FinishReason::ToolCalls } else { reason };
+        self.request.end(Event::End { finish_reason, usage, timings, tool_calls });
     }
 }

@@ -15,8 +15,16 @@ use std::{
 
 use tokio::sync::watch;
 
-use super::{heartbeat::Heartbeat, lock, prefix::PrefixStats, request::Request, stats::Throughput, worker};
+use super::{
+    heartbeat::Heartbeat,
+    lock,
+    prefix::PrefixStats,
+    request::Request,
+    stats::{MaskCounters, Throughput},
+    worker,
+};
 use crate::{
+    constraint::Compiler,
     error::{Error, ErrorCode, Result},
     model::{LoadProgress, ModelInfo, WeightFormat},
     tokenizer::{ChatTemplate, Tokenizer},
@@ -46,11 +54,14 @@ impl ModelState {
     }
 }
 
-/// What the JS thread may use without the worker: tokenizer, template, info.
+/// What the JS thread may use without the worker: tokenizer, template,
+/// info, and the grammar compiler for constrained requests.
 pub struct Served {
     pub tokenizer: Arc<Tokenizer>,
     pub template: Option<Arc<ChatTemplate>>,
     pub info: ModelInfo,
+    /// The grammar compiler of a generating model (an embedding model has none).
+    pub grammars: Option<Arc<Compiler>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +105,7 @@ pub struct ModelSlot {
     restarts: AtomicU32,
     abandoned: AtomicU32,
     pub throughput: Throughput,
+    pub masks: MaskCounters,
 }
 
 impl ModelSlot {
@@ -111,6 +123,7 @@ impl ModelSlot {
             restarts: AtomicU32::new(0),
             abandoned: AtomicU32::new(0),
             throughput: Throughput::default(),
+            masks: MaskCounters::default(),
         });
         let mut w = lock(&slot.worker);
         w.thread = Some(worker::spawn(slot.clone(), 0, &w));
@@ -331,6 +344,7 @@ impl ModelSlot {
             last_heartbeat_ms_ago: heartbeat_ms_ago,
             load_progress,
             prefix_cache,
+            masks: self.masks.snapshot(),
         }
     }
 }

@@ -43,6 +43,36 @@ impl Throughput {
     }
 }
 
+/// Token masks of constrained rows: how many were computed and the worker
+/// time they took (computed while the forward pass runs, so they cost a step
+/// only where they outlast it).
+#[derive(Default)]
+pub struct MaskCounters {
+    masks: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl MaskCounters {
+    /// One step's masks: `rows` of them, computed in `took`.
+    pub fn record(&self, rows: u64, took: Duration) {
+        if rows > 0 {
+            self.masks.fetch_add(rows, Ordering::Relaxed);
+            self.nanos.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> MaskStats {
+        MaskStats { masks: self.masks.load(Ordering::Relaxed), total_ms: self.nanos.load(Ordering::Relaxed) as f64 / 1e6 }
+    }
+}
+
+/// Token masks computed for constrained rows since the model was loaded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MaskStats {
+    pub masks: u64,
+    pub total_ms: f64,
+}
+
 /// A snapshot of one model, as `stats()` reports it.
 #[derive(Debug, Clone)]
 pub struct ModelStats {
@@ -59,6 +89,9 @@ pub struct ModelStats {
     pub load_progress: Option<(u64, u64)>,
     /// The current worker's prefix cache.
     pub prefix_cache: super::prefix::PrefixSnapshot,
+    /// Token masks of constrained decoding (decode steps; a prompt's first
+    /// token's mask is not counted).
+    pub masks: MaskStats,
 }
 
 /// MLX allocator figures, in bytes: device memory on a GPU (CUDA, Metal),

@@ -13,6 +13,11 @@
 //! on the device before the previous one's tokens are read (see
 //! [`InFlight`]): the host builds step n+1's graph while the device runs
 //! step n.
+//!
+//! Constrained rows (see `output.rs`) take their token masks in
+//! [`Worker::constrain`], computed on this thread while the step's forward
+//! pass runs on MLX's and applied to the logits before the picks; a step
+//! without such rows is built as before.
 
 use std::{
     collections::VecDeque,
@@ -31,13 +36,15 @@ use super::{
     lock,
     mixing,
     prefix::{PrefixCache, PrefixStats},
+    output::{self, OutputState},
     request::{Action, Event, Prompt, Request},
     sequence::{Progress, Sequence},
     slot::{ActiveSet, ModelSlot, Served, WorkerRef},
 };
 use crate::{
+    constraint::{Compiler, MaskRows},
     error::{Error, ErrorCode, Result},
-    model::{load_model_tracked, KvCache, LoadProgress, LoadedModel, Segment},
+    model::{load_tracked, KvCache, LoadProgress, Loaded, LoadedModel, Segment},
     sampling::{Picks, Sampler},
 };
 
@@ -50,7 +57,7 @@ const PREFILL_CHUNK: usize = 256;
 /// The chunk on a GPU, where each chunk pays kernel launches and widens the
 /// large quantized matrices once: a 4096-token prompt's first token came 3x
 /// sooner than with 256 on an H200 (`MLX_SERVING_PREFILL_CHUNK=256|1024|2048
-/// node bench/ab.cjs`, README "GPU (CUDA)"). mlx-lm prefills 2048 at a time too.
+/// node bench/ab.cjs`, docs/gpu.md). mlx-lm prefills 2048 at a time too.
 const PREFILL_CHUNK_GPU: usize = 2048;
 
 /// The prefill chunk in tokens: by device, or `MLX_SERVING_PREFILL_CHUNK`
@@ -109,7 +116,7 @@ pub fn spawn(slot: Arc<ModelSlot>, generation: u64, w: &WorkerRef) -> JoinHandle
         .expect("spawning a worker thread")
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -120,8 +127,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active: ActiveSet, progress: Arc<LoadProgress>, prefix: Arc<PrefixStats>) {
     let span = tracing::info_span!("worker", model = %slot.id, generation);
     let _enter = span.enter();
-    let loaded = match catch_unwind(AssertUnwindSafe(|| load_model_tracked(&slot.path, slot.options.format, &progress))) {
-        Ok(Ok(loaded)) => loaded,
+    let loaded = match catch_unwind(AssertUnwindSafe(|| load_tracked(&slot.path, slot.options.format, &progress))) {
+        Ok(Ok(Loaded::Generator(loaded))) => loaded,
+        Ok(Ok(Loaded::Embedder(loaded))) => return super::embed::serve(slot, generation, heartbeat, active, loaded),
         Ok(Err(e)) => return slot.set_failed(generation, &e),
         Err(panic) => {
             let e = Error::new(ErrorCode::ModelLoadFailed, format!("loading panicked: {}", panic_message(&*panic)));
@@ -130,7 +138,9 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     };
     tracing::info!(load_ms = loaded.info.load_ms, "model ready");
     let LoadedModel { model, tokenizer, template, info, .. } = loaded;
-    slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone() });
+    let grammars = Arc::new(Compiler::new(tokenizer.clone(), info.vocab_size));
+    warm_up_in_background(&grammars);
+    slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: template.clone(), info: info.clone(), grammars: Some(grammars) });
     let cache = KvCache::batch(model.layers());
     let mixes = mixing::enabled() && model.batch_invariant();
     // Never more than half of what MLX may allocate.
@@ -182,12 +192,21 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
     tracing::info!("worker stopped, MLX cache cleared");
 }
 
+/// Builds a model's grammar compiler ahead of its first constrained request,
+/// on a thread of its own (the first request then finds it ready).
+fn warm_up_in_background(grammars: &Arc<Compiler>) {
+    let grammars = grammars.clone();
+    let _ = std::thread::Builder::new().name("mlx-serving:grammars".into()).spawn(move || grammars.warm_up());
+}
+
 /// A request tokenized and checked, waiting for its prefill.
 struct Pending {
     request: Arc<Request>,
     ids: Vec<u32>,
     max_tokens: usize,
     admitted: Instant,
+    /// Its place in its output rules, where it has some.
+    output: Option<OutputState>,
 }
 
 /// Prompts being prefilled side by side (shorter ones padded on the left),
@@ -485,6 +504,11 @@ impl Worker {
         let mut short = Vec::new();
         for request in admitted {
             lock(&self.active).insert(request.id, request.clone());
+            if let Err(e) = super::embed::check(&request.params.action, &self.info, &self.slot.id) {
+                request.end(Event::Error(e));
+                self.forget(&request);
+                continue;
+            }
             if let Action::LoadCache(path) = &request.params.action {
                 self.load_cache_file(&request, path);
                 self.forget(&request);
@@ -604,7 +628,7 @@ impl Worker {
         let text = match &params.prompt {
             Prompt::Text(t) => t.clone(),
             Prompt::Messages(m) => match &self.template {
-                Some(t) => t.render(m)?,
+                Some(t) => output::render(t, m, params.tools.as_ref())?,
                 None => return Err(Error::invalid("messages", format!("model '{}' has no chat template; pass a prompt", self.slot.id))),
             },
         };
@@ -630,7 +654,21 @@ impl Worker {
             request.end_without_tokens(ids.len());
             return Ok(None);
         }
-        Ok(Some(Pending { request: request.clone(), ids, max_tokens, admitted }))
+        let output = self.output_plan(request)?.map(|plan| plan.start());
+        Ok(Some(Pending { request: request.clone(), ids, max_tokens, admitted, output }))
+    }
+
+    /// The request's output rules: compiled at submission, or now when the
+    /// model was not ready then.
+    fn output_plan(&self, request: &Request) -> Result<Option<Arc<output::OutputPlan>>> {
+        if let Some(plan) = request.output() {
+            return Ok(plan);
+        }
+        let served = self.slot.served().ok_or_else(|| Error::internal("a ready worker's model has no grammar compiler"))?;
+        let grammars = served.grammars.as_ref().ok_or_else(|| Error::internal("a generating model has no grammar compiler"))?;
+        let plan = output::OutputPlan::compile(&request.params, grammars, self.template.as_deref(), &self.tokenizer)?;
+        request.set_output(plan);
+        Ok(request.output().flatten())
     }
 
     /// Prefills `group` side by side now, samples each one's first token and
@@ -759,9 +797,25 @@ impl Worker {
     }
 
     fn first_tokens(&mut self, job: PrefillJob) -> Result<(Vec<Sequence>, KvCache)> {
-        let PrefillJob { group, mut cache, logits, .. } = job;
+        let PrefillJob { mut group, mut cache, logits, .. } = job;
         let Some(logits) = logits else {
             return Ok((Vec::new(), KvCache::batch(self.cache_layers())));
+        };
+        let logits = if group.iter().any(|p| p.output.as_ref().is_some_and(OutputState::masks)) {
+            let mut masks = MaskRows::new(group.len(), logits.dim(-1) as usize);
+            let mut masked = 0;
+            for (row, p) in group.iter_mut().enumerate() {
+                match p.output.as_mut().filter(|o| o.masks()).map(|o| o.mask_into(masks.row_mut(row))) {
+                    Some(Ok(wrote)) => masked += usize::from(wrote),
+                    Some(Err(e)) => {
+                        p.request.end(Event::Error(e));
+                    }
+                    None => {}
+                }
+            }
+            if masked > 0 { masks.apply(&logits)? } else { logits }
+        } else {
+            logits
         };
         let mut samplers: Vec<Sampler> = group.iter().map(|p| Sampler::new(p.request.params.sampling.clone(), &p.ids)).collect();
         let every_row: Vec<usize> = (0..group.len()).collect();
@@ -772,6 +826,7 @@ impl Worker {
             let _enter = span.enter();
             let prompt_tokens = p.ids.len();
             let mut seq = Sequence::new(p.request.clone(), sampler, p.ids, p.max_tokens, p.admitted);
+            seq.output = p.output;
             tracing::debug!(prompt_tokens, group = size, "prefilled");
             // Counted before delivery, so stats never lag behind what a caller saw.
             self.slot.throughput.record(1);
@@ -791,12 +846,9 @@ impl Worker {
     /// this one's are read, so the device never waits for the host between
     /// steps. A sequence that ends meanwhile has its row of that step dropped.
     fn decode_step(&mut self) {
-        let step = match self.in_flight.take() {
-            Some(step) => step,
-            None => match self.issue(None) {
-                Ok(step) => step,
-                Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
-            },
+        let step = match self.in_flight.take().map_or_else(|| self.issue(None), Ok).and_then(|step| self.constrain(step)) {
+            Ok(step) => step,
+            Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
         };
         let ahead = lookahead() && matches!(step.picks, Picks::Argmax(_)) && self.long.is_empty() && !self.seqs.iter().any(Sequence::is_at_last_token);
         if ahead {
@@ -830,9 +882,15 @@ impl Worker {
         };
         let started = Instant::now();
         let logits = model.forward(&x, &mut self.cache)?;
+        let rows = (0..batch as usize).collect();
+        if self.seqs.iter().any(Sequence::masks) {
+            // The forward pass runs while `constrain` computes the masks.
+            async_eval([&logits])?;
+            return Ok(InFlight { picks: Picks::Logits(logits), awaits_masks: true, rows, issued: batch as usize, started, chunk: 0 });
+        }
         let picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
         async_eval([picks.array()])?;
-        Ok(InFlight { picks, rows: (0..batch as usize).collect(), issued: batch as usize, started, chunk: 0 })
+        Ok(InFlight { picks, awaits_masks: false, rows, issued: batch as usize, started, chunk: 0 })
     }
 
     /// [`Worker::issue`] with columns `start..end` of a long prompt in the
@@ -850,14 +908,58 @@ impl Worker {
         let mut out = model.forward_segments(&mut parts)?;
         let prompt = out.pop().flatten();
         let logits = out.pop().flatten().ok_or_else(|| Error::internal("a mixed step gave no logits for its streams"))?;
+        let (rows, chunk) = ((0..batch as usize).collect(), end - start);
+        if self.seqs.iter().any(Sequence::masks) {
+            // As in `issue`: the pass runs while `constrain` computes the masks.
+            async_eval(std::iter::once(&logits).chain(prompt.as_ref()))?;
+            let step = InFlight { picks: Picks::Logits(logits), awaits_masks: true, rows, issued: batch as usize, started, chunk };
+            return Ok((step, prompt));
+        }
         let picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
         async_eval(std::iter::once(picks.array()).chain(prompt.as_ref()))?;
-        let step = InFlight { picks, rows: (0..batch as usize).collect(), issued: batch as usize, started, chunk: end - start };
+        let step = InFlight { picks, awaits_masks: false, rows, issued: batch as usize, started, chunk };
         Ok((step, prompt))
+    }
+
+    /// Folds the masks of a step's constrained rows into its logits and
+    /// queues its picks; a step that awaits no masks is returned as it is.
+    /// The masks are computed here, on the worker thread, while the step's
+    /// forward pass runs on MLX's; they depend on every token before, so a
+    /// step queued ahead ([`InFlight`]) issues its forward pass early but is
+    /// constrained only here, after the previous step's tokens were read. A
+    /// row whose grammar fails (past a limit) ends its request alone.
+    fn constrain(&mut self, mut step: InFlight) -> Result<InFlight> {
+        if !step.awaits_masks {
+            return Ok(step);
+        }
+        let Picks::Logits(logits) = &step.picks else { unreachable!("a step awaiting masks holds its logits") };
+        let mut masks = MaskRows::new(step.issued, logits.dim(-1) as usize);
+        let started = Instant::now();
+        let mut masked = 0;
+        for (seq, &row) in self.seqs.iter_mut().zip(&step.rows) {
+            match seq.output.as_mut().filter(|o| o.masks()).map(|o| o.mask_into(masks.row_mut(row))) {
+                Some(Ok(wrote)) => masked += u64::from(wrote),
+                Some(Err(e)) => {
+                    seq.request.end(Event::Error(e));
+                }
+                None => {}
+            }
+        }
+        self.slot.masks.record(masked, started.elapsed());
+        // Rows that may yet start a grammar but have none now leave the logits as they are.
+        let logits = if masked > 0 { masks.apply(logits)? } else { logits.clone() };
+        step.picks = Picks::new(logits, self.seqs.iter().map(|s| &s.sampler))?;
+        async_eval([step.picks.array()])?;
+        step.awaits_masks = false;
+        Ok(step)
     }
 
     /// Reads a step's tokens and delivers them; retires the sequences that ended.
     fn finish(&mut self, step: InFlight) {
+        let step = match self.constrain(step) {
+            Ok(step) => step,
+            Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
+        };
         let result = step.picks.tokens(&step.rows, self.seqs.iter_mut().map(|s| &mut s.sampler));
         let now = Instant::now();
         // A queued step's time is counted from when the device could start it.
@@ -897,6 +999,9 @@ fn lookahead() -> bool {
 /// A decode step queued on the device whose tokens are not yet read.
 struct InFlight {
     picks: Picks,
+    /// `picks` holds the step's raw logits until [`Worker::constrain`] folds
+    /// its constrained rows' masks in.
+    awaits_masks: bool,
     /// The row of `picks` of each sequence in [`Worker::seqs`], in order
     /// (sequences retired since the step was issued have none).
     rows: Vec<usize>,

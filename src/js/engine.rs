@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
     error::{to_js, Code, ErrorInfo},
-    options::{validate_model_id, EngineOptionsInput, GenerateInput, MessageInput},
+    options::{tool_use, validate_model_id, EmbedInput, EngineOptionsInput, GenerateInput, MessageInput, ToolInput},
     stream::TokenStream,
 };
 use crate::{
@@ -46,10 +46,39 @@ pub struct ModelInfoJs {
     pub warm_up_ms: f64,
     /// Where the model runs: "cpu", "cuda" or "metal".
     pub backend: String,
+    /// "generation" or "embedding".
+    pub kind: String,
+    /// An embedding model's vector width.
+    pub dimensions: Option<u32>,
+    /// An embedding model's longest input in tokens (longer ones are truncated).
+    pub max_tokens: Option<u32>,
+    /// An embedding model's pooling ("mean", "cls", "max", "mean_sqrt_len", "weighted_mean", "last_token").
+    pub pooling: Option<String>,
+    /// Whether an embedding model's vectors are L2-normalized by default.
+    pub normalized: Option<bool>,
+    /// An embedding model's named prompts.
+    pub prompts: Option<Vec<PromptJs>>,
+    /// The prompt an embedding model uses when a call names none.
+    pub default_prompt: Option<String>,
+}
+
+/// A named prompt of an embedding model.
+#[napi(object)]
+pub struct PromptJs {
+    pub name: String,
+    pub text: String,
 }
 
 fn info_js(id: &str, path: &str, i: ModelInfo) -> ModelInfoJs {
+    let e = i.embedding.clone();
     ModelInfoJs {
+        kind: i.kind.name().into(),
+        dimensions: e.as_ref().map(|e| e.dimensions as u32),
+        max_tokens: e.as_ref().map(|e| e.max_tokens as u32),
+        pooling: e.as_ref().map(|e| e.pooling.clone()),
+        normalized: e.as_ref().map(|e| e.normalized),
+        prompts: e.as_ref().map(|e| e.prompts.iter().map(|(name, text)| PromptJs { name: name.clone(), text: text.clone() }).collect()),
+        default_prompt: e.and_then(|e| e.default_prompt),
         id: id.to_string(),
         path: path.to_string(),
         format: i.format,
@@ -103,6 +132,16 @@ pub struct ModelStatsJs {
     pub load_progress: Option<LoadProgressJs>,
     /// Keys and values kept for prefix reuse by the current worker.
     pub prefix_cache: PrefixCacheStatsJs,
+    /// Token masks computed for constrained rows.
+    pub constraint_masks: ConstraintMasksJs,
+}
+
+#[napi(object)]
+pub struct ConstraintMasksJs {
+    /// Masks computed (one per constrained row and decode step).
+    pub masks: f64,
+    /// Worker time they took, in all.
+    pub total_ms: f64,
 }
 
 #[napi(object)]
@@ -233,6 +272,15 @@ impl EngineCore {
         Ok(TokenStream::new(request, events))
     }
 
+    /// Starts an `embed` call; errors found before any work are thrown here.
+    /// Its stream ends with one "embeddings" event (or an error).
+    #[napi]
+    pub fn embed(&self, input: EmbedInput) -> napi::Result<TokenStream, Code> {
+        let params = input.validate().map_err(to_js)?;
+        let (request, events) = self.engine.generate(params).map_err(to_js)?;
+        Ok(TokenStream::new(request, events))
+    }
+
     #[napi]
     pub fn tokenize(&self, model: String, text: String) -> napi::Result<Vec<u32>, Code> {
         self.engine.tokenize(&model, &text).map_err(to_js)
@@ -244,9 +292,10 @@ impl EngineCore {
     }
 
     #[napi]
-    pub fn apply_chat_template(&self, model: String, messages: Vec<MessageInput>) -> napi::Result<String, Code> {
-        let messages: Vec<ChatMessage> = messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect();
-        self.engine.apply_chat_template(&model, &messages).map_err(to_js)
+    pub fn apply_chat_template(&self, model: String, messages: Vec<MessageInput>, tools: Option<Vec<ToolInput>>) -> napi::Result<String, Code> {
+        let messages: Vec<ChatMessage> = messages.into_iter().enumerate().map(|(i, m)| m.validate(i)).collect::<Result<_, _>>().map_err(to_js)?;
+        let tools = tool_use(tools, None, None, None).map_err(to_js)?;
+        self.engine.apply_chat_template(&model, &messages, tools.as_ref()).map_err(to_js)
     }
 
     /// Drains and unloads a model, then frees its memory.
@@ -300,6 +349,7 @@ impl EngineCore {
                     tokens_per_second: m.tokens_per_second,
                     last_heartbeat_ms_ago: m.last_heartbeat_ms_ago as f64,
                     load_progress: m.load_progress.map(|(read, total)| LoadProgressJs { bytes_read: read as f64, total_bytes: total as f64 }),
+                    constraint_masks: ConstraintMasksJs { masks: m.masks.masks as f64, total_ms: m.masks.total_ms },
                     prefix_cache: PrefixCacheStatsJs {
                         entries: m.prefix_cache.entries as u32,
                         cached_tokens: m.prefix_cache.cached_tokens as f64,

@@ -4,10 +4,12 @@
 use std::time::Duration;
 
 use crate::{
-    engine::{Action, EngineOptions, GenerateParams, Prompt},
+    constraint::{ResponseFormat, MAX_GRAMMAR_BYTES},
+    engine::{Action, EmbedParams, EmbedPrompt, EngineOptions, GenerateParams, Prompt},
     error::{Error, Result},
     sampling::SamplingParams,
-    tokenizer::ChatMessage,
+    tokenizer::{ChatMessage, ToolCall},
+    tools::{Tool, ToolChoice, ToolUse},
 };
 
 /// Longest accepted model id.
@@ -25,10 +27,46 @@ pub struct EngineOptionsInput {
     pub prefix_cache_mb: Option<f64>,
 }
 
+/// Most tools per request, and the longest tool name.
+const MAX_TOOLS: usize = 128;
+const MAX_TOOL_NAME: usize = 256;
+
 #[napi(object)]
 pub struct MessageInput {
     pub role: String,
     pub content: String,
+    /// An assistant message's calls.
+    pub tool_calls: Option<Vec<ToolCallInput>>,
+    /// A tool message: the call it answers.
+    pub tool_call_id: Option<String>,
+}
+
+#[napi(object)]
+pub struct ToolCallInput {
+    pub id: String,
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
+}
+
+/// `responseFormat`: `type` is "json_schema" (with `schema`, JSON text),
+/// "json_object", "regex" (with `pattern`) or "grammar" (with `lark`).
+#[napi(object)]
+pub struct ResponseFormatInput {
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub schema: Option<String>,
+    pub name: Option<String>,
+    pub pattern: Option<String>,
+    pub lark: Option<String>,
+}
+
+#[napi(object)]
+pub struct ToolInput {
+    pub name: String,
+    pub description: Option<String>,
+    /// The arguments' JSON schema (JSON text); default: an object of no set properties.
+    pub parameters: Option<String>,
 }
 
 #[napi(object)]
@@ -49,6 +87,73 @@ pub struct GenerateInput {
     pub save_cache: Option<String>,
     /// Read this cache file into the model's prefix cache (no prompt).
     pub load_cache: Option<String>,
+    pub response_format: Option<ResponseFormatInput>,
+    pub tools: Option<Vec<ToolInput>>,
+    /// "auto", "none", "required", or "named" (with `toolChoiceName`).
+    pub tool_choice: Option<String>,
+    pub tool_choice_name: Option<String>,
+    pub parallel_tool_calls: Option<bool>,
+}
+
+/// Most texts in one `embed` call.
+const MAX_EMBED_INPUTS: usize = 65_536;
+
+#[napi(object)]
+pub struct EmbedInput {
+    pub model: String,
+    /// The texts to embed (the JS layer turns one string into a list of one).
+    pub input: Vec<String>,
+    /// Keep the first this many dimensions (Matryoshka truncation).
+    pub dimensions: Option<f64>,
+    /// One of the model's named prompts (e.g. "query", "document").
+    pub prompt: Option<String>,
+    /// Text put before every input instead of a named prompt.
+    pub prompt_text: Option<String>,
+    /// L2-normalize the vectors (default: as the model does).
+    pub normalize: Option<bool>,
+    /// Truncate inputs longer than the model reads (default true); false: CONTEXT_OVERFLOW.
+    pub truncate: Option<bool>,
+    pub timeout_ms: Option<f64>,
+}
+
+impl EmbedInput {
+    pub fn validate(self) -> Result<GenerateParams> {
+        validate_model_id("model", &self.model)?;
+        if self.input.is_empty() {
+            return Err(Error::invalid("input", "must hold at least one text"));
+        }
+        if self.input.len() > MAX_EMBED_INPUTS {
+            return Err(Error::invalid("input", format!("at most {MAX_EMBED_INPUTS} texts per call, got {}", self.input.len())));
+        }
+        if let Some(i) = self.input.iter().position(String::is_empty) {
+            let field = if self.input.len() == 1 { "input".to_string() } else { format!("input[{i}]") };
+            return Err(Error::invalid(&field, "must not be empty"));
+        }
+        let prompt = match (self.prompt, self.prompt_text) {
+            (None, None) => EmbedPrompt::Default,
+            (Some(name), None) if !name.is_empty() => EmbedPrompt::Named(name),
+            (Some(_), None) => return Err(Error::invalid("prompt", "must name one of the model's prompts")),
+            (None, Some(text)) => EmbedPrompt::Text(text),
+            (Some(_), Some(_)) => return Err(Error::invalid("prompt", "give prompt or promptText, not both")),
+        };
+        Ok(GenerateParams {
+            model: self.model,
+            prompt: Prompt::Text(String::new()),
+            max_tokens: None,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
+            response_format: None,
+            tools: None,
+            action: Action::Embed(EmbedParams {
+                inputs: self.input,
+                dimensions: self.dimensions.map(|v| count("dimensions", v, 1.0, 1e6)).transpose()?,
+                prompt,
+                normalize: self.normalize,
+                truncate: self.truncate.unwrap_or(true),
+            }),
+        })
+    }
 }
 
 fn count(field: &str, v: f64, min: f64, max: f64) -> Result<usize> {
@@ -118,6 +223,8 @@ impl GenerateInput {
                     stop: Vec::new(),
                     timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
                     action: Action::LoadCache(path("path", p)?),
+                    response_format: None,
+                    tools: None,
                 });
             }
             (Some(_), Some(_)) => return Err(Error::invalid("path", "save or load, not both")),
@@ -128,7 +235,7 @@ impl GenerateInput {
                 if m.is_empty() {
                     return Err(Error::invalid("messages", "must not be empty"));
                 }
-                Prompt::Messages(m.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect())
+                Prompt::Messages(m.into_iter().enumerate().map(|(i, m)| m.validate(i)).collect::<Result<_>>()?)
             }
             (Some(_), Some(_)) => return Err(Error::invalid("prompt", "give either prompt or messages, not both")),
             (None, None) => return Err(Error::invalid("prompt", "give either prompt or messages")),
@@ -173,9 +280,16 @@ impl GenerateInput {
                 return Err(Error::invalid(&format!("stop[{i}]"), format!("must be a non-empty string of at most {MAX_STOP_LEN} bytes")));
             }
         }
+        let response_format = self.response_format.map(ResponseFormatInput::validate).transpose()?;
+        let tools = tool_use(self.tools, self.tool_choice, self.tool_choice_name, self.parallel_tool_calls)?;
+        if response_format.is_some() && tools.as_ref().is_some_and(ToolUse::offers_calls) {
+            return Err(Error::invalid("responseFormat", "cannot be combined with tools the model may call (use toolChoice 'none', or give the call's schema as responseFormat)"));
+        }
         Ok(GenerateParams {
             model: self.model,
             prompt,
+            response_format,
+            tools,
             max_tokens: self.max_tokens.map(|v| count("maxTokens", v, 0.0, 1e9)).transpose()?,
             sampling: s,
             stop,
@@ -183,4 +297,91 @@ impl GenerateInput {
             action,
         })
     }
+}
+
+impl MessageInput {
+    pub fn validate(self, i: usize) -> Result<ChatMessage> {
+        let calls = self.tool_calls.unwrap_or_default();
+        for (j, c) in calls.iter().enumerate() {
+            if c.name.is_empty() {
+                return Err(Error::invalid(&format!("messages[{i}].toolCalls[{j}].name"), "must be a non-empty string"));
+            }
+        }
+        Ok(ChatMessage {
+            role: self.role,
+            content: self.content,
+            tool_calls: calls.into_iter().map(|c| ToolCall { id: c.id, name: c.name, arguments: c.arguments }).collect(),
+            tool_call_id: self.tool_call_id,
+        })
+    }
+}
+
+impl ResponseFormatInput {
+    fn validate(self) -> Result<ResponseFormat> {
+        let text = |field: &str, v: Option<String>| -> Result<String> {
+            match v {
+                Some(v) if !v.is_empty() && v.len() <= MAX_GRAMMAR_BYTES => Ok(v),
+                Some(v) if !v.is_empty() => Err(Error::invalid(field, format!("is longer than {MAX_GRAMMAR_BYTES} bytes"))),
+                _ => Err(Error::invalid(field, format!("is required for type '{}'", self.kind))),
+            }
+        };
+        Ok(match self.kind.as_str() {
+            "json_schema" => ResponseFormat::JsonSchema { schema: text("responseFormat.schema", self.schema.clone())?, name: self.name.clone() },
+            "json_object" => ResponseFormat::JsonObject,
+            "regex" => ResponseFormat::Regex(text("responseFormat.pattern", self.pattern.clone())?),
+            "grammar" => ResponseFormat::Lark(text("responseFormat.lark", self.lark.clone())?),
+            other => {
+                return Err(Error::invalid("responseFormat.type", format!("must be 'json_schema', 'json_object', 'regex' or 'grammar', got '{other}'")))
+            }
+        })
+    }
+}
+
+/// The request's tools, checked: names present, unique and printable,
+/// parameters a JSON object, a choice that names one of them.
+pub fn tool_use(tools: Option<Vec<ToolInput>>, choice: Option<String>, name: Option<String>, parallel: Option<bool>) -> Result<Option<ToolUse>> {
+    let Some(tools) = tools else {
+        if choice.is_some() {
+            return Err(Error::invalid("toolChoice", "needs tools"));
+        }
+        return Ok(None);
+    };
+    if tools.len() > MAX_TOOLS {
+        return Err(Error::invalid("tools", format!("at most {MAX_TOOLS} tools, got {}", tools.len())));
+    }
+    let mut checked: Vec<Tool> = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        if t.name.is_empty() || t.name.len() > MAX_TOOL_NAME || t.name.chars().any(|c| c.is_control()) {
+            return Err(Error::invalid(&format!("tools[{i}].name"), format!("must be a non-empty string of at most {MAX_TOOL_NAME} printable characters")));
+        }
+        if checked.iter().any(|c| c.name == t.name) {
+            return Err(Error::invalid(&format!("tools[{i}].name"), format!("'{}' names two tools", t.name)));
+        }
+        let parameters = t.parameters.unwrap_or_else(|| r#"{"type": "object", "properties": {}}"#.into());
+        if parameters.len() > MAX_GRAMMAR_BYTES {
+            return Err(Error::invalid(&format!("tools[{i}].parameters"), format!("is longer than {MAX_GRAMMAR_BYTES} bytes")));
+        }
+        match serde_json::from_str::<serde_json::Value>(&parameters) {
+            Ok(v) if v.is_object() => {}
+            Ok(_) => return Err(Error::invalid(&format!("tools[{i}].parameters"), "must be a JSON schema (an object)")),
+            Err(e) => return Err(Error::invalid(&format!("tools[{i}].parameters"), format!("is not JSON: {e}"))),
+        }
+        checked.push(Tool { name: t.name, description: t.description, parameters });
+    }
+    let choice = match (choice.as_deref(), name) {
+        (None | Some("auto"), None) => ToolChoice::Auto,
+        (Some("none"), None) => ToolChoice::None,
+        (Some("required"), None) => ToolChoice::Required,
+        (Some("named"), Some(name)) => {
+            if !checked.iter().any(|t| t.name == name) {
+                return Err(Error::invalid("toolChoice.name", format!("'{name}' is not one of the tools")));
+            }
+            ToolChoice::Named(name)
+        }
+        (other, _) => return Err(Error::invalid("toolChoice", format!("must be 'auto', 'none', 'required' or {{ name }}, got {other:?}"))),
+    };
+    if checked.is_empty() && matches!(choice, ToolChoice::Required | ToolChoice::Named(_)) {
+        return Err(Error::invalid("toolChoice", "needs at least one tool"));
+    }
+    Ok(Some(ToolUse { tools: checked, choice, parallel: parallel.unwrap_or(true) }))
 }

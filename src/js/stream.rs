@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use napi::bindgen_prelude::Float32Array;
 use tokio::sync::{mpsc::UnboundedReceiver, Mutex};
 
 use super::error::ErrorInfo;
@@ -24,24 +25,66 @@ pub struct TimingsInfo {
     pub queued_ms: f64,
 }
 
-/// One event of a stream: `kind` is "token", "end" or "error".
+/// A tool call as it streams (see `ToolCallDelta` in the package types).
+#[napi(object)]
+pub struct ToolCallDeltaInfo {
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
+/// A finished tool call; `arguments` is JSON text.
+#[napi(object)]
+pub struct ToolCallInfo {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// One event of a stream: `kind` is "token", "end", "embeddings" or "error".
 #[napi(object)]
 pub struct StreamEvent {
     pub kind: String,
+    /// An `embed` call's vectors, one per input.
+    pub embeddings: Option<Vec<Float32Array>>,
     pub text: Option<String>,
     pub token_ids: Option<Vec<u32>>,
+    /// A token's tool-call deltas (only when it has some).
+    pub tool_call_deltas: Option<Vec<ToolCallDeltaInfo>>,
     pub finish_reason: Option<String>,
     pub usage: Option<UsageInfo>,
     pub timings: Option<TimingsInfo>,
+    /// The end's tool calls (only when there are some).
+    pub tool_calls: Option<Vec<ToolCallInfo>>,
     pub error: Option<ErrorInfo>,
 }
 
 impl From<Event> for StreamEvent {
     fn from(e: Event) -> Self {
-        let empty = StreamEvent { kind: String::new(), text: None, token_ids: None, finish_reason: None, usage: None, timings: None, error: None };
+        let empty = StreamEvent {
+            kind: String::new(),
+            embeddings: None,
+            text: None,
+            token_ids: None,
+            tool_call_deltas: None,
+            finish_reason: None,
+            usage: None,
+            timings: None,
+            tool_calls: None,
+            error: None,
+        };
         match e {
-            Event::Token { text, ids } => StreamEvent { kind: "token".into(), text: Some(text), token_ids: Some(ids), ..empty },
-            Event::End { finish_reason, usage, timings } => StreamEvent {
+            Event::Token { text, ids, tool_calls } => StreamEvent {
+                kind: "token".into(),
+                text: Some(text),
+                token_ids: Some(ids),
+                tool_call_deltas: (!tool_calls.is_empty()).then(|| {
+                    tool_calls.into_iter().map(|d| ToolCallDeltaInfo { index: d.index as u32, id: d.id, name: d.name, arguments: d.arguments }).collect()
+                }),
+                ..empty
+            },
+            Event::End { finish_reason, usage, timings, tool_calls } => StreamEvent {
                 kind: "end".into(),
                 finish_reason: Some(finish_reason.as_str().into()),
                 usage: Some(UsageInfo { prompt_tokens: usage.prompt_tokens as u32, completion_tokens: usage.completion_tokens as u32 }),
@@ -51,6 +94,14 @@ impl From<Event> for StreamEvent {
                     total_ms: timings.total_ms,
                     queued_ms: timings.queued_ms,
                 }),
+                tool_calls: (!tool_calls.is_empty())
+                    .then(|| tool_calls.into_iter().map(|c| ToolCallInfo { id: c.id, name: c.name, arguments: c.arguments }).collect()),
+                ..empty
+            },
+            Event::Embedded { embeddings, prompt_tokens } => StreamEvent {
+                kind: "embeddings".into(),
+                embeddings: Some(embeddings.into_iter().map(Float32Array::new).collect()),
+                usage: Some(UsageInfo { prompt_tokens: prompt_tokens as u32, completion_tokens: 0 }),
                 ..empty
             },
             Event::Error(e) => StreamEvent { kind: "error".into(), error: Some(e.into()), ..empty },

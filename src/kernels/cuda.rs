@@ -1,23 +1,19 @@
 //! Our CUDA matrix-vector kernel for quantized weights (`qmv.cu`), run as an
-//! MLX custom kernel (`mlx::core::fast::cuda_kernel`: MLX compiles the source
-//! with NVRTC on first use, caches it, and runs it on the thread's stream like
-//! its own kernels; nothing is built here, so the addon stays one binary for
-//! the CPU and CUDA runtimes).
+//! MLX custom kernel ([`CudaKernel`]).
 //!
 //! Why: decode multiplies each quantized matrix by one row per sequence, and
 //! MLX 0.32's CUDA kernel for that streams the weights at about a quarter of
-//! an H200's bandwidth (`bench/results/gpu-2026-11-27.md`, ncu). Ours gives
+//! an H200's bandwidth (an Nsight Compute trace; docs/gpu.md). Ours gives
 //! each output column 8 to 32 threads that read the row's codes 16 bytes at
 //! a time and never convert a code by I2F (see `qmv.cu`).
-//! From 8 rows on [`crate::model`] widens large matrices for cuBLAS instead.
+//! Large 4-bit matrices go to the tensor-core kernel instead, for any row
+//! count up to 64 ([`super::cuda_qmm`]); this one serves the rest (8-bit ones).
 
-use std::{
-    ffi::{c_char, CString},
-    sync::OnceLock,
-};
+use std::sync::OnceLock;
 
-use mlx_rs::{Array, Dtype, Stream};
+use mlx_rs::{Array, Dtype};
 
+use super::cuda_kernel::{CudaKernel, Launch};
 use crate::{
     device::{self, Backend},
     error::{Error, Result},
@@ -30,7 +26,7 @@ const MAX_ROWS: usize = 7;
 /// `weights` weights rather than MLX's kernel: for matrices of more than 2^25
 /// weights (the MLP of an 8B model). Measured on an H200, one stream, tokens/s
 /// of the whole model, the choices alternated on one machine
-/// (`bench/results/gpu-2026-11-27-qmv-ab2.md`): an 8B shape 147-155 with ours
+/// (`MLX_SERVING_CUDA_QMV=0|N node bench/ab.cjs`; docs/gpu.md): an 8B shape 147-155 with ours
 /// (on these matrices or on all) vs 122-129 with MLX's; a 1B shape 322-335
 /// with ours on all its matrices or on its MLP's vs 375-407 with MLX's;
 /// SmolLM2-135M and Qwen2.5-0.5B lose with ours everywhere (191 vs 280, 286 vs
@@ -77,7 +73,7 @@ pub fn quantized_matvec(x: &Array, w: &Array, scales: &Array, biases: &Array, gr
     let k = x.dim(-1);
     let rows = (x.size() / k as usize) as i32;
     let n = w.dim(0);
-    let y = kernel()?.apply(&[&x.reshape(&[rows, k])?, w, scales, biases], rows, n, x.dtype(), bits, group_size)?;
+    let y = apply(kernel()?, &[&x.reshape(&[rows, k])?, w, scales, biases], rows, n, x.dtype(), bits, group_size)?;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap() = n;
     Ok(y.reshape(&shape)?)
@@ -99,81 +95,31 @@ fn lanes(n: i32, k: i32, bits: i32) -> i32 {
     lanes
 }
 
-/// The kernel object MLX made from our source, made once per process.
-struct Kernel(mlx_sys::mlx_fast_cuda_kernel);
-
-// SAFETY: the handle wraps a `std::function` that only reads what it captured
-// (name, source, argument names); MLX calls it from any thread.
-unsafe impl Send for Kernel {}
-unsafe impl Sync for Kernel {}
-
-fn kernel() -> Result<&'static Kernel> {
-    static KERNEL: OnceLock<Option<Kernel>> = OnceLock::new();
+/// The kernel object MLX made from `qmv.cu`, made once per process.
+fn kernel() -> Result<&'static CudaKernel> {
+    static KERNEL: OnceLock<Option<CudaKernel>> = OnceLock::new();
     KERNEL
-        .get_or_init(|| {
-            let strings = |names: &[&str]| {
-                let owned: Vec<CString> = names.iter().map(|n| CString::new(*n).unwrap()).collect();
-                let ptrs: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
-                // SAFETY: mlx-c copies the strings into its vector.
-                unsafe { mlx_sys::mlx_vector_string_new_data(ptrs.as_ptr() as *mut *const c_char, ptrs.len()) }
-            };
-            let (inputs, outputs) = (strings(&["x", "w", "scales", "biases"]), strings(&["y"]));
-            let name = CString::new("mlx_serving_qmv").unwrap();
-            let source = CString::new(include_str!("qmv.cu")).unwrap();
-            let header = CString::new(include_str!("qmv_header.cuh")).unwrap();
-            // SAFETY: all arguments are live for the call; mlx-c copies them.
-            let k = unsafe { mlx_sys::mlx_fast_cuda_kernel_new(name.as_ptr(), inputs, outputs, source.as_ptr(), header.as_ptr(), true, 0) };
-            // SAFETY: the vectors were made above and are not used again.
-            unsafe {
-                mlx_sys::mlx_vector_string_free(inputs);
-                mlx_sys::mlx_vector_string_free(outputs);
-            }
-            (!k.ctx.is_null()).then_some(Kernel(k))
-        })
+        .get_or_init(|| CudaKernel::new("mlx_serving_qmv", &["x", "w", "scales", "biases"], &["y"], include_str!("qmv.cu"), include_str!("qmv_header.cuh")))
         .as_ref()
         .ok_or_else(|| Error::internal("MLX could not make the CUDA matrix-vector kernel"))
 }
 
-impl Kernel {
-    fn apply(&self, inputs: &[&Array], rows: i32, n: i32, dtype: Dtype, bits: i32, group_size: i32) -> Result<Array> {
-        const THREADS: i32 = 128;
-        let lanes = lanes(n, inputs[0].dim(-1), bits);
-        // Whole blocks; threads past the last column store nothing.
-        let threads = (n * lanes + THREADS - 1) / THREADS * THREADS;
-        let handles: Vec<mlx_sys::mlx_array> = inputs.iter().map(|a| a.as_ptr()).collect();
-        let stream = Stream::new();
-        // SAFETY: every handle passed is live for the call (the arrays are
-        // borrowed, the config and vectors are freed below, once); on success
-        // `out` holds one new array whose reference we take over.
-        unsafe {
-            let config = mlx_sys::mlx_fast_cuda_kernel_config_new();
-            let shape = [rows, n];
-            mlx_sys::mlx_fast_cuda_kernel_config_add_output_arg(config, shape.as_ptr(), 2, dtype as mlx_sys::mlx_dtype);
-            mlx_sys::mlx_fast_cuda_kernel_config_set_grid(config, threads, 1, 1);
-            mlx_sys::mlx_fast_cuda_kernel_config_set_thread_group(config, THREADS, 1, 1);
-            let name = |s: &str| CString::new(s).unwrap();
-            let t = name("T");
-            mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_dtype(config, t.as_ptr(), dtype as mlx_sys::mlx_dtype);
-            for (key, value) in [("BITS", bits), ("GS", group_size), ("M", rows), ("LANES", lanes)] {
-                let key = name(key);
-                mlx_sys::mlx_fast_cuda_kernel_config_add_template_arg_int(config, key.as_ptr(), value);
-            }
-            let ins = mlx_sys::mlx_vector_array_new_data(handles.as_ptr(), handles.len());
-            let mut outs = mlx_sys::mlx_vector_array_new();
-            let rc = mlx_sys::mlx_fast_cuda_kernel_apply(&mut outs, self.0, ins, config, stream.as_ptr());
-            mlx_sys::mlx_vector_array_free(ins);
-            mlx_sys::mlx_fast_cuda_kernel_config_free(config);
-            let result = if rc == 0 && mlx_sys::mlx_vector_array_size(outs) == 1 {
-                let mut y = mlx_sys::mlx_array_new();
-                mlx_sys::mlx_vector_array_get(&mut y, outs, 0);
-                Ok(Array::from_ptr(y))
-            } else {
-                Err(Error::internal("the CUDA matrix-vector kernel failed"))
-            };
-            mlx_sys::mlx_vector_array_free(outs);
-            result
-        }
-    }
+fn apply(kernel: &CudaKernel, inputs: &[&Array], rows: i32, n: i32, dtype: Dtype, bits: i32, group_size: i32) -> Result<Array> {
+    const THREADS: i32 = 128;
+    let lanes = lanes(n, inputs[0].dim(-1), bits);
+    // Whole blocks; threads past the last column store nothing.
+    let threads = (n * lanes + THREADS - 1) / THREADS * THREADS;
+    kernel.apply(
+        inputs,
+        &Launch {
+            output: &[rows, n],
+            output_dtype: dtype,
+            grid: (threads, 1, 1),
+            threadgroup: (THREADS, 1, 1),
+            types: &[("T", dtype)],
+            ints: &[("BITS", bits), ("GS", group_size), ("M", rows), ("LANES", lanes)],
+        },
+    )
 }
 
 #[cfg(test)]

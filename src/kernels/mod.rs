@@ -107,6 +107,8 @@ use crate::error::{Error, ErrorCode, Result};
 use mlx_rs::Array;
 
 pub mod cuda;
+mod cuda_kernel;
+pub mod cuda_qmm;
 
 /// How activations enter the quantized matmul.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -285,6 +287,16 @@ pub fn glu(gate: &Array, up: Option<&Array>, kind: Gate) -> Result<Option<Array>
     imp::glu(gate, up, kind)
 }
 
+/// `x @ w + bias` in f32 on the CPU, split over the kernels' pool, each thread
+/// multiplying a tile of the output's columns with OpenBLAS's sgemm
+/// (`dense.cpp`): `w` [K, N], or with `transposed` [N, K] (`x @ w^T`). `None`
+/// where it does not serve (not f32, a GPU, shapes that do not fit): use
+/// MLX's matmul instead. The dense models (the embedding encoders) need it:
+/// the pool keeps OpenBLAS to one thread of its own.
+pub fn dense_matmul(x: &Array, w: &Array, bias: Option<&Array>, transposed: bool) -> Result<Option<Array>> {
+    imp::dense_matmul(x, w, bias, transposed)
+}
+
 /// Fails with a clear error when the MLX runtime loaded is not the one whose
 /// headers the primitive was compiled against (a mismatch may crash instead).
 pub fn check_runtime() -> Result<()> {
@@ -358,6 +370,7 @@ mod imp {
             err_len: usize,
         ) -> c_int;
         fn mlx_serving_glu(out: *mut *mut c_void, gate: *mut c_void, up: *mut c_void, kind: c_int, err: *mut c_char, err_len: usize) -> c_int;
+        fn mlx_serving_dense(out: *mut *mut c_void, x: *mut c_void, w: *mut c_void, bias: *mut c_void, transposed: c_int, err: *mut c_char, err_len: usize) -> c_int;
         fn mlx_serving_mlx_header_version() -> *const c_char;
         fn mlx_serving_mlx_runtime_version() -> *const c_char;
     }
@@ -474,6 +487,15 @@ mod imp {
         made(rc, out, &err, "glu")
     }
 
+    pub fn dense_matmul(x: &Array, w: &Array, bias: Option<&Array>, transposed: bool) -> Result<Option<Array>> {
+        let mut out: *mut c_void = std::ptr::null_mut();
+        let mut err = [0 as c_char; 512];
+        let bias = bias.map_or(std::ptr::null_mut(), |b| b.as_ptr().ctx);
+        // SAFETY: as in `attention`.
+        let rc = unsafe { mlx_serving_dense(&mut out, x.as_ptr().ctx, w.as_ptr().ctx, bias, transposed as c_int, err.as_mut_ptr(), err.len()) };
+        made(rc, out, &err, "dense_matmul")
+    }
+
     pub fn isa_available(isa: Isa) -> bool {
         isa == Isa::Auto || unsafe { mlx_serving_qmm_isa(isa as c_int) } == 1
     }
@@ -530,6 +552,10 @@ mod imp {
     }
 
     pub fn glu(_gate: &Array, _up: Option<&Array>, _kind: Gate) -> Result<Option<Array>> {
+        Ok(None)
+    }
+
+    pub fn dense_matmul(_x: &Array, _w: &Array, _bias: Option<&Array>, _transposed: bool) -> Result<Option<Array>> {
         Ok(None)
     }
 

@@ -1,8 +1,8 @@
 //! Linear layers over GGUF weights: dense (dequantized at load) or quantized
 //! (kept 4-bit / 8-bit in memory, multiplied by [`crate::kernels`] on CPU, by
-//! MLX's own kernels on a GPU, through a dequantized copy for large products
-//! on CUDA), and the conversion of a model's parameters to the dtype it
-//! computes in ([`Cast`]).
+//! MLX's own kernels on a GPU, on CUDA by our tensor-core kernel for large
+//! 4-bit matrices), the conversion of a model's parameters to the dtype it
+//! computes in ([`Cast`]) and the CUDA tile layout's repacking ([`Pack`]).
 
 use std::sync::OnceLock;
 
@@ -17,18 +17,24 @@ use mlx_rs::{
 
 use crate::{
     device::{self, Backend},
-    error::Result,
-    kernels::{self, cuda, quantized_matmul, Activations, Fuse, Isa, Layout, Matrix},
+    error::{Error, Result},
+    kernels::{
+        self, cuda,
+        cuda_qmm::{self, Tiles},
+        quantized_matmul, Activations, Fuse, Isa, Layout, Matrix,
+    },
 };
 
 /// Whether a product of `rows` rows (tokens of a prefill, sequences of a
-/// decode step) with a quantized matrix of `weights` weights goes through a
-/// dequantized copy of the matrix on CUDA rather than MLX's quantized kernel:
-/// from 8 rows (`MLX_SERVING_CUDA_DEQUANTIZE_ROWS`) for matrices of at least
-/// 2^22 weights (2048 x 2048). MLX 0.32's CUDA quantized matmul is fast for a
+/// decode step) with a quantized matrix of `weights` weights in MLX's layout
+/// (8-bit ones, and 4-bit ones the tensor-core kernel does not take: see
+/// [`Pack`]) goes through a dequantized copy of the matrix on CUDA rather
+/// than MLX's quantized kernel: from 8 rows
+/// (`MLX_SERVING_CUDA_DEQUANTIZE_ROWS`) for matrices of at least 2^22 weights
+/// (2048 x 2048). MLX 0.32's CUDA quantized matmul is fast for a
 /// row or a few (its matrix-vector kernel) and slow past them on large
 /// matrices, where widening the matrix to f16 for one cuBLAS product costs
-/// less. Measured on an H200 (`bench/results/gpu-2026-11-27.md`): on a
+/// less. Measured on an H200 (`bench/gpu.mjs`; docs/gpu.md): on a
 /// 1B-shaped model (matrices of 4-34M weights) 32 streams went from 1077 to
 /// 2868 tok/s and a 4096-token prefill from 204 to 117 ms, one stream level;
 /// on SmolLM2-135M (matrices under 2M weights but its 28M output projection)
@@ -63,8 +69,10 @@ impl WeightFormat {
 
 /// An affine-quantized matrix `[out, in]`: MLX's layout as loaded; on a CPU
 /// whose int8 kernels serve it, in their panels once the model is cast
-/// ([`Cast`], [`kernels::pack`]).
+/// ([`Cast`], [`kernels::pack`]); on CUDA, in the tensor-core kernel's tiles
+/// ([`Pack`]).
 pub struct QuantizedWeight {
+    /// MLX's layout; empty once `tiles` holds the codes.
     pub weight: Array,
     pub scales: Array,
     pub biases: Array,
@@ -72,12 +80,15 @@ pub struct QuantizedWeight {
     pub group_size: i32,
     pub bits: i32,
     pub activations: Activations,
+    /// The codes in [`cuda_qmm`]'s layout (CUDA, 4-bit, f16/bf16), which then
+    /// serves every product.
+    pub tiles: Option<Tiles>,
 }
 
 impl QuantizedWeight {
     /// A matrix in MLX's layout.
     pub fn new(weight: Array, scales: Array, biases: Array, group_size: i32, bits: i32, activations: Activations) -> Self {
-        QuantizedWeight { weight, scales, biases, layout: Layout::Rows, group_size, bits, activations }
+        QuantizedWeight { weight, scales, biases, layout: Layout::Rows, group_size, bits, activations, tiles: None }
     }
 
     /// Rows of the matrix (output features).
@@ -99,7 +110,11 @@ impl QuantizedWeight {
 
     fn forward(&self, x: &Array, fuse: Fuse) -> Result<Array> {
         let q = self;
-        let (rows, weights) = (x.size() / x.dim(-1).max(1) as usize, q.out_features() as usize * x.dim(-1) as usize);
+        let rows = x.size() / x.dim(-1).max(1) as usize;
+        if let Some(tiles) = &q.tiles {
+            return composed(x, fuse, |x| tiled_product(x, tiles, rows));
+        }
+        let weights = q.out_features() as usize * x.dim(-1) as usize;
         // Panels are a CPU layout: a GPU's matrices stay in MLX's.
         if q.layout == Layout::Rows {
             if cuda_dequantizes(rows, weights) {
@@ -140,7 +155,7 @@ impl QuantizedWeight {
     fn stack(parts: &[&QuantizedWeight]) -> Result<Option<QuantizedWeight>> {
         let first = parts[0];
         if parts.iter().any(|p| {
-            p.bits != first.bits || p.group_size != first.group_size || p.weight.dim(1) != first.weight.dim(1) || p.layout != Layout::Rows
+            p.tiles.is_some() || p.bits != first.bits || p.group_size != first.group_size || p.weight.dim(1) != first.weight.dim(1) || p.layout != Layout::Rows
         }) {
             return Ok(None);
         }
@@ -158,6 +173,23 @@ impl QuantizedWeight {
             first.activations,
         )))
     }
+}
+
+/// `x @ W^T` from the tiles: the tensor-core kernel for up to
+/// [`cuda_qmm::MAX_ROWS`] rows, past them a dense product with the matrix
+/// widened for it. In the tiles' dtype (the model's); other activations are
+/// converted to it and the result back.
+fn tiled_product(x: &Array, tiles: &Tiles, rows: usize) -> Result<Array> {
+    let dtype = tiles.dtype();
+    let converted;
+    let xt = if x.dtype() == dtype {
+        x
+    } else {
+        converted = x.as_dtype(dtype)?;
+        &converted
+    };
+    let y = if rows <= cuda_qmm::MAX_ROWS { cuda_qmm::matmul(xt, tiles)? } else { matmul(xt, cuda_qmm::dequantize(tiles)?.transpose_axes(&[1, 0])?)? };
+    Ok(if x.dtype() == dtype { y } else { y.as_dtype(x.dtype())? })
 }
 
 /// Converts a model's floating-point parameters to the dtype it computes in
@@ -203,7 +235,12 @@ impl Cast for Linear {
                     && kernels::int8_kernels_serve(q.bits, q.group_size, q.in_features());
                 q.set_panels(panels)?;
                 q.scales.cast(dtype)?;
-                q.biases.cast(dtype)
+                q.biases.cast(dtype)?;
+                match &mut q.tiles {
+                    Some(t) if matches!(dtype, Dtype::Float16 | Dtype::Bfloat16) => t.sb.cast(dtype),
+                    Some(_) => Err(Error::internal("a matrix in the CUDA tile layout computes in f16 or bf16")),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -215,6 +252,45 @@ impl Cast for Projections {
             Projections::Stacked { weight, .. } => weight.cast(dtype),
             Projections::Separate(parts) => parts.iter_mut().try_for_each(|p| p.cast(dtype)),
         }
+    }
+}
+
+/// Moves a model's 4-bit matrices that [`cuda_qmm::packs`] takes into the
+/// CUDA tensor-core kernel's layout, once they are in the dtype the model
+/// computes in ([`Cast`]): the MLX-layout arrays are dropped, so the codes are
+/// held once. Models call it on every projection but the embedding, whose
+/// rows are looked up (`rows`); a head tied to the embedding stays as it is.
+pub trait Pack {
+    fn pack(&mut self) -> Result<()>;
+}
+
+impl Pack for Linear {
+    fn pack(&mut self) -> Result<()> {
+        if let Linear::Quantized(q) = self {
+            if q.tiles.is_none() && cuda_qmm::packs(&q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
+                q.tiles = Some(cuda_qmm::pack(&q.weight, &q.scales, &q.biases, q.group_size)?);
+                let dtype = q.scales.dtype();
+                q.weight = Array::from_slice::<u32>(&[], &[0]);
+                q.scales = Array::from_slice::<f32>(&[], &[0]).as_dtype(dtype)?;
+                q.biases = q.scales.clone();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Pack for Projections {
+    fn pack(&mut self) -> Result<()> {
+        match self {
+            Projections::Stacked { weight, .. } => weight.pack(),
+            Projections::Separate(parts) => parts.iter_mut().try_for_each(|p| p.pack()),
+        }
+    }
+}
+
+impl<T: Pack> Pack for Option<T> {
+    fn pack(&mut self) -> Result<()> {
+        self.iter_mut().try_for_each(|x| x.pack())
     }
 }
 
@@ -258,9 +334,11 @@ impl Linear {
     }
 
     /// Rows of the matrix (an embedding lookup), in the weights' dtype (the
-    /// scales' for quantized ones: [`Cast`]).
+    /// scales' for quantized ones: [`Cast`]). Not for a packed matrix
+    /// (embeddings are never packed: [`Pack`]).
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
+            Linear::Quantized(q) if q.tiles.is_some() => return Err(Error::internal("rows of a matrix in the CUDA tile layout")),
             Linear::Dense(w) => w.try_index(ids)?,
             Linear::Quantized(q) if q.layout != Layout::Rows => {
                 let (w, s, b) = kernels::panel_rows(&q.weight, &q.scales, &q.biases, ids)?;
@@ -376,6 +454,46 @@ mod tests {
     use mlx_rs::{ops::quantize, random::normal};
 
     use super::*;
+
+    /// On CUDA a large 4-bit f16 matrix is packed for the tensor-core kernel,
+    /// drops its MLX-layout arrays, and serves a decode-sized product (the
+    /// kernel) and a prefill-sized one (the widened tiles) as the same matrix
+    /// in MLX's layout does; elsewhere nothing is packed.
+    #[test]
+    fn packed_matrix_serves_every_row_count() {
+        let w = normal::<f32>(&[4096, 1024], None, None, None).unwrap();
+        let (weight, scales, biases) = quantize(&w, 32, 4).unwrap();
+        let (scales, biases) = (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
+        let make = || {
+            Linear::Quantized(QuantizedWeight {
+                weight: weight.clone(),
+                scales: scales.clone(),
+                biases: biases.clone(),
+                group_size: 32,
+                bits: 4,
+                activations: Activations::F32,
+                tiles: None,
+            })
+        };
+        let (plain, mut packed) = (make(), make());
+        packed.pack().unwrap();
+        let Linear::Quantized(q) = &packed else { unreachable!() };
+        if device::backend() != Backend::Cuda {
+            assert!(q.tiles.is_none());
+            return;
+        }
+        assert!(q.tiles.is_some() && q.weight.size() == 0);
+        for rows in [3, 100] {
+            let x = normal::<f32>(&[1, rows, 1024], None, None, None).unwrap().as_dtype(Dtype::Float16).unwrap();
+            let got = packed.forward(&x).unwrap().as_dtype(Dtype::Float32).unwrap();
+            let want = plain.forward(&x).unwrap().as_dtype(Dtype::Float32).unwrap();
+            assert_eq!(got.shape(), &[1, rows, 4096]);
+            let dense = dequantize(&weight, &scales, &biases, 32, 4).unwrap().as_dtype(Dtype::Float32).unwrap();
+            let magnitude = matmul(x.as_dtype(Dtype::Float32).unwrap().abs().unwrap(), dense.abs().unwrap().transpose_axes(&[1, 0]).unwrap()).unwrap();
+            let worst = got.subtract(&want).unwrap().abs().unwrap().divide(&magnitude).unwrap().max(None).unwrap().item_exact::<f32>();
+            assert!(worst < 2f32.powi(-7), "{rows} rows: packed and MLX-layout products differ by {worst} of the terms' magnitude");
+        }
+    }
 
     /// The CUDA path past a few rows (dequantize, then a dense product) against
     /// MLX's quantized matmul, in f32 and f16, 4 and 8 bits.

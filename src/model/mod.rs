@@ -4,6 +4,7 @@
 
 pub mod arch;
 mod cache;
+pub mod embedding;
 pub mod load;
 mod linear;
 
@@ -14,7 +15,10 @@ pub use arch::{
     Model,
 };
 pub use cache::KvCache;
-pub use load::{load_gguf, load_gguf_tracked, load_model, load_model_tracked, LoadProgress, LoadedModel, ModelInfo};
+pub use load::{
+    load_gguf, load_gguf_tracked, load_model, load_model_tracked, load_tracked, sentence_transformers::LoadedEmbedder, EmbeddingInfo, LoadProgress,
+    Loaded, LoadedModel, ModelInfo, ModelKind,
+};
 pub use linear::WeightFormat;
 
 #[cfg(test)]

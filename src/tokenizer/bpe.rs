@@ -49,9 +49,22 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     token_bytes: Vec<Vec<u8>>,
     end_tokens: HashSet<u32>,
+    /// Control tokens: markup such as `<|im_start|>`, never text.
+    special: HashSet<u32>,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
+    /// Set for an embedding model's tokenizer ([`Tokenizer::for_embeddings`]).
+    embedding: Option<EmbeddingInput>,
+}
+
+/// How an embedding model's tokenizer reads text.
+#[derive(Debug, Clone, Copy)]
+struct EmbeddingInput {
+    /// Most ids per input, special tokens included.
+    max_tokens: usize,
+    /// Lower-case the text first (sentence-transformers' `do_lower_case`).
+    lowercase: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -99,7 +112,8 @@ impl Tokenizer {
                 end_tokens.insert(i as u32);
             }
         }
-        Ok(Tokenizer { inner, token_bytes, end_tokens, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos })
+        let special = (0..spec.tokens.len() as u32).filter(|&i| spec.token_types.get(i as usize) == Some(&TOKEN_TYPE_CONTROL)).collect();
+        Ok(Tokenizer { inner, token_bytes, end_tokens, special, bos: spec.bos, eos: spec.eos, add_bos: spec.add_bos, embedding: None })
     }
 
     /// A Hugging Face `tokenizer.json` (a model directory's), with the
@@ -155,11 +169,48 @@ impl Tokenizer {
                 }
             }
         }
-        Ok(Tokenizer { inner, token_bytes, end_tokens, bos, eos, add_bos: add_bos && bos.is_some() })
+        Ok(Tokenizer { inner, token_bytes, end_tokens, special: specials, bos, eos, add_bos: add_bos && bos.is_some(), embedding: None })
+    }
+
+    /// An embedding model's `tokenizer.json`, reading text as
+    /// sentence-transformers feeds it to the model: the post-processor's
+    /// special tokens added (`[CLS] .. [SEP]`, `<bos> .. <eos>`), at most
+    /// `max_tokens` ids (a longer text loses its end, as Hugging Face
+    /// truncates it: the special tokens stay), no padding (the file's own
+    /// padding and truncation settings are replaced).
+    pub fn for_embeddings(json: &str, max_tokens: usize, lowercase: bool) -> Result<Self> {
+        let mut t = Tokenizer::from_json(json, None, None, None, Some(false), &[])?;
+        t.inner.with_padding(None);
+        let truncation = tokenizers::TruncationParams { max_length: max_tokens, ..Default::default() };
+        t.inner.with_truncation(Some(truncation)).map_err(|e| unsupported(format!("tokenizer.json: {e}")))?;
+        t.embedding = Some(EmbeddingInput { max_tokens, lowercase });
+        Ok(t)
+    }
+
+    /// An embedding model's ids of `text` ([`Tokenizer::for_embeddings`]) and
+    /// whether it was truncated to fit.
+    pub fn encode_for_embedding(&self, text: &str) -> Result<(Vec<u32>, bool)> {
+        let Some(e) = self.embedding else {
+            return Err(Error::internal("not an embedding model's tokenizer"));
+        };
+        let lowered;
+        let text = if e.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let encoding = self.inner.encode_fast(text, true).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+        let truncated = !encoding.get_overflowing().is_empty();
+        debug_assert!(encoding.len() <= e.max_tokens);
+        Ok((encoding.get_ids().to_vec(), truncated))
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        if self.embedding.is_some() {
+            return self.encode_for_embedding(text).map(|(ids, _)| ids);
+        }
         let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         if self.add_bos {
@@ -167,6 +218,12 @@ impl Tokenizer {
         }
         ids.extend_from_slice(encoding.get_ids());
         Ok(ids)
+    }
+
+    /// Token ids of `text` as a continuation (no BOS).
+    pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode_fast(text, false).map_err(|e| Error::internal(format!("tokenizer: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
     }
 
     /// Whether [`encode`](Self::encode) recognises control tokens written in
@@ -200,6 +257,19 @@ impl Tokenizer {
     /// Whether generating this token ends the generation (EOS, end of turn).
     pub fn is_end(&self, id: u32) -> bool {
         self.end_tokens.contains(&id)
+    }
+
+    /// The tokens that end a generation, in id order.
+    pub fn end_tokens(&self) -> Vec<u32> {
+        let mut ends: Vec<u32> = self.end_tokens.iter().copied().collect();
+        ends.sort_unstable();
+        ends
+    }
+
+    /// Whether the token is a control token (markup such as `<|im_start|>`,
+    /// which text never spells).
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.contains(&id)
     }
 
     /// The tokenizer in Hugging Face `tokenizer.json` form (for other engines

@@ -9,7 +9,7 @@ mod template;
 
 pub use bpe::{Tokenizer, TokenizerSpec};
 pub use stream::{StopMatcher, Utf8Stream};
-pub use template::{ChatMessage, ChatTemplate};
+pub use template::{ChatMessage, ChatTemplate, ToolCall, ToolSupport};
 
 #[cfg(test)]
 mod vocab_tests;

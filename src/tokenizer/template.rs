@@ -31,19 +31,60 @@ pub const TEMPLATE_FUEL: u64 = 20_000_000;
 /// The most bytes a render may write: the messages themselves plus this much.
 pub const MAX_OUTPUT_BYTES: usize = 16 << 20;
 
-/// One chat message.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One chat message. An assistant message may carry the calls it made
+/// (`content` may then be empty), a `tool` message the id of the call it answers.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
 #[cfg_attr(test, derive(serde::Deserialize))]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    #[cfg_attr(test, serde(default))]
+    pub tool_calls: Vec<ToolCall>,
+    #[cfg_attr(test, serde(default))]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A message of `role` with `content` and nothing else.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { role: role.into(), content: content.into(), ..Default::default() }
+    }
+}
+
+/// A tool call: made by the model (`arguments` is the JSON text it wrote),
+/// or carried back to it in an assistant message.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[cfg_attr(test, derive(serde::Deserialize))]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
 }
 
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos: String,
     eos: String,
+    /// How the template takes past calls' arguments and whether it shows
+    /// tools at all; found by rendering probes, on first use.
+    tool_use: std::sync::OnceLock<ToolSupport>,
+}
+
+/// What a template does with tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolSupport {
+    /// Whether the rendered prompt changes when tools are given.
+    pub shows_tools: bool,
+    /// Whether past calls' arguments go in as objects (Hugging Face's
+    /// convention, for `| tojson`) rather than as their JSON text (for
+    /// templates that concatenate them as strings).
+    pub object_arguments: bool,
+    /// Whether an assistant message that only calls tools has `content`
+    /// None (OpenAI's null), rather than an empty string (for templates that
+    /// use the content as a string).
+    pub null_content: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -164,27 +205,92 @@ impl ChatTemplate {
         env.add_filter("map", map);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::new(ErrorCode::ModelLoadFailed, format!("chat template does not compile: {e}")))?;
-        Ok(ChatTemplate { env, bos, eos })
+        Ok(ChatTemplate { env, source: source.to_string(), bos, eos, tool_use: std::sync::OnceLock::new() })
     }
 
     /// Renders `messages`, ending with the assistant's turn opener.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String> {
-        self.render_measured(messages).map(|(text, _)| text)
+        self.render_measured(messages, None).map(|(text, _)| text)
     }
 
-    /// [`render`](Self::render), also returning the fuel the render used.
-    fn render_measured(&self, messages: &[ChatMessage]) -> Result<(String, u64)> {
-        let template = self.env.get_template("chat").map_err(|e| Error::internal(e.to_string()))?;
-        let limit = MAX_OUTPUT_BYTES + messages.iter().map(|m| m.content.len() + m.role.len()).sum::<usize>();
-        let mut out = CappedWriter { buf: Vec::new(), limit, overflowed: false };
-        let ctx = context! {
+    /// Renders `messages` with `tools`, a list in Hugging Face's shape
+    /// (`[{"type": "function", "function": {"name", "description", "parameters"}}]`),
+    /// as `apply_chat_template(messages, tools=tools)` does.
+    pub fn render_with_tools(&self, messages: &[ChatMessage], tools: &serde_json::Value) -> Result<String> {
+        self.render_measured(messages, Some(tools)).map(|(text, _)| text)
+    }
+
+    /// The template's source text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// What the template does with tools (probed once).
+    pub fn tool_support(&self) -> ToolSupport {
+        *self.tool_use.get_or_init(|| {
+            let user = ChatMessage::new("user", "What is the weather in Paris?");
+            let tools = serde_json::json!([{ "type": "function", "function": {
+                "name": "get_weather", "description": "The weather in a city.",
+                "parameters": { "type": "object", "properties": { "city": { "type": "string" } }, "required": ["city"] } } }]);
+            let plain = self.render(std::slice::from_ref(&user)).ok();
+            let shows_tools = self.render_with_tools(std::slice::from_ref(&user), &tools).ok().is_some_and(|t| Some(t) != plain);
+            let call = ChatMessage {
+                role: "assistant".into(),
+                tool_calls: vec![ToolCall { id: "probe0001".into(), name: "get_weather".into(), arguments: r#"{"city": "Lyon"}"#.into() }],
+                ..Default::default()
+            };
+            let result = ChatMessage { role: "tool".into(), content: "sunny".into(), tool_call_id: Some("probe0001".into()), ..Default::default() };
+            // A whole round (the answer and the next question too): some
+            // templates refuse a conversation that ends with a tool's result.
+            let conversation = [user, call, result, ChatMessage::new("assistant", "It is sunny."), ChatMessage::new("user", "Thanks!")];
+            // The first way of passing a past call that the template renders
+            // with its arguments, in this order; else the first it renders
+            // at all; else Hugging Face's.
+            let ways = [(true, true), (false, true), (true, false), (false, false)];
+            let rendered: Vec<Option<String>> = ways
+                .iter()
+                .map(|&(objects, null)| {
+                    let template = self.env.get_template("chat").ok()?;
+                    let ctx = self.context(&conversation, Some(&tools), ToolSupport { shows_tools, object_arguments: objects, null_content: null });
+                    template.render(ctx).ok()
+                })
+                .collect();
+            let way = rendered
+                .iter()
+                .position(|r| r.as_deref().is_some_and(|t| t.contains("\"Lyon\"")))
+                .or_else(|| rendered.iter().position(Option::is_some))
+                .unwrap_or(0);
+            let (object_arguments, null_content) = ways[way];
+            ToolSupport { shows_tools, object_arguments, null_content }
+        })
+    }
+
+    /// The render context: messages in Hugging Face's shape, the special
+    /// tokens, `tools` (Python's None without them) and `documents` (None).
+    fn context(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>, calls: ToolSupport) -> Value {
+        let messages: Vec<Value> = messages.iter().map(|m| message_value(m, calls)).collect();
+        context! {
             messages => messages,
             add_generation_prompt => true,
             bos_token => self.bos,
             eos_token => self.eos,
-            tools => Value::from_object(PyNone),
+            tools => tools.map_or_else(|| Value::from_object(PyNone), Value::from_serialize),
             documents => Value::from_object(PyNone),
+        }
+    }
+
+    /// [`render`](Self::render), also returning the fuel the render used.
+    fn render_measured(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>) -> Result<(String, u64)> {
+        let template = self.env.get_template("chat").map_err(|e| Error::internal(e.to_string()))?;
+        let size = |m: &ChatMessage| m.content.len() + m.role.len() + m.tool_calls.iter().map(|c| c.name.len() + c.arguments.len() + c.id.len()).sum::<usize>();
+        let limit = MAX_OUTPUT_BYTES + messages.iter().map(size).sum::<usize>() + tools.map_or(0, |t| t.to_string().len());
+        let mut out = CappedWriter { buf: Vec::new(), limit, overflowed: false };
+        let calls = if messages.iter().all(|m| m.tool_calls.is_empty()) {
+            ToolSupport { shows_tools: true, object_arguments: true, null_content: true }
+        } else {
+            self.tool_support()
         };
+        let ctx = self.context(messages, tools, calls);
         let captured = template.render_captured_to(ctx, &mut out).map_err(|e| {
             Error::invalid(
                 "messages",
@@ -202,6 +308,38 @@ impl ChatTemplate {
         let text = String::from_utf8(out.buf).map_err(|_| Error::internal("chat template wrote invalid UTF-8"))?;
         Ok((text, used))
     }
+}
+
+/// A message as Hugging Face's templates see it: `role` and `content`
+/// (for an assistant message that only calls tools, Python's None where the
+/// template takes it, else an empty string), with
+/// `tool_calls` (`[{"id", "type": "function", "function": {"name",
+/// "arguments"}}]`) and `tool_call_id` only where the message has them, as
+/// templates test for the keys themselves.
+fn message_value(m: &ChatMessage, calls: ToolSupport) -> Value {
+    let mut entries: Vec<(&str, Value)> = vec![("role", Value::from(m.role.as_str()))];
+    let null = calls.null_content && m.content.is_empty() && !m.tool_calls.is_empty();
+    let content = if null { Value::from_object(PyNone) } else { Value::from(m.content.as_str()) };
+    entries.push(("content", content));
+    if !m.tool_calls.is_empty() {
+        let calls: Vec<Value> = m
+            .tool_calls
+            .iter()
+            .map(|c| {
+                let arguments = match serde_json::from_str::<serde_json::Value>(&c.arguments) {
+                    Ok(v) if calls.object_arguments => Value::from_serialize(v),
+                    _ => Value::from(c.arguments.as_str()),
+                };
+                let function = Value::from_iter([("name", Value::from(c.name.as_str())), ("arguments", arguments)]);
+                Value::from_iter([("id", Value::from(c.id.as_str())), ("type", Value::from("function")), ("function", function)])
+            })
+            .collect();
+        entries.push(("tool_calls", Value::from(calls)));
+    }
+    if let Some(id) = &m.tool_call_id {
+        entries.push(("tool_call_id", Value::from(id.as_str())));
+    }
+    Value::from_iter(entries)
 }
 
 /// Collects output, failing once it passes `limit` bytes.
@@ -445,7 +583,7 @@ mod tests {
     use super::*;
 
     fn user(text: &str) -> ChatMessage {
-        ChatMessage { role: "user".into(), content: text.into() }
+        ChatMessage::new("user", text)
     }
 
     #[test]
@@ -541,8 +679,8 @@ mod tests {
     #[test]
     fn fuel_is_measured() {
         let t = ChatTemplate::new("{% for m in messages %}{{ m.content }}{% endfor %}", String::new(), String::new()).unwrap();
-        let (_, short) = t.render_measured(&[user("a")]).unwrap();
-        let (_, long) = t.render_measured(&vec![user("a"); 100]).unwrap();
+        let (_, short) = t.render_measured(&[user("a")], None).unwrap();
+        let (_, long) = t.render_measured(&vec![user("a"); 100], None).unwrap();
         assert!(short > 0 && long > short * 10, "{short} {long}");
     }
 

@@ -21,7 +21,7 @@ use crate::{
     error::Result,
     model::{
         cache::{KvCache, Mask, Rope},
-        linear::{Cast, Linear, Projections},
+        linear::{Cast, Linear, Pack, Projections},
     },
 };
 
@@ -171,6 +171,18 @@ impl Gemma3 {
             all.push(&b.down);
         }
         all
+    }
+
+    /// Moves the projections (not the embedding) into the CUDA tile layout
+    /// where it serves ([`Pack`]).
+    pub fn pack(&mut self) -> Result<()> {
+        for b in &mut self.blocks {
+            b.qkv.pack()?;
+            b.wo.pack()?;
+            b.gate_up.pack()?;
+            b.down.pack()?;
+        }
+        Ok(())
     }
 
     /// Converts the parameters to `dtype` ([`Cast`]).

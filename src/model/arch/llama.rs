@@ -15,7 +15,7 @@ use crate::{
     kernels::Fuse,
     model::{
         cache::{KvCache, Mask, Rope},
-        linear::{Cast, Linear, Projections},
+        linear::{Cast, Linear, Pack, Projections},
     },
 };
 
@@ -210,6 +210,19 @@ impl Llama {
             all.push(&b.down);
         }
         all
+    }
+
+    /// Moves the projections (not the embedding) into the CUDA tile layout
+    /// where it serves ([`Pack`]).
+    pub fn pack(&mut self) -> Result<()> {
+        self.output.pack()?;
+        for b in &mut self.blocks {
+            b.qkv.pack()?;
+            b.wo.pack()?;
+            b.gate_up.pack()?;
+            b.down.pack()?;
+        }
+        Ok(())
     }
 
     /// Converts the parameters to `dtype` ([`Cast`]).

@@ -9,8 +9,10 @@
 //! forward with their own tensors. Weights come through [`Tensors`] under
 //! GGUF's names, whichever format the file is ([`crate::model::load`]).
 
+pub mod bert;
 pub mod common;
 pub mod gemma3;
+mod gemma3_encoder;
 pub mod llama;
 pub mod mistral;
 pub mod phi3;
@@ -86,6 +88,15 @@ impl Model {
             Model::Gemma3(m) => m.linears(),
         };
         linears.iter().all(|l| l.batch_invariant())
+    }
+
+    /// Moves the large 4-bit projections into the CUDA tensor-core kernel's
+    /// layout where it serves (`linear::Pack`; nothing elsewhere).
+    pub fn pack(&mut self) -> Result<()> {
+        match self {
+            Model::Llama(m) => m.pack(),
+            Model::Gemma3(m) => m.pack(),
+        }
     }
 
     /// Transformer blocks, i.e. KV cache layers.

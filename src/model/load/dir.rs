@@ -32,7 +32,7 @@ use crate::{
     error::Result,
     kernels::Activations,
     model::{
-        arch::{self, common::hf_module},
+        arch::{self, common::hf_module, Model},
         linear::{Linear, QuantizedWeight, WeightFormat},
     },
     tokenizer::{ChatTemplate, Tokenizer},
@@ -322,9 +322,19 @@ struct DirWeights<'a> {
     format: WeightFormat,
     parameters: u64,
     progress: &'a LoadProgress,
+    /// The checkpoint names its tensors without the `model.` prefix.
+    bare: bool,
 }
 
 impl DirWeights<'_> {
+    /// The checkpoint's name of an HF-named tensor.
+    fn stored(&self, hf: String) -> String {
+        match hf.strip_prefix("model.") {
+            Some(rest) if self.bare => rest.to_string(),
+            _ => hf,
+        }
+    }
+
     fn view(&self, name: &str) -> Result<View<'_>, String> {
         let &i = self.at.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
         self.shards[i].get(name).ok_or_else(|| format!("tensor {name} is missing from {}", self.shards[i].name))
@@ -368,7 +378,7 @@ impl DirWeights<'_> {
 
 impl Tensors for DirWeights<'_> {
     fn linear(&mut self, name: &str, rows: i32, cols: i32) -> Result<Linear, String> {
-        let module = hf_name(name, self.config.arch);
+        let module = self.stored(hf_name(name, self.config.arch));
         let (r, c) = (rows as usize, cols as usize);
         self.parameters += (r as u64) * (c as u64);
         if self.at.contains_key(&format!("{module}.scales")) {
@@ -391,7 +401,7 @@ impl Tensors for DirWeights<'_> {
     }
 
     fn vector(&mut self, name: &str, len: i32) -> Result<Array, String> {
-        let hf = hf_name(name, self.config.arch);
+        let hf = self.stored(hf_name(name, self.config.arch));
         let v = self.view(&hf)?;
         v.expect(&hf, &[len as usize])?;
         let mut values = v.floats(&hf)?;
@@ -407,7 +417,7 @@ impl Tensors for DirWeights<'_> {
     }
 
     fn has(&self, name: &str) -> bool {
-        self.at.contains_key(&hf_name(name, self.config.arch))
+        self.at.contains_key(&self.stored(hf_name(name, self.config.arch)))
     }
 }
 
@@ -507,17 +517,72 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         None => None,
     };
 
-    // Weights.
-    let (files, index) = shard_files(dir).map_err(fail)?;
+    let built = build_transformer(dir, &config, format, progress, EmbeddingScale::Bf16).map_err(fail)?;
+    let (model, parameters, tensor_types) = (built.model, built.parameters, built.tensor_types);
+    let shards_dominant = built.dominant_float;
+    let (format_name, quantization) = match &config.quantization {
+        Some(q) => ("mlx", format!("{}-bit g{}", q.bits, q.group_size)),
+        None => ("safetensors", shards_dominant.to_lowercase()),
+    };
+    let info = ModelInfo {
+        format: format_name.into(),
+        quantization,
+        architecture: config.arch.into(),
+        parameters,
+        context_length: config.context_length,
+        vocab_size: config.vocab_size,
+        layers: config.layers,
+        hidden_size: config.hidden as usize,
+        heads: config.heads as usize,
+        kv_heads: config.kv_heads as usize,
+        head_dim: config.head_dim as usize,
+        tensor_types,
+        kind: super::ModelKind::Generation,
+        embedding: None,
+        weight_format: format,
+        dtype: mlx_rs::Dtype::Float32,
+        has_chat_template: template.is_some(),
+        load_ms: started.elapsed().as_secs_f64() * 1000.0,
+        warm_up_ms: 0.0,
+    };
+    Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
+}
+
+/// How Gemma's embeddings are scaled by `sqrt(hidden)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EmbeddingScale {
+    /// Rounded to bf16, as mlx-lm (and Hugging Face for bf16 checkpoints) compute it.
+    Bf16,
+    /// In the dtype of the stored embedding matrix, as Hugging Face computes it
+    /// (`embed_scale.to(weight.dtype)`): exact in f32 for an f32 checkpoint.
+    WeightDtype,
+}
+
+/// A directory's transformer, built from its safetensors shards.
+pub(crate) struct Built {
+    pub model: Model,
+    pub parameters: u64,
+    /// The dtypes of the tensors read.
+    pub tensor_types: Vec<String>,
+    /// The float dtype holding the most elements of matrices.
+    pub dominant_float: String,
+}
+
+/// Reads `dir`'s shards and builds the architecture `config` names. Tensors
+/// are looked up under Hugging Face's names, with or without the `model.`
+/// prefix (a checkpoint of the bare text model, as sentence-transformers saves
+/// Gemma 3, has none).
+pub(crate) fn build_transformer(dir: &Path, config: &Config, format: WeightFormat, progress: &Arc<LoadProgress>, scale: EmbeddingScale) -> Result<Built, String> {
+    let (files, index) = shard_files(dir)?;
     let mut sizes = 0u64;
     for f in &files {
-        sizes += std::fs::metadata(dir.join(f)).map_err(|e| fail(format!("{f}: {e}")))?.len();
+        sizes += std::fs::metadata(dir.join(f)).map_err(|e| format!("{f}: {e}"))?.len();
     }
     progress.start(sizes.max(1));
     let mut shards = Vec::with_capacity(files.len());
     let mut at = HashMap::new();
     for (i, f) in files.iter().enumerate() {
-        let shard = Shard::read(&dir.join(f)).map_err(fail)?;
+        let shard = Shard::read(&dir.join(f))?;
         for name in shard.names() {
             if let Some(map) = &index {
                 if map.get(&name) != Some(f) {
@@ -525,19 +590,32 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
                 }
             }
             if at.insert(name.clone(), i).is_some() {
-                return Err(fail(format!("tensor {name} is in more than one shard")));
+                return Err(format!("tensor {name} is in more than one shard"));
             }
         }
         shards.push(shard);
     }
     if let Some(map) = &index {
         if let Some(missing) = map.keys().find(|k| !at.contains_key(*k)) {
-            return Err(fail(format!("tensor {missing} is not in its shard {}", map[missing])));
+            return Err(format!("tensor {missing} is not in its shard {}", map[missing]));
         }
     }
     if config.layers > at.len() {
-        return Err(fail(format!("num_hidden_layers = {} but the directory has only {} tensors", config.layers, at.len())));
+        return Err(format!("num_hidden_layers = {} but the directory has only {} tensors", config.layers, at.len()));
     }
+    let bare = !at.contains_key("model.embed_tokens.weight") && at.contains_key("embed_tokens.weight");
+    let sqrt_hidden = (config.hidden as f32).sqrt();
+    let embedding_scale = match scale {
+        EmbeddingScale::Bf16 => half::bf16::from_f32(sqrt_hidden).to_f32(),
+        EmbeddingScale::WeightDtype => {
+            let name = if bare { "embed_tokens.weight" } else { "model.embed_tokens.weight" };
+            match at.get(name).and_then(|&i| shards[i].get(name)).map(|v| v.dtype) {
+                Some(safetensors::Dtype::BF16) => half::bf16::from_f32(sqrt_hidden).to_f32(),
+                Some(safetensors::Dtype::F16) => half::f16::from_f32(sqrt_hidden).to_f32(),
+                _ => sqrt_hidden,
+            }
+        }
+    };
     let hp = HyperParameters {
         layers: config.layers,
         hidden: config.hidden,
@@ -556,41 +634,16 @@ pub fn load_dir_tracked(dir: &Path, format: WeightFormat, progress: &Arc<LoadPro
         sliding_window: config.sliding_window,
         rope_local_base: config.rope_local_base,
         attention_scale: config.query_pre_attn_scalar.map(|s| 1.0 / s.sqrt()),
-        // Hugging Face and mlx-lm scale Gemma's embeddings by sqrt(hidden) rounded to bf16.
-        embedding_scale: Some(half::bf16::from_f32((config.hidden as f32).sqrt()).to_f32()),
+        embedding_scale: Some(embedding_scale),
     };
-    let mut weights = DirWeights { shards: &shards, at, config: &config, format, parameters: 0, progress };
+    let mut weights = DirWeights { shards: &shards, at, config, format, parameters: 0, progress, bare };
     let architecture = arch::by_name(config.arch).expect("config.arch names an architecture");
-    let mut model = (architecture.build)(&mut weights, &hp).map_err(fail)?;
+    let mut model = (architecture.build)(&mut weights, &hp)?;
     // In f32 as loaded, with each matrix in the layout its kernels read here.
-    model.cast(mlx_rs::Dtype::Float32).map_err(|e| fail(e.to_string()))?;
+    model.cast(mlx_rs::Dtype::Float32).map_err(|e| e.to_string())?;
     let parameters = weights.parameters;
     let tensor_types = tensor_types(&shards, &weights.at);
-    drop(weights);
-    let (format_name, quantization) = match &config.quantization {
-        Some(q) => ("mlx", format!("{}-bit g{}", q.bits, q.group_size)),
-        None => ("safetensors", dominant_float(&shards).to_lowercase()),
-    };
-    let info = ModelInfo {
-        format: format_name.into(),
-        quantization,
-        architecture: config.arch.into(),
-        parameters,
-        context_length: config.context_length,
-        vocab_size: config.vocab_size,
-        layers: config.layers,
-        hidden_size: config.hidden as usize,
-        heads: config.heads as usize,
-        kv_heads: config.kv_heads as usize,
-        head_dim: config.head_dim as usize,
-        tensor_types,
-        weight_format: format,
-        dtype: mlx_rs::Dtype::Float32,
-        has_chat_template: template.is_some(),
-        load_ms: started.elapsed().as_secs_f64() * 1000.0,
-        warm_up_ms: 0.0,
-    };
-    Ok(LoadedModel { model, tokenizer: Arc::new(tokenizer), template, template_source, info })
+    Ok(Built { model, parameters, tensor_types, dominant_float: dominant_float(&shards) })
 }
 
 fn dtype_name(d: safetensors::Dtype) -> String {

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod dir;
 pub mod gguf;
 mod safetensors_file;
+pub mod sentence_transformers;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Instant};
 
@@ -74,6 +75,10 @@ pub struct ModelInfo {
     pub head_dim: usize,
     /// Block types present in the file, e.g. `["F32", "Q4_K", "Q6_K"]`.
     pub tensor_types: Vec<String>,
+    /// What the model serves: generation, or embeddings.
+    pub kind: ModelKind,
+    /// An embedding model's output and input limits.
+    pub embedding: Option<EmbeddingInfo>,
     pub weight_format: WeightFormat,
     /// The dtype the model computes in (its activations and KV cache): f32 on
     /// the CPU, f16 on a GPU by default ([`crate::device::compute_dtype`]).
@@ -83,6 +88,41 @@ pub struct ModelInfo {
     pub load_ms: f64,
     /// Of that, the GPU warm-up's kernel compilation ([`warm_up`]); 0 on the CPU.
     pub warm_up_ms: f64,
+}
+
+/// What a model serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Text generation (`generate`).
+    Generation,
+    /// Sentence embeddings (`embed`): a sentence-transformers directory.
+    Embedding,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Generation => "generation",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+}
+
+/// What an embedding model produces and reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingInfo {
+    /// Width of its vectors.
+    pub dimensions: usize,
+    /// Longest input in tokens (special tokens included); longer ones are truncated.
+    pub max_tokens: usize,
+    /// Pooling of token states (`"mean"`, `"cls"`, ...).
+    pub pooling: String,
+    /// Whether its vectors are L2-normalized by default.
+    pub normalized: bool,
+    /// Its named prompts (`config_sentence_transformers.json`), name and text.
+    pub prompts: Vec<(String, String)>,
+    /// The prompt used when a request names none.
+    pub default_prompt: Option<String>,
 }
 
 /// A model ready to run: the network, its tokenizer and chat template.
@@ -114,6 +154,7 @@ pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<Load
     let dtype = crate::device::compute_dtype().map_err(|e| load_failed(path, e))?;
     let mut loaded = if path.is_dir() { dir::load_dir_tracked(path, format, progress)? } else { load_gguf_tracked(path, format, progress)? };
     loaded.model.cast(dtype).map_err(|e| load_failed(path, e))?;
+    loaded.model.pack().map_err(|e| load_failed(path, e))?;
     loaded.info.dtype = dtype;
     if crate::device::backend().is_gpu() {
         let warming = Instant::now();
@@ -124,8 +165,26 @@ pub fn load_model_tracked(path: &Path, format: WeightFormat, progress: &Arc<Load
     Ok(loaded)
 }
 
+/// A model of either kind, as a worker loads it.
+pub enum Loaded {
+    Generator(LoadedModel),
+    Embedder(sentence_transformers::LoadedEmbedder),
+}
+
+/// Loads what `path` holds: a sentence-transformers directory (it has
+/// `modules.json`) as an embedding model, anything else as [`load_model_tracked`] does.
+pub fn load_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadProgress>) -> Result<Loaded> {
+    if sentence_transformers::is_sentence_transformers(path) {
+        return sentence_transformers::load(path, progress).map(Loaded::Embedder);
+    }
+    load_model_tracked(path, format, progress).map(Loaded::Generator)
+}
+
 /// Runs the shapes of a worker's first steps once: a prompt's prefill, two
-/// prompts prefilled side by side (the masked path) and a decode step of each.
+/// prompts prefilled side by side (the masked path) and a decode step of each;
+/// then every variant of our CUDA tensor-core matmul that the model's packed
+/// matrices use (each 8-row bucket up to 64 rows, and the widening kernel of
+/// longer products: `kernels::cuda_qmm::warm_up`).
 /// MLX's CUDA backend compiles each kernel on its first use (NVRTC; 66-72 s
 /// for SmolLM2 in f16 on a fresh H200, and a chat prompt of another length
 /// still compiled for a minute after it); done here, that time
@@ -138,6 +197,10 @@ pub fn warm_up(model: &Model) -> Result<()> {
         let mut cache = KvCache::with_rows(model.layers(), pads);
         model.forward(&tokens(rows, 8), &mut cache)?.eval()?;
         model.forward(&tokens(rows, 1), &mut cache)?.eval()?;
+    }
+    if crate::device::backend() == crate::device::Backend::Cuda {
+        let compiled = crate::kernels::cuda_qmm::warm_up()?;
+        tracing::debug!(compiled, "tensor-core matmul variants compiled");
     }
     Ok(())
 }
@@ -190,6 +253,8 @@ pub fn load_gguf_tracked(path: &Path, format: WeightFormat, progress: &Arc<LoadP
         kv_heads: hp.kv_heads as usize,
         head_dim: hp.head_dim as usize,
         tensor_types: tensor_types(&gguf),
+        kind: ModelKind::Generation,
+        embedding: None,
         weight_format: format,
         dtype: mlx_rs::Dtype::Float32,
         has_chat_template: template.is_some(),

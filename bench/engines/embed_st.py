@@ -1,0 +1,34 @@
+"""One round of the embedding benchmark on sentence-transformers (PyTorch on
+the CPU, f32, as many threads as the machine has cores): sentences/s at a
+batch of 1, 32 and 256 inputs per call, and the latency of one short query.
+Prints one JSON line. Driven by bench/embeddings.mjs, in the environment
+`scripts/setup.sh --embeddings` makes (.data/embeddings/venv)."""
+
+import json
+import os
+import sys
+import time
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+w = json.loads(sys.argv[1])
+torch.set_num_threads(os.cpu_count() or 1)
+model = SentenceTransformer(w["model"], device="cpu")
+sentences = w["sentences"]
+with torch.inference_mode():
+    model.encode(sentences[:64], batch_size=64)
+    throughput = {}
+    for b in w["batches"]:
+        calls = max(1, len(sentences) // b)
+        started = time.perf_counter()
+        for c in range(calls):
+            model.encode(sentences[c * b : c * b + b], batch_size=b)
+        throughput[str(b)] = calls * b / (time.perf_counter() - started)
+    latencies = []
+    for _ in range(w["queries"]):
+        started = time.perf_counter()
+        model.encode([w["query"]], batch_size=1)
+        latencies.append((time.perf_counter() - started) * 1000)
+latencies.sort()
+print(json.dumps({"throughput": throughput, "queryMs": latencies[len(latencies) // 2], "threads": torch.get_num_threads(), "torch": torch.__version__}))
