@@ -88,7 +88,46 @@ export interface ModelSpec {
   path: string
   /** Called every ~100 ms while the weights are read, and once at the end. */
   onProgress?: (progress: LoadProgress) => void
+  /**
+   * How this model's requests decode speculatively unless they say otherwise
+   * (their own `speculative`, or `false`). A draft model it names is checked
+   * when a request uses it. Loading a loaded model again (same id and path)
+   * changes it; `false` removes it.
+   */
+  speculative?: Speculative | false
 }
+
+/**
+ * Speculative decoding: the next tokens are guessed and the model verifies
+ * all of them in one pass, keeping those it agrees with. The answer is the
+ * one plain decoding gives (the same tokens when greedy, the same
+ * distribution when sampled); how many guesses to verify, or none, follows
+ * from how often they were right and what a pass over more tokens measured
+ * on this machine. Applies while the model decodes one sequence; a batch of
+ * several decodes plainly.
+ *
+ * - `prompt_lookup`: guesses are the tokens that followed the latest earlier
+ *   occurrence of the last `ngram` tokens (3 by default, then fewer) in the
+ *   prompt and answer: rewriting, editing and quoting a given text.
+ * - `draft`: a smaller model with the same vocabulary (the id of a loaded
+ *   model) drafts them. The model's worker runs its own copy of the draft
+ *   model's weights.
+ */
+export type Speculative =
+  | {
+      type: 'prompt_lookup'
+      /** Most tokens guessed per pass, 1-16. Default 10. */
+      maxDraft?: number
+      /** Tokens matched to find a guess, 1-16. Default 3. */
+      ngram?: number
+    }
+  | {
+      type: 'draft'
+      /** The id of a loaded model with the same vocabulary. */
+      model: string
+      /** Most tokens drafted per pass, 1-16. Default 6. */
+      maxDraft?: number
+    }
 
 /** How far a model's load has read its weights. */
 export interface LoadProgress {
@@ -236,6 +275,11 @@ export interface GenerateRequest {
   seed?: number
   /** Generation ends before the first occurrence of any of these; the text never contains it. */
   stop?: string | string[]
+  /**
+   * Speculative decoding for this request; `false` turns off the model's
+   * default ([`ModelSpec.speculative`]). See {@link Speculative}.
+   */
+  speculative?: Speculative | false
 }
 
 /** Per-call options of `generate`, `saveCache` and `loadCache`. */
@@ -262,6 +306,10 @@ export interface Usage {
   promptTokens: number
   /** Token ids delivered. */
   completionTokens: number
+  /** Tokens guessed by speculative decoding and verified (0 without it). */
+  draftedTokens: number
+  /** Of the guessed tokens, those the model agreed with. */
+  acceptedTokens: number
 }
 
 /** Where a finished request's time went. */
@@ -350,6 +398,18 @@ export interface ModelStats {
   loadProgress?: LoadProgress
   /** The current worker's prefix cache (emptied when a worker is replaced or the model unloaded). */
   prefixCache: PrefixCacheStats
+  /** Speculative decoding since the model loaded. */
+  speculative: SpeculativeStats
+}
+
+/** How speculative decoding has done for a model. */
+export interface SpeculativeStats {
+  /** Tokens guessed and verified. */
+  draftedTokens: number
+  /** Of those, tokens the model agreed with. */
+  acceptedTokens: number
+  /** `acceptedTokens / draftedTokens` (0 before any guess). */
+  acceptanceRate: number
 }
 
 /** A model's prefix cache: keys and values kept for prompts that start the same way. */

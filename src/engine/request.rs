@@ -76,6 +76,9 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     pub timeout: Option<Duration>,
     pub action: Action,
+    /// How the next tokens are guessed and verified several at a time, if at
+    /// all; resolved by [`super::Engine::generate`] to `On` or `Off`.
+    pub speculative: super::speculative::Speculative,
 }
 
 /// Why a generation ended normally.
@@ -100,6 +103,9 @@ impl FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Tokens guessed by speculative decoding, and how many of them were right.
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -198,7 +204,7 @@ impl Request {
         let total_ms = self.created.elapsed().as_secs_f64() * 1000.0;
         self.end(Event::End {
             finish_reason: FinishReason::Length,
-            usage: Usage { prompt_tokens, completion_tokens: 0 },
+            usage: Usage { prompt_tokens, ..Default::default() },
             timings: Timings { total_ms, ..Default::default() },
         })
     }
@@ -244,6 +250,7 @@ mod tests {
             stop: vec![],
             timeout: None,
             action: Action::Generate,
+            speculative: Default::default(),
         };
         Request::new(1, params)
     }

@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::Instant};
 
-use super::request::{Event, FinishReason, Request, Timings, Usage};
+use super::{
+    request::{Event, FinishReason, Request, Timings, Usage},
+    speculative::{Speculation, Speculative, Tuner},
+};
 use crate::{
     sampling::Sampler,
     tokenizer::{StopMatcher, Tokenizer, Utf8Stream},
@@ -24,6 +27,12 @@ pub struct Sequence {
     max_tokens: usize,
     admitted: Instant,
     first_token: Option<Instant>,
+    /// Speculative decoding: what the guesses have shown, tokens guessed
+    /// and accepted, and plain steps left before guessing is tried again.
+    pub tuner: Tuner,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub paused: usize,
 }
 
 /// What happened to a sequence after a token.
@@ -50,7 +59,24 @@ impl Sequence {
             max_tokens,
             admitted,
             first_token: None,
+            tuner: Tuner::default(),
+            drafted: 0,
+            accepted: 0,
+            paused: 0,
         }
+    }
+
+    /// How this sequence's tokens are guessed ahead, if they are.
+    pub fn speculation(&self) -> Option<&Speculation> {
+        match &self.request.params.speculative {
+            Speculative::On(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Tokens still to come at most, beyond the one the next step gives.
+    pub fn room_after_next(&self) -> usize {
+        self.max_tokens.saturating_sub(self.generated + 1)
     }
 
     /// Delivers a sampled token: its text (never a split character, never
@@ -117,7 +143,12 @@ impl Sequence {
             total_ms: now.duration_since(created).as_secs_f64() * 1000.0,
             queued_ms: self.admitted.duration_since(created).as_secs_f64() * 1000.0,
         };
-        let usage = Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.generated };
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.generated,
+            drafted_tokens: self.drafted,
+            accepted_tokens: self.accepted,
+        };
         self.request.end(Event::End { finish_reason: reason, usage, timings });
     }
 }

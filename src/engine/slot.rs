@@ -94,6 +94,7 @@ pub struct ModelSlot {
     restarts: AtomicU32,
     abandoned: AtomicU32,
     pub throughput: Throughput,
+    pub speculation: super::stats::Speculation,
 }
 
 impl ModelSlot {
@@ -111,6 +112,7 @@ impl ModelSlot {
             restarts: AtomicU32::new(0),
             abandoned: AtomicU32::new(0),
             throughput: Throughput::default(),
+            speculation: Default::default(),
         });
         let mut w = lock(&slot.worker);
         w.thread = Some(worker::spawn(slot.clone(), 0, &w));
@@ -331,6 +333,8 @@ impl ModelSlot {
             last_heartbeat_ms_ago: heartbeat_ms_ago,
             load_progress,
             prefix_cache,
+            drafted_tokens: self.speculation.totals().0,
+            accepted_tokens: self.speculation.totals().1,
         }
     }
 }

@@ -43,6 +43,25 @@ impl Throughput {
     }
 }
 
+/// Speculative decoding's tokens: guessed, and accepted by the model.
+#[derive(Default)]
+pub struct Speculation {
+    drafted: AtomicU64,
+    accepted: AtomicU64,
+}
+
+impl Speculation {
+    pub fn record(&self, drafted: usize, accepted: usize) {
+        self.drafted.fetch_add(drafted as u64, Ordering::Relaxed);
+        self.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+    }
+
+    /// `(drafted, accepted)` so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.drafted.load(Ordering::Relaxed), self.accepted.load(Ordering::Relaxed))
+    }
+}
+
 /// A snapshot of one model, as `stats()` reports it.
 #[derive(Debug, Clone)]
 pub struct ModelStats {
@@ -59,6 +78,9 @@ pub struct ModelStats {
     pub load_progress: Option<(u64, u64)>,
     /// The current worker's prefix cache.
     pub prefix_cache: super::prefix::PrefixSnapshot,
+    /// Tokens guessed by speculative decoding, and accepted, since the load.
+    pub drafted_tokens: u64,
+    pub accepted_tokens: u64,
 }
 
 /// MLX allocator figures, in bytes: device memory on a GPU (CUDA, Metal),

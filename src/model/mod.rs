@@ -11,7 +11,7 @@ mod linear;
 pub use arch::{
     gemma3::{Gemma3, Gemma3Config},
     llama::{Llama, LlamaConfig},
-    Model,
+    Logits, Model,
 };
 pub use cache::KvCache;
 pub use load::{

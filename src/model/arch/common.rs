@@ -105,6 +105,15 @@ pub fn last_position(x: Array) -> Result<Array> {
     Ok(if len == 1 { x } else { x.try_index((.., len - 1..len, ..))? })
 }
 
+/// The hidden states whose logits `logits` asks for, and the shape of those logits.
+pub fn output_positions(x: Array, logits: super::Logits) -> Result<(Array, Vec<i32>)> {
+    let (rows, len) = (x.dim(0), x.dim(1));
+    Ok(match logits {
+        super::Logits::Last => (last_position(x)?, vec![rows, -1]),
+        super::Logits::Every => (x, vec![rows, len, -1]),
+    })
+}
+
 /// Whether prefill attention is composed here rather than by MLX's
 /// `scaled_dot_product_attention`: on MLX's CPU backend off Apple, and on
 /// CUDA; see [`attention`].

@@ -13,7 +13,8 @@
 use mlx_rs::{fast::rms_norm, Array, Dtype};
 
 use super::{
-    common::{attention, gated, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention, Gate},
+    Logits,
+    common::{attention, gated, heads, heads_first, output_positions, refuse_unused_biases, split_gate_up, split_qkv, composed_prefill_attention, Gate},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -96,7 +97,7 @@ pub struct Gemma3 {
 
 impl Gemma3 {
     /// As [`super::llama::Llama::forward`]: logits of each row's last position.
-    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache, logits: Logits) -> Result<Array> {
         let (batch, len) = (tokens.dim(0), tokens.dim(1));
         debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
@@ -125,8 +126,9 @@ impl Gemma3 {
             x = x.add(out)?;
         }
         cache.advance(len);
-        let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
-        Ok(self.embed.forward(&last)?.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+        let (x, shape) = output_positions(x, logits)?;
+        let x = rms_norm(&x, Some(&self.norm), c.rms_eps)?;
+        Ok(self.embed.forward(&x)?.reshape(&shape)?.as_dtype(Dtype::Float32)?)
     }
 
     /// Moves the projections (not the embedding) into the CUDA tile layout

@@ -6,7 +6,8 @@
 use mlx_rs::{fast::rms_norm, Array, Dtype};
 
 use super::{
-    common::{attention, heads, heads_first, last_position, refuse_unused_biases, split_gate_up, split_qkv, gated, composed_prefill_attention, Gate},
+    Logits,
+    common::{attention, heads, heads_first, output_positions, refuse_unused_biases, split_gate_up, split_qkv, gated, composed_prefill_attention, Gate},
     Architecture, HyperParameters, Model, Tensors,
 };
 use crate::{
@@ -131,10 +132,11 @@ pub struct Llama {
 
 impl Llama {
     /// Runs `tokens` ([rows, len]) through the model, appending to `cache`
-    /// (one row per sequence), and returns the logits of each row's last
-    /// position: [rows, vocab]. Several tokens per row are a single
-    /// sequence's prefill; a batch decodes one token per row.
-    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+    /// (one row per sequence), and returns the logits `logits` asks for:
+    /// each row's last position [rows, vocab], or every position [rows,
+    /// len, vocab]. Several tokens per row are a single sequence's prefill
+    /// (or drafted tokens to verify); a batch decodes one token per row.
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache, logits: Logits) -> Result<Array> {
         let (batch, len) = (tokens.dim(0), tokens.dim(1));
         debug_assert_eq!(batch as usize, cache.rows());
         let c = &self.config;
@@ -162,10 +164,10 @@ impl Llama {
             x = block.down.forward_fused(&act, Fuse { norm: None, add: Some(&x) })?;
         }
         cache.advance(len);
-        let last = rms_norm(&last_position(x)?, Some(&self.norm), c.rms_eps)?;
+        let (x, shape) = output_positions(x, logits)?;
+        let x = rms_norm(&x, Some(&self.norm), c.rms_eps)?;
         let head = self.output.as_ref().unwrap_or(&self.embed);
-        let logits = head.forward(&last)?;
-        Ok(logits.reshape(&[batch, -1])?.as_dtype(Dtype::Float32)?)
+        Ok(head.forward(&x)?.reshape(&shape)?.as_dtype(Dtype::Float32)?)
     }
 
     /// Moves the projections (not the embedding) into the CUDA tile layout
