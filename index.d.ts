@@ -14,6 +14,11 @@ export declare class EngineCore {
   constructor(options?: EngineOptionsInput | undefined | null)
   /** Registers a GGUF model under `id` and starts loading it (returns at once). */
   startLoad(id: string, path: string): void
+  /**
+   * Sets how model `id`'s requests decode speculatively unless they say
+   * (`{ type: 'none' }`: plainly).
+   */
+  setSpeculativeDefault(id: string, speculative: SpeculativeInput): void
   /** Resolves once model `id` is ready, with its info, or with the load error. */
   waitReady(id: string): Promise<Outcome>
   modelInfo(id: string): ModelInfoJs
@@ -124,6 +129,7 @@ export interface GenerateInput {
   saveCache?: string
   /** Read this cache file into the model's prefix cache (no prompt). */
   loadCache?: string
+  speculative?: SpeculativeInput
 }
 
 export interface LoadProgressJs {
@@ -202,6 +208,8 @@ export interface ModelStatsJs {
   loadProgress?: LoadProgressJs
   /** Keys and values kept for prefix reuse by the current worker. */
   prefixCache: PrefixCacheStatsJs
+  /** Speculative decoding since the model loaded. */
+  speculative: SpeculativeStatsJs
 }
 
 /** The outcome of an async call: `error` set, or `info` (when there is one). */
@@ -232,6 +240,23 @@ export interface PromptJs {
   text: string
 }
 
+/** Speculative decoding: `type` is "prompt_lookup", "draft" or "none". */
+export interface SpeculativeInput {
+  type: string
+  maxDraft?: number
+  ngram?: number
+  model?: string
+}
+
+export interface SpeculativeStatsJs {
+  /** Tokens guessed (looked up in the text or drafted by a draft model) and verified. */
+  draftedTokens: number
+  /** Of those, tokens the model agreed with. */
+  acceptedTokens: number
+  /** `acceptedTokens / draftedTokens` (0 before any guess). */
+  acceptanceRate: number
+}
+
 /** One event of a stream: `kind` is "token", "end", "embeddings" or "error". */
 export interface StreamEvent {
   kind: string
@@ -255,4 +280,7 @@ export interface TimingsInfo {
 export interface UsageInfo {
   promptTokens: number
   completionTokens: number
+  /** Tokens guessed by speculative decoding, and of those accepted (0 without it). */
+  draftedTokens: number
+  acceptedTokens: number
 }

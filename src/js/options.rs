@@ -155,6 +155,7 @@ impl EmbedInput {
                 normalize: self.normalize,
                 truncate: self.truncate.unwrap_or(true),
             }),
+            speculative: Speculative::Off,
         })
     }
 }

@@ -67,7 +67,7 @@ impl From<Event> for StreamEvent {
             Event::Embedded { embeddings, prompt_tokens } => StreamEvent {
                 kind: "embeddings".into(),
                 embeddings: Some(embeddings.into_iter().map(Float32Array::new).collect()),
-                usage: Some(UsageInfo { prompt_tokens: prompt_tokens as u32, completion_tokens: 0 }),
+                usage: Some(UsageInfo { prompt_tokens: prompt_tokens as u32, completion_tokens: 0, drafted_tokens: 0, accepted_tokens: 0 }),
                 ..empty
             },
             Event::Error(e) => StreamEvent { kind: "error".into(), error: Some(e.into()), ..empty },
