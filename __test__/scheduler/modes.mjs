@@ -1,5 +1,5 @@
 // Every switch that changes the decode step's path, each in its other
-// setting: the randomized scheduler test (scheduler.spec.ts) runs its cases
+// setting (environment, engine options, request fields): the randomized scheduler test (scheduler.spec.ts) runs its cases
 // once per mode, each in a process of its own (the switches are read once).
 // A new kernel, fusion, queueing, chunking or speculation switch is added here.
 export const MODES = {
@@ -15,4 +15,8 @@ export const MODES = {
   'mixed-off': { env: { MLX_SERVING_MIXED_STEPS: '0' }, engine: {} },
   // No prefix reuse: every prompt prefilled from scratch.
   'prefix-off': { env: {}, engine: { prefixCacheMb: 0 } },
+  // Speculative decoding (prompt lookup) for every request, every guess
+  // verified: a sequence decoding alone verifies guesses, in a batch it
+  // decodes plainly, and both must give the same answer.
+  speculative: { env: { MLX_SERVING_SPECULATE: 'always' }, engine: {}, request: { speculative: { type: 'prompt_lookup' } } },
 }

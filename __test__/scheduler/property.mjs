@@ -277,7 +277,7 @@ export function caseSeeds(seed, cases) {
 export async function runCases({ engine, seeds, log = () => {} }) {
   const report = { mode: modeName, cases: 0, requests: 0, failures: [], endings: {} }
   for (const [c, caseSeed] of seeds.entries()) {
-    const items = drawCase(caseSeed)
+    const items = drawCase(caseSeed).map((item) => ({ ...item, request: { ...item.request, ...mode.request } }))
     const alone = []
     for (const item of items) alone.push(await run(engine, { ...item, plan: { ending: 'natural' } }))
     const got = await together(engine, items)

@@ -3,6 +3,7 @@
 //! layer in `crate::js` is one client, the bench binary another.
 
 mod cache_file;
+mod drafter;
 mod embed;
 mod fault;
 mod heartbeat;
@@ -12,6 +13,7 @@ mod prefix;
 mod request;
 mod sequence;
 mod slot;
+pub mod speculative;
 mod stats;
 mod watchdog;
 mod worker;
@@ -31,6 +33,7 @@ pub use slot::ModelState;
 pub use prefix::PrefixSnapshot;
 pub use stats::{DeviceStats, EngineStats, MaskStats, MemoryStats, ModelStats};
 use slot::{ModelSlot, SlotOptions};
+use speculative::{Speculation, Speculative};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{
@@ -86,6 +89,8 @@ pub(crate) struct Shared {
     models: Mutex<HashMap<String, Arc<ModelSlot>>>,
     /// Set as soon as shutdown is asked for: no new work from then on.
     shutting_down: AtomicBool,
+    /// Per model id: how its requests decode speculatively unless they say.
+    speculative_defaults: Mutex<HashMap<String, Speculation>>,
     next_id: AtomicU64,
 }
 
@@ -108,6 +113,7 @@ impl Engine {
             options,
             models: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            speculative_defaults: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
         let watchdog = watchdog::Watchdog::start(shared.clone());
@@ -211,6 +217,7 @@ impl Engine {
         if params.timeout.is_none() {
             params.timeout = self.shared.options.default_timeout;
         }
+        params.speculative = self.resolve_speculation(&params.model, std::mem::take(&mut params.speculative))?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (request, rx) = Request::new(id, params);
         // Output rules compile here, before anything is queued, where the
@@ -226,6 +233,51 @@ impl Engine {
         slot.submit(request.clone())?;
         tracing::debug!(parent: &request.span, "queued");
         Ok((request, rx))
+    }
+
+    /// Makes `speculative` the default of model `id`'s requests (`None`: plain
+    /// decoding). A draft model it names is checked when a request uses it.
+    pub fn set_speculative_default(&self, id: &str, speculative: Option<Speculation>) -> Result<()> {
+        self.slot(id)?;
+        let mut defaults = lock(&self.shared.speculative_defaults);
+        match speculative {
+            Some(s) => defaults.insert(id.to_string(), s),
+            None => defaults.remove(id),
+        };
+        Ok(())
+    }
+
+    /// A request's speculation as the worker runs it: its own or its model's
+    /// default, with a draft model's file found and its vocabulary checked
+    /// against the model's (INVALID_ARGUMENT when it differs or the draft
+    /// model is not loaded).
+    fn resolve_speculation(&self, model: &str, asked: Speculative) -> Result<Speculative> {
+        let chosen = match asked {
+            Speculative::Off => return Ok(Speculative::Off),
+            Speculative::On(s) => s,
+            Speculative::ModelDefault => match lock(&self.shared.speculative_defaults).get(model) {
+                Some(s) => s.clone(),
+                None => return Ok(Speculative::Off),
+            },
+        };
+        Ok(Speculative::On(match chosen {
+            Speculation::Draft { model: draft, max_draft, .. } => {
+                let unavailable = |why: String| Error::invalid("speculative.model", format!("draft model '{draft}': {why}"));
+                if draft == model {
+                    return Err(unavailable("is the model itself".into()));
+                }
+                let slot = self.slot(&draft).map_err(|_| unavailable("is not loaded".into()))?;
+                let served = slot.served().ok_or_else(|| unavailable(format!("is not ready ({})", slot.state().name())))?;
+                // Compared here when the model is ready, else by its worker on first use.
+                if let Ok(target) = self.served(model) {
+                    if cache_file::vocabulary_digest(&served.tokenizer) != cache_file::vocabulary_digest(&target.tokenizer) {
+                        return Err(unavailable(format!("its vocabulary differs from model '{model}''s")));
+                    }
+                }
+                Speculation::Draft { model: draft, path: slot.path.clone(), max_draft }
+            }
+            lookup => lookup,
+        }))
     }
 
     fn served(&self, model: &str) -> Result<Arc<slot::Served>> {
@@ -277,6 +329,7 @@ impl Engine {
         let mut models = lock(&self.shared.models);
         if models.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
             models.remove(id);
+            lock(&self.shared.speculative_defaults).remove(id);
         }
         Ok(())
     }

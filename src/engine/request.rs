@@ -82,6 +82,9 @@ pub struct GenerateParams {
     pub response_format: Option<ResponseFormat>,
     /// Tools the model may or must call.
     pub tools: Option<ToolUse>,
+    /// How the next tokens are guessed and verified several at a time, if at
+    /// all; resolved by [`super::Engine::generate`] to `On` or `Off`.
+    pub speculative: super::speculative::Speculative,
 }
 
 /// Why a generation ended normally.
@@ -109,6 +112,9 @@ impl FinishReason {
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Tokens guessed by speculative decoding, and how many of them were right.
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -222,7 +228,7 @@ impl Request {
         let total_ms = self.created.elapsed().as_secs_f64() * 1000.0;
         self.end(Event::End {
             finish_reason: FinishReason::Length,
-            usage: Usage { prompt_tokens, completion_tokens: 0 },
+            usage: Usage { prompt_tokens, ..Default::default() },
             timings: Timings { total_ms, ..Default::default() },
             tool_calls: Vec::new(),
         })
@@ -271,6 +277,7 @@ mod tests {
             action: Action::Generate,
             response_format: None,
             tools: None,
+            speculative: Default::default(),
         };
         Request::new(1, params)
     }

@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Instant};
 use super::{
     output::OutputState,
     request::{Event, FinishReason, Request, Timings, Usage},
+    speculative::{Speculation, Speculative, Tuner},
 };
 use crate::{
     constraint::Advance,
@@ -32,6 +33,12 @@ pub struct Sequence {
     first_token: Option<Instant>,
     /// The grammar the output follows and its tool calls, where the request has rules.
     pub output: Option<OutputState>,
+    /// Speculative decoding: what the guesses have shown, tokens guessed
+    /// and accepted, and plain steps left before guessing is tried again.
+    pub tuner: Tuner,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub paused: usize,
 }
 
 /// What happened to a sequence after a token.
@@ -59,12 +66,29 @@ impl Sequence {
             admitted,
             first_token: None,
             output: None,
+            tuner: Tuner::default(),
+            drafted: 0,
+            accepted: 0,
+            paused: 0,
         }
     }
 
     /// Whether the next token may need a mask ([`OutputState::masks`]).
     pub fn masks(&self) -> bool {
         self.output.as_ref().is_some_and(OutputState::masks)
+    }
+
+    /// How this sequence's tokens are guessed ahead, if they are.
+    pub fn speculation(&self) -> Option<&Speculation> {
+        match &self.request.params.speculative {
+            Speculative::On(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Tokens still to come at most, beyond the one the next step gives.
+    pub fn room_after_next(&self) -> usize {
+        self.max_tokens.saturating_sub(self.generated + 1)
     }
 
     /// Delivers a sampled token: its text (never a split character, never
@@ -160,7 +184,12 @@ impl Sequence {
             total_ms: now.duration_since(created).as_secs_f64() * 1000.0,
             queued_ms: self.admitted.duration_since(created).as_secs_f64() * 1000.0,
         };
-        let usage = Usage { prompt_tokens: self.prompt_tokens, completion_tokens: self.generated };
+        let usage = Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.generated,
+            drafted_tokens: self.drafted,
+            accepted_tokens: self.accepted,
+        };
         // Calls end an answer that ended by itself; one cut by maxTokens stays 'length'.
         let finish_reason = if reason == FinishReason::Stop && !tool_calls.is_empty() { FinishReason::ToolCalls } else { reason };
         self.request.end(Event::End { finish_reason, usage, timings, tool_calls });

@@ -106,6 +106,7 @@ pub struct ModelSlot {
     abandoned: AtomicU32,
     pub throughput: Throughput,
     pub masks: MaskCounters,
+    pub speculation: super::stats::Speculation,
 }
 
 impl ModelSlot {
@@ -124,6 +125,7 @@ impl ModelSlot {
             abandoned: AtomicU32::new(0),
             throughput: Throughput::default(),
             masks: MaskCounters::default(),
+            speculation: Default::default(),
         });
         let mut w = lock(&slot.worker);
         w.thread = Some(worker::spawn(slot.clone(), 0, &w));
@@ -345,6 +347,8 @@ impl ModelSlot {
             load_progress,
             prefix_cache,
             masks: self.masks.snapshot(),
+            drafted_tokens: self.speculation.totals().0,
+            accepted_tokens: self.speculation.totals().1,
         }
     }
 }

@@ -73,6 +73,25 @@ pub struct MaskStats {
     pub total_ms: f64,
 }
 
+/// Speculative decoding's tokens: guessed, and accepted by the model.
+#[derive(Default)]
+pub struct Speculation {
+    drafted: AtomicU64,
+    accepted: AtomicU64,
+}
+
+impl Speculation {
+    pub fn record(&self, drafted: usize, accepted: usize) {
+        self.drafted.fetch_add(drafted as u64, Ordering::Relaxed);
+        self.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+    }
+
+    /// `(drafted, accepted)` so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.drafted.load(Ordering::Relaxed), self.accepted.load(Ordering::Relaxed))
+    }
+}
+
 /// A snapshot of one model, as `stats()` reports it.
 #[derive(Debug, Clone)]
 pub struct ModelStats {
@@ -92,6 +111,9 @@ pub struct ModelStats {
     /// Token masks of constrained decoding (decode steps; a prompt's first
     /// token's mask is not counted).
     pub masks: MaskStats,
+    /// Tokens guessed by speculative decoding, and accepted, since the load.
+    pub drafted_tokens: u64,
+    pub accepted_tokens: u64,
 }
 
 /// MLX allocator figures, in bytes: device memory on a GPU (CUDA, Metal),

@@ -31,6 +31,7 @@ use mlx_rs::{ops::indexing::take_axis, transforms::async_eval, Array};
 
 use super::{
     cache_file::{self, ModelIdentity},
+    drafter::{self, Drafter},
     fault,
     heartbeat::Heartbeat,
     lock,
@@ -40,12 +41,13 @@ use super::{
     request::{Action, Event, Prompt, Request},
     sequence::{Progress, Sequence},
     slot::{ActiveSet, ModelSlot, Served, WorkerRef},
+    speculative::{look_up, Speculation, StepCosts},
 };
 use crate::{
     constraint::{Compiler, MaskRows},
     error::{Error, ErrorCode, Result},
-    model::{load_tracked, KvCache, LoadProgress, Loaded, LoadedModel, Segment},
-    sampling::{Picks, Sampler},
+    model::{load_tracked, KvCache, LoadProgress, Loaded, LoadedModel, Logits, Segment},
+    sampling::{Picks, Sampler, Verdict},
 };
 
 /// Prompts are prefilled in chunks of this many tokens on the CPU. Attention
@@ -168,6 +170,8 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         budget: mixing::Budget::default(),
         prefix,
         identity: None,
+        step_costs: StepCosts::default(),
+        drafter: None,
     };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
@@ -301,6 +305,11 @@ struct Worker {
     prefix: PrefixCache,
     /// What a cache file must match; computed on first use.
     identity: Option<ModelIdentity>,
+    /// Measured cost of one sequence's passes by tokens: what speculative
+    /// decoding weighs its guesses against.
+    step_costs: StepCosts,
+    /// The draft model of the last request that asked for one.
+    drafter: Option<Drafter>,
 }
 
 impl Worker {
@@ -846,11 +855,18 @@ impl Worker {
     /// this one's are read, so the device never waits for the host between
     /// steps. A sequence that ends meanwhile has its row of that step dropped.
     fn decode_step(&mut self) {
+        if self.in_flight.is_none() && self.speculating() && self.speculative_step() {
+            return;
+        }
         let step = match self.in_flight.take().map_or_else(|| self.issue(None), Ok).and_then(|step| self.constrain(step)) {
             Ok(step) => step,
             Err(e) => return self.fail_all(&format!("decode step failed: {}", e.message)),
         };
-        let ahead = lookahead() && matches!(step.picks, Picks::Argmax(_)) && self.long.is_empty() && !self.seqs.iter().any(Sequence::is_at_last_token);
+        let ahead = lookahead()
+            && matches!(step.picks, Picks::Argmax(_))
+            && self.long.is_empty()
+            && !self.seqs.iter().any(Sequence::is_at_last_token)
+            && !self.speculating();
         if ahead {
             match self.issue(Some(&step)) {
                 Ok(next) => self.in_flight = Some(next),
@@ -858,6 +874,130 @@ impl Worker {
             }
         }
         self.finish(step);
+    }
+
+    /// Whether the next step is the batch's only sequence guessing its next
+    /// tokens ahead (a batch of several rows decodes plainly: see
+    /// [`super::speculative`]). While guessing does not pay it pauses for a
+    /// few plain steps, which may then be queued ahead.
+    fn speculating(&self) -> bool {
+        matches!(self.seqs.as_slice(), [seq] if seq.speculation().is_some() && seq.output.is_none() && seq.paused == 0)
+    }
+
+    /// One step of the batch's only sequence with guesses: proposes tokens,
+    /// verifies them with one pass of the model over all of them, delivers
+    /// the accepted ones and the token after them, and forgets the rest's
+    /// keys and values. False when no guess is worth verifying now (a plain
+    /// step follows).
+    fn speculative_step(&mut self) -> bool {
+        const PAUSE: usize = 4;
+        let seq = &mut self.seqs[0];
+        let Some(spec) = seq.speculation().cloned() else { return false };
+        let room = seq.room_after_next().min(self.info.context_length.saturating_sub(seq.tokens.len() + 1));
+        let proposal = match &spec {
+            Speculation::PromptLookup { max_draft, ngram } => {
+                let found = look_up(&seq.tokens, *ngram, (*max_draft).min(room)).to_vec();
+                let n = seq.tuner.draft_len(found.len(), &self.step_costs, std::time::Duration::ZERO);
+                Ok(found[..n].to_vec())
+            }
+            Speculation::Draft { model, path, max_draft } => self.propose_with_draft(model, path, (*max_draft).min(room)),
+        };
+        let proposal = match proposal {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => {
+                // Nothing in the text to guess from: a few plain steps
+                // (queued ahead) before looking again. A draft model that
+                // doubts its first guess costs one plain step.
+                if matches!(spec, Speculation::PromptLookup { .. }) {
+                    self.seqs[0].paused = PAUSE;
+                }
+                return false;
+            }
+            Err(e) => {
+                self.seqs[0].request.end(Event::Error(e));
+                self.retire(&[0]);
+                return true;
+            }
+        };
+        match self.verify(&proposal) {
+            Ok(()) => {}
+            Err(e) => self.fail_all(&format!("decode step failed: {}", e.message)),
+        }
+        true
+    }
+
+    /// Guesses with the request's draft model, loading it into this worker
+    /// first if another (or none) is loaded.
+    fn propose_with_draft(&mut self, model: &str, path: &std::path::Path, room: usize) -> Result<Vec<u32>> {
+        if self.drafter.as_ref().is_none_or(|d| d.path() != path) {
+            self.drafter = None;
+            let loaded = Drafter::load(path, self.slot.options.format, &self.tokenizer)
+                .map_err(|e| drafter::unavailable(model, &e.message))?;
+            self.drafter = Some(loaded);
+        }
+        let drafter = self.drafter.as_mut().expect("loaded above");
+        let seq = &mut self.seqs[0];
+        if !drafter.has_room(seq.tokens.len(), room + 1) {
+            return Ok(Vec::new());
+        }
+        let n = seq.tuner.draft_len(room, &self.step_costs, drafter.cost_per_token());
+        drafter.propose(seq.request.id, seq.sampler.clone(), &seq.tokens, n).inspect_err(|_| drafter.reset())
+    }
+
+    /// Verifies `drafts` for the batch's only sequence in one pass and delivers what it gives.
+    fn verify(&mut self, drafts: &[u32]) -> Result<()> {
+        fault::before_decode_step();
+        let model = self.model.as_ref().expect("model is loaded while the worker runs");
+        let drafted = drafts.len();
+        let seq = &mut self.seqs[0];
+        let input: Vec<i32> = std::iter::once(seq.last_token).chain(drafts.iter().copied()).map(|t| t as i32).collect();
+        let started = Instant::now();
+        let logits = model.forward_logits(&Array::from_slice(&input, &[1, input.len() as i32]), &mut self.cache, Logits::Every)?;
+        let verdict = if seq.sampler.is_greedy() {
+            // The model's own picks, read as ids: the drafts it agrees with, then its next.
+            let picks = mlx_rs::ops::indexing::argmax_axis(&logits, -1, None)?;
+            picks.eval()?;
+            let picks = picks.as_slice::<u32>();
+            let accepted = drafts.iter().zip(picks).take_while(|(d, p)| d == p).count();
+            seq.sampler.remember_all(&picks[..=accepted]);
+            Verdict { accepted, next: picks[accepted] }
+        } else {
+            logits.eval()?;
+            let vocab = logits.dim(-1) as usize;
+            let data = logits.as_slice::<f32>();
+            let rows: Vec<&[f32]> = data.chunks(vocab).collect();
+            seq.sampler.verify(&rows, drafts)
+        };
+        self.step_costs.record(input.len(), started.elapsed());
+        self.last_step = Some(started.elapsed());
+        self.last_finish = Instant::now();
+        seq.tuner.record(drafted, verdict.accepted);
+        seq.drafted += drafted;
+        seq.accepted += verdict.accepted;
+        self.slot.speculation.record(drafted, verdict.accepted);
+        if let Some(d) = self.drafter.as_mut() {
+            if matches!(seq.speculation(), Some(Speculation::Draft { .. })) {
+                d.settle(seq.tokens.len(), verdict.accepted);
+            }
+        }
+        // Delivered one by one, as plain steps would: any may end the request.
+        let mut delivered = 0;
+        let mut retire = false;
+        for &token in drafts[..verdict.accepted].iter().chain(std::iter::once(&verdict.next)) {
+            delivered += 1;
+            self.slot.throughput.record(1);
+            if seq.accept(token, &self.tokenizer) == Progress::Retire {
+                retire = true;
+                break;
+            }
+        }
+        tracing::debug!(drafted, accepted = verdict.accepted, delivered, ms = started.elapsed().as_secs_f64() * 1e3, "speculative step");
+        // The pass stored every input; the cache keeps what precedes the last delivered token.
+        self.cache.truncate((input.len() - delivered) as i32);
+        if retire {
+            self.retire(&[0]);
+        }
+        Ok(())
     }
 
     /// Builds a decode step for every sequence and queues it on the device:
@@ -902,8 +1042,8 @@ impl Worker {
         let tokens: Vec<i32> = self.seqs.iter().map(|s| s.last_token as i32).collect();
         let started = Instant::now();
         let mut parts = [
-            Segment { tokens: Array::from_slice(&tokens, &[batch, 1]), cache: &mut self.cache, logits: true },
-            Segment { tokens: job.tokens(start, end), cache: &mut job.cache, logits: end == job.longest },
+            Segment { tokens: Array::from_slice(&tokens, &[batch, 1]), cache: &mut self.cache, logits: Some(Logits::Last) },
+            Segment { tokens: job.tokens(start, end), cache: &mut job.cache, logits: (end == job.longest).then_some(Logits::Last) },
         ];
         let mut out = model.forward_segments(&mut parts)?;
         let prompt = out.pop().flatten();
@@ -980,6 +1120,7 @@ impl Worker {
         self.slot.throughput.record(batch as u64);
         let mut retired = Vec::new();
         for (i, (seq, token)) in self.seqs.iter_mut().zip(tokens).enumerate() {
+            seq.paused = seq.paused.saturating_sub(1);
             if seq.accept(token, &self.tokenizer) == Progress::Retire {
                 retired.push(i);
             }

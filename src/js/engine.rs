@@ -5,7 +5,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use super::{
     error::{to_js, Code, ErrorInfo},
-    options::{tool_use, validate_model_id, EmbedInput, EngineOptionsInput, GenerateInput, MessageInput, ToolInput},
+    options::{tool_use, validate_model_id, EmbedInput, EngineOptionsInput, GenerateInput, MessageInput, SpeculativeInput, ToolInput},
     stream::TokenStream,
 };
 use crate::{
@@ -134,6 +134,8 @@ pub struct ModelStatsJs {
     pub prefix_cache: PrefixCacheStatsJs,
     /// Token masks computed for constrained rows.
     pub constraint_masks: ConstraintMasksJs,
+    /// Speculative decoding since the model loaded.
+    pub speculative: SpeculativeStatsJs,
 }
 
 #[napi(object)]
@@ -142,6 +144,16 @@ pub struct ConstraintMasksJs {
     pub masks: f64,
     /// Worker time they took, in all.
     pub total_ms: f64,
+}
+
+#[napi(object)]
+pub struct SpeculativeStatsJs {
+    /// Tokens guessed (looked up in the text or drafted by a draft model) and verified.
+    pub drafted_tokens: f64,
+    /// Of those, tokens the model agreed with.
+    pub accepted_tokens: f64,
+    /// `acceptedTokens / draftedTokens` (0 before any guess).
+    pub acceptance_rate: f64,
 }
 
 #[napi(object)]
@@ -242,6 +254,14 @@ impl EngineCore {
             return Err(to_js(Error::invalid("path", "must be a non-empty string")));
         }
         self.engine.start_load(&id, &PathBuf::from(path)).map_err(to_js)
+    }
+
+    /// Sets how model `id`'s requests decode speculatively unless they say
+    /// (`{ type: 'none' }`: plainly).
+    #[napi]
+    pub fn set_speculative_default(&self, id: String, speculative: SpeculativeInput) -> napi::Result<(), Code> {
+        let speculative = speculative.validate().map_err(to_js)?;
+        self.engine.set_speculative_default(&id, speculative).map_err(to_js)
     }
 
     /// Resolves once model `id` is ready, with its info, or with the load error.
@@ -358,6 +378,11 @@ impl EngineCore {
                         misses: m.prefix_cache.misses as f64,
                         tokens_reused: m.prefix_cache.tokens_reused as f64,
                         evictions: m.prefix_cache.evictions as f64,
+                    },
+                    speculative: SpeculativeStatsJs {
+                        drafted_tokens: m.drafted_tokens as f64,
+                        accepted_tokens: m.accepted_tokens as f64,
+                        acceptance_rate: if m.drafted_tokens > 0 { m.accepted_tokens as f64 / m.drafted_tokens as f64 } else { 0.0 },
                     },
                 })
                 .collect(),

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use crate::{
     constraint::{ResponseFormat, MAX_GRAMMAR_BYTES},
-    engine::{Action, EmbedParams, EmbedPrompt, EngineOptions, GenerateParams, Prompt},
+    engine::{
+        speculative::{Speculation, Speculative, DEFAULT_LOOKUP_DRAFT, DEFAULT_MODEL_DRAFT, DEFAULT_NGRAM, MAX_DRAFT},
+        Action, EmbedParams, EmbedPrompt, EngineOptions, GenerateParams, Prompt,
+    },
     error::{Error, Result},
     sampling::SamplingParams,
     tokenizer::{ChatMessage, ToolCall},
@@ -93,6 +96,52 @@ pub struct GenerateInput {
     pub tool_choice: Option<String>,
     pub tool_choice_name: Option<String>,
     pub parallel_tool_calls: Option<bool>,
+    pub speculative: Option<SpeculativeInput>,
+}
+
+/// Speculative decoding: `type` is "prompt_lookup", "draft" or "none".
+#[napi(object)]
+pub struct SpeculativeInput {
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub max_draft: Option<f64>,
+    pub ngram: Option<f64>,
+    pub model: Option<String>,
+}
+
+impl SpeculativeInput {
+    /// `None` for "none" (plain decoding).
+    pub fn validate(self) -> Result<Option<Speculation>> {
+        let max_draft = |default: usize| -> Result<usize> {
+            self.max_draft.map_or(Ok(default), |v| count("speculative.maxDraft", v, 1.0, MAX_DRAFT as f64))
+        };
+        let refuse = |field: &str, present: bool| -> Result<()> {
+            if present {
+                return Err(Error::invalid(&format!("speculative.{field}"), format!("does not apply to type '{}'", self.kind)));
+            }
+            Ok(())
+        };
+        match self.kind.as_str() {
+            "none" => {
+                refuse("maxDraft", self.max_draft.is_some())?;
+                refuse("ngram", self.ngram.is_some())?;
+                refuse("model", self.model.is_some())?;
+                Ok(None)
+            }
+            "prompt_lookup" => {
+                refuse("model", self.model.is_some())?;
+                let ngram = self.ngram.map_or(Ok(DEFAULT_NGRAM), |v| count("speculative.ngram", v, 1.0, 16.0))?;
+                Ok(Some(Speculation::PromptLookup { max_draft: max_draft(DEFAULT_LOOKUP_DRAFT)?, ngram }))
+            }
+            "draft" => {
+                refuse("ngram", self.ngram.is_some())?;
+                let model = self.model.clone().ok_or_else(|| Error::invalid("speculative.model", "a draft needs the id of a loaded model"))?;
+                validate_model_id("speculative.model", &model)?;
+                Ok(Some(Speculation::Draft { model, path: Default::default(), max_draft: max_draft(DEFAULT_MODEL_DRAFT)? }))
+            }
+            other => Err(Error::invalid("speculative.type", format!("must be 'prompt_lookup', 'draft' or 'none', got '{other}'"))),
+        }
+    }
 }
 
 /// Most texts in one `embed` call.
@@ -152,6 +201,7 @@ impl EmbedInput {
                 normalize: self.normalize,
                 truncate: self.truncate.unwrap_or(true),
             }),
+            speculative: Speculative::Off,
         })
     }
 }
@@ -225,6 +275,7 @@ impl GenerateInput {
                     action: Action::LoadCache(path("path", p)?),
                     response_format: None,
                     tools: None,
+                    speculative: Speculative::Off,
                 });
             }
             (Some(_), Some(_)) => return Err(Error::invalid("path", "save or load, not both")),
@@ -294,6 +345,11 @@ impl GenerateInput {
             sampling: s,
             stop,
             timeout: self.timeout_ms.map(|v| millis("timeoutMs", v)).transpose()?,
+            speculative: match self.speculative.map(SpeculativeInput::validate).transpose()? {
+                None => Speculative::ModelDefault,
+                Some(None) => Speculative::Off,
+                Some(Some(s)) => Speculative::On(s),
+            },
             action,
         })
     }

@@ -15,6 +15,9 @@ use crate::{
 pub struct UsageInfo {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Tokens guessed by speculative decoding, and of those accepted (0 without it).
+    pub drafted_tokens: u32,
+    pub accepted_tokens: u32,
 }
 
 #[napi(object)]
@@ -87,7 +90,12 @@ impl From<Event> for StreamEvent {
             Event::End { finish_reason, usage, timings, tool_calls } => StreamEvent {
                 kind: "end".into(),
                 finish_reason: Some(finish_reason.as_str().into()),
-                usage: Some(UsageInfo { prompt_tokens: usage.prompt_tokens as u32, completion_tokens: usage.completion_tokens as u32 }),
+                usage: Some(UsageInfo {
+                    prompt_tokens: usage.prompt_tokens as u32,
+                    completion_tokens: usage.completion_tokens as u32,
+                    drafted_tokens: usage.drafted_tokens as u32,
+                    accepted_tokens: usage.accepted_tokens as u32,
+                }),
                 timings: Some(TimingsInfo {
                     ttft_ms: timings.ttft_ms,
                     tokens_per_second: timings.tokens_per_second,
@@ -101,7 +109,7 @@ impl From<Event> for StreamEvent {
             Event::Embedded { embeddings, prompt_tokens } => StreamEvent {
                 kind: "embeddings".into(),
                 embeddings: Some(embeddings.into_iter().map(Float32Array::new).collect()),
-                usage: Some(UsageInfo { prompt_tokens: prompt_tokens as u32, completion_tokens: 0 }),
+                usage: Some(UsageInfo { prompt_tokens: prompt_tokens as u32, completion_tokens: 0, drafted_tokens: 0, accepted_tokens: 0 }),
                 ..empty
             },
             Event::Error(e) => StreamEvent { kind: "error".into(), error: Some(e.into()), ..empty },

@@ -252,6 +252,15 @@ impl KvCache {
         self.end += n;
     }
 
+    /// Forgets the last `n` columns of every row (positions a verification
+    /// pass stored for drafted tokens that were rejected); the next update
+    /// writes over them. At most what the shortest row holds.
+    pub fn truncate(&mut self, n: i32) {
+        let shortest = self.pads.iter().map(|&p| self.end - p).min().unwrap_or(0);
+        debug_assert!(n >= 0 && n <= shortest, "truncating {n} of {shortest} positions");
+        self.end -= n.clamp(0, shortest);
+    }
+
     /// Appends the rows of `others` (prefilled caches) after this batch's rows,
     /// right-aligning everyone to the longest.
     pub fn join(&mut self, others: Vec<KvCache>) -> Result<()> {

@@ -12,7 +12,7 @@ pub use arch::{
     gemma3::{Gemma3, Gemma3Config},
     llama::{Llama, LlamaConfig},
     segments::Segment,
-    Model,
+    Logits, Model,
 };
 pub use cache::KvCache;
 pub use load::{

@@ -188,7 +188,7 @@ fn gemma3_mixed_pass_matches_separate_passes() {
 /// streams' logits at every step and the prompt's at its end must agree,
 /// and a chunk that asks for no logits gets none.
 fn mixed_matches_separate(model: &Model, base: i32) {
-    use super::Segment;
+    use super::{Logits, Segment};
     let layers = model.layers();
     let streams: Vec<Vec<i32>> = vec![(base + 1..=base + 9).collect(), (base + 200..base + 203).collect()];
     let prompt: Vec<i32> = (0..44).map(|i| base + 500 + (i * 13) % 700).collect();
@@ -215,7 +215,7 @@ fn mixed_matches_separate(model: &Model, base: i32) {
         let last = step + 1 == chunks.len();
         let decoded = rows(&model.forward(&tokens_apart, &mut apart.0).unwrap());
         let prefilled = rows(&model.forward(&chunk, &mut apart.1).unwrap());
-        let mut parts = [Segment { tokens: tokens_together.clone(), cache: &mut together.0, logits: true }, Segment { tokens: chunk, cache: &mut together.1, logits: last }];
+        let mut parts = [Segment { tokens: tokens_together.clone(), cache: &mut together.0, logits: Some(Logits::Last) }, Segment { tokens: chunk, cache: &mut together.1, logits: last.then_some(Logits::Last) }];
         let out = model.forward_segments(&mut parts).unwrap();
         assert_eq!(out[1].is_some(), last, "step {step}: the chunk's logits are there only when asked for");
         let mixed = rows(out[0].as_ref().unwrap());

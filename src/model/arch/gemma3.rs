@@ -15,7 +15,7 @@ use mlx_rs::{fast::rms_norm, Array, Dtype};
 use super::{
     common::{attention, composed_prefill_attention, gated, heads, heads_first, refuse_unused_biases, split_gate_up, split_qkv, Gate},
     segments::{Segment, Segments},
-    Architecture, HyperParameters, Model, Tensors,
+    Architecture, HyperParameters, Logits, Model, Tensors,
 };
 use crate::{
     error::Result,
@@ -96,9 +96,9 @@ pub struct Gemma3 {
 }
 
 impl Gemma3 {
-    /// As [`super::llama::Llama::forward`]: logits of each row's last position.
-    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
-        let mut parts = [Segment { tokens: tokens.clone(), cache, logits: true }];
+    /// As [`super::llama::Llama::forward`].
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache, logits: Logits) -> Result<Array> {
+        let mut parts = [Segment { tokens: tokens.clone(), cache, logits: Some(logits) }];
         Ok(self.forward_segments(&mut parts)?.remove(0).expect("logits were asked for"))
     }
 
@@ -142,7 +142,7 @@ impl Gemma3 {
             Some(last) => {
                 let last = rms_norm(&last, Some(&self.norm), c.rms_eps)?;
                 let logits = self.embed.forward(&last)?;
-                Some(logits.reshape(&[last.dim(0), -1])?.as_dtype(Dtype::Float32)?)
+                Some(logits.reshape(&seg.logits_shape(&last))?.as_dtype(Dtype::Float32)?)
             }
             None => None,
         };

@@ -8,7 +8,7 @@ use mlx_rs::{fast::rms_norm, Array, Dtype};
 use super::{
     common::{attention, composed_prefill_attention, gated, heads, heads_first, refuse_unused_biases, split_gate_up, split_qkv, Gate},
     segments::{Segment, Segments},
-    Architecture, HyperParameters, Model, Tensors,
+    Architecture, HyperParameters, Logits, Model, Tensors,
 };
 use crate::{
     error::Result,
@@ -132,11 +132,12 @@ pub struct Llama {
 
 impl Llama {
     /// Runs `tokens` ([rows, len]) through the model, appending to `cache`
-    /// (one row per sequence), and returns the logits of each row's last
-    /// position: [rows, vocab]. Several tokens per row are a single
-    /// sequence's prefill; a batch decodes one token per row.
-    pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
-        let mut parts = [Segment { tokens: tokens.clone(), cache, logits: true }];
+    /// (one row per sequence), and returns the logits `logits` asks for:
+    /// each row's last position [rows, vocab], or every position [rows,
+    /// len, vocab]. Several tokens per row are a single sequence's prefill
+    /// (or drafted tokens to verify); a batch decodes one token per row.
+    pub fn forward(&self, tokens: &Array, cache: &mut KvCache, logits: Logits) -> Result<Array> {
+        let mut parts = [Segment { tokens: tokens.clone(), cache, logits: Some(logits) }];
         Ok(self.forward_segments(&mut parts)?.remove(0).expect("logits were asked for"))
     }
 
@@ -179,7 +180,7 @@ impl Llama {
             Some(last) => {
                 let last = rms_norm(&last, Some(&self.norm), c.rms_eps)?;
                 let logits = self.output.as_ref().unwrap_or(&self.embed).forward(&last)?;
-                Some(logits.reshape(&[last.dim(0), -1])?.as_dtype(Dtype::Float32)?)
+                Some(logits.reshape(&seg.logits_shape(&last))?.as_dtype(Dtype::Float32)?)
             }
             None => None,
         };

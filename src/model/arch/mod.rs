@@ -35,14 +35,28 @@ pub enum Model {
     Gemma3(gemma3::Gemma3),
 }
 
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Each row's last position: [rows, vocab] (prefill, decode).
+    Last,
+    /// Every position: [rows, len, vocab] (verifying drafted tokens).
+    Every,
+}
+
 impl Model {
     /// Runs `tokens` ([rows, len]) through the model, appending to `cache`
     /// (one row per sequence), and returns the logits of each row's last
     /// position: [rows, vocab].
     pub fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+        self.forward_logits(tokens, cache, Logits::Last)
+    }
+
+    /// [`Model::forward`], returning the logits of the positions `logits` asks for.
+    pub fn forward_logits(&self, tokens: &Array, cache: &mut KvCache, logits: Logits) -> Result<Array> {
         match self {
-            Model::Llama(m) => m.forward(tokens, cache),
-            Model::Gemma3(m) => m.forward(tokens, cache),
+            Model::Llama(m) => m.forward(tokens, cache, logits),
+            Model::Gemma3(m) => m.forward(tokens, cache, logits),
         }
     }
 

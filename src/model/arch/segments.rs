@@ -15,8 +15,9 @@ use mlx_rs::{
     Array,
 };
 
+use super::Logits;
 use crate::{
-    error::Result,
+    error::{Error, Result},
     model::cache::{KvCache, Positions},
 };
 
@@ -25,10 +26,11 @@ use crate::{
 pub struct Segment<'a> {
     pub tokens: Array,
     pub cache: &'a mut KvCache,
-    /// Whether the caller reads this segment's logits (a prefill chunk
-    /// before the prompt's last needs none: its last position skips the
-    /// output projection).
-    pub logits: bool,
+    /// Which of this segment's logits the caller reads: none (a prefill
+    /// chunk before the prompt's last: its last position skips the output
+    /// projection), each row's last position's, or every position's (drafted
+    /// tokens to verify; a lone segment only).
+    pub logits: Option<Logits>,
 }
 
 /// The segments of a pass while it runs: where each one's tokens sit among
@@ -97,21 +99,29 @@ impl<'s, 'a> Segments<'s, 'a> {
     }
 
     /// Marks every segment's tokens as stored in its cache (after every
-    /// layer was updated) and gives the hidden states of the last position of
-    /// each row of the segments whose logits are read, [rows, 1, width]
-    /// (their rows in order), or `None` where none are.
+    /// layer was updated) and gives the hidden states whose logits are read:
+    /// of the last position of each row of the segments that ask for them,
+    /// [rows, 1, width] (their rows in order), or of a lone segment's every
+    /// position, [rows, len, width]; `None` where none are read.
     pub fn finish(&mut self, x: &Array) -> Result<Option<Array>> {
         for (part, &(_, len)) in self.parts.iter_mut().zip(&self.shapes) {
             part.cache.advance(len);
         }
         if let [only] = &*self.parts {
-            return Ok(only.logits.then(|| last_position(x)).transpose()?);
+            return match only.logits {
+                None => Ok(None),
+                Some(Logits::Last) => Ok(Some(last_position(x)?)),
+                Some(Logits::Every) => Ok(Some(x.clone())),
+            };
+        }
+        if self.parts.iter().any(|p| p.logits == Some(Logits::Every)) {
+            return Err(Error::internal("every position's logits are given for a lone segment only"));
         }
         let mut lasts = Vec::new();
         let mut start = 0;
         for (part, &(rows, len)) in self.parts.iter().zip(&self.shapes) {
             let end = start + rows * len;
-            if part.logits {
+            if part.logits.is_some() {
                 let rows_of = x.try_index((.., start..end, ..))?.reshape(&[rows, len, -1])?;
                 lasts.push(last_position(&rows_of)?);
             }
@@ -124,13 +134,22 @@ impl<'s, 'a> Segments<'s, 'a> {
         })
     }
 
+    /// The shape of the logits of the hidden states `h` that [`Segments::finish`]
+    /// gave: [rows, len, vocab] for every position, else [rows, vocab].
+    pub fn logits_shape(&self, h: &Array) -> Vec<i32> {
+        match &*self.parts {
+            [only] if only.logits == Some(Logits::Every) => vec![h.dim(0), h.dim(1), -1],
+            _ => vec![h.dim(0), -1],
+        }
+    }
+
     /// The logits of the segments whose logits are read, split back from
     /// their rows in order ([rows, vocab] each), `None` for the others.
     pub fn split(&self, logits: Option<Array>) -> Result<Vec<Option<Array>>> {
         let mut out = Vec::with_capacity(self.parts.len());
         let mut row = 0;
         for (part, &(rows, _)) in self.parts.iter().zip(&self.shapes) {
-            out.push(match (&logits, part.logits) {
+            out.push(match (&logits, part.logits.is_some()) {
                 (Some(all), true) if self.parts.len() == 1 => Some(all.clone()),
                 (Some(all), true) => {
                     row += rows;
