@@ -103,6 +103,32 @@ describe('speculative decoding', () => {
     expect(engine.stats().models.every((m) => m.activeRequests === 0)).toBe(true)
   })
 
+  it('under a JSON schema, guesses the schema forbids are cut and the answer is the plain one', async () => {
+    // Extraction copies text from the prompt into JSON: prompt lookup guesses
+    // it, and each guessed position gets the mask plain decoding would give.
+    const schema = {
+      type: 'object',
+      properties: { sentence: { type: 'string', maxLength: 200 }, places: { type: 'array', items: { enum: ['hills', 'town', 'mill', 'church', 'sea'] }, maxItems: 5 } },
+      required: ['sentence', 'places'],
+      additionalProperties: false,
+    }
+    const lookup = { type: 'prompt_lookup' as const }
+    const request = {
+      model: MODEL,
+      messages: chat(`Copy this sentence into "sentence" and list the places it names, as JSON: ${quote}`),
+      responseFormat: { type: 'json_schema' as const, schema },
+      maxTokens: 120,
+    }
+    const greedy = await samePlainAndSpeculative(request, lookup)
+    expect(greedy.draftedTokens).toBeGreaterThan(0)
+    const text = (await engine.generate({ ...request, speculative: lookup }).collect()).text
+    const parsed = JSON.parse(text)
+    expect(Object.keys(parsed).sort()).toEqual(['places', 'sentence'])
+    await samePlainAndSpeculative({ ...request, temperature: 0.7, seed: 5 }, lookup)
+    // A regular expression that guesses from the prompt cannot satisfy: every guess is cut.
+    await samePlainAndSpeculative({ model: MODEL, messages: chat(`Repeat this sentence exactly: ${quote}`), responseFormat: { type: 'regex', pattern: '[0-9]{1,6}' }, maxTokens: 10 }, lookup)
+  })
+
   it.skipIf(!haveQwen)('a draft model gives the model plain decoding tokens, greedy and sampled with a seed', async () => {
     const draft = { type: 'draft' as const, model: 'qwen-0.5b' }
     const greedy = await samePlainAndSpeculative({ model: 'qwen-1.5b', messages: chat('Write a Python function that reverses a list.'), maxTokens: 40 }, draft)

@@ -34,19 +34,33 @@ impl MaskRows {
         &mut self.data[r * self.words..(r + 1) * self.words]
     }
 
+    /// Keeps the first `rows` rows.
+    pub fn truncate(&mut self, rows: usize) {
+        self.rows = self.rows.min(rows);
+        self.data.truncate(self.rows * self.words);
+        self.written.truncate(self.rows);
+    }
+
     /// Whether row `r` allows token `t`.
     pub fn allows(&self, r: usize, t: usize) -> bool {
         t < self.vocab && self.data[r * self.words + t / 32] & (1 << (t % 32)) != 0
     }
 
     /// `logits` (`[rows, vocab]`) with every token a row does not allow at
-    /// -inf; lazily, like the logits.
+    /// -inf; lazily, like the logits. Columns past the masks' vocabulary
+    /// (an output projection wider than the tokenizer) are never allowed in
+    /// a masked row.
     pub fn apply(&self, logits: &Array) -> Result<Array> {
-        let vocab = self.vocab;
-        let mut allowed = vec![true; self.rows * vocab];
+        let width = logits.dim(-1) as usize;
+        let vocab = self.vocab.min(width);
+        let mut allowed = vec![true; self.rows * width];
         for r in (0..self.rows).filter(|&r| self.written[r]) {
-            let row = &mut allowed[r * vocab..(r + 1) * vocab];
+            let row = &mut allowed[r * width..(r + 1) * width];
+            row[vocab..].fill(false);
             for (w, &bits) in self.data[r * self.words..(r + 1) * self.words].iter().enumerate() {
+                if w * 32 >= vocab {
+                    break;
+                }
                 let cells = &mut row[w * 32..((w + 1) * 32).min(vocab)];
                 match bits {
                     u32::MAX => {}
@@ -55,7 +69,7 @@ impl MaskRows {
                 }
             }
         }
-        let allowed = Array::from_slice(&allowed, &[self.rows as i32, vocab as i32]);
+        let allowed = Array::from_slice(&allowed, &[self.rows as i32, width as i32]);
         let forbidden = Array::from_f32(f32::NEG_INFINITY).as_dtype(logits.dtype())?;
         Ok(select(&allowed, logits, &forbidden)?)
     }

@@ -3,7 +3,10 @@
 
 use llguidance::{CancellationHandle, Matcher};
 
-use super::budget::{self, MASK_TIME_LIMIT};
+use super::{
+    budget::{self, MASK_TIME_LIMIT},
+    MaskRows,
+};
 use crate::error::{Error, ErrorCode, Result};
 
 /// A sequence's constraint: llguidance's matcher for its grammar.
@@ -51,6 +54,35 @@ impl Constraint {
         drop(armed);
         advanced?;
         Ok(if self.matcher.is_stopped() { Advance::Complete } else { Advance::Open })
+    }
+
+    /// The masks of a speculative step's positions: row `i` of `masks` for
+    /// the token after `drafts[..i]`, for as many drafts as the grammar
+    /// allows in a row (the count returned), with the row after them; a
+    /// draft that completes the grammar is the last (its sequence ends
+    /// there, so the row after it allows everything). The constraint is
+    /// left where it was.
+    pub fn masks_ahead(&mut self, drafts: &[u32], masks: &mut MaskRows) -> Result<usize> {
+        let mut consumed = 0;
+        let outcome = loop {
+            if let Err(e) = self.mask_into(masks.row_mut(consumed)) {
+                break Err(e);
+            }
+            if consumed == drafts.len() || !masks.allows(consumed, drafts[consumed] as usize) {
+                break Ok(());
+            }
+            match self.advance(drafts[consumed]) {
+                Ok(_) => consumed += 1,
+                Err(e) => break Err(e),
+            }
+            if self.matcher.is_stopped() {
+                break Ok(());
+            }
+        };
+        if consumed > 0 {
+            self.matcher.rollback(consumed).map_err(|e| failure(&e.to_string()))?;
+        }
+        outcome.map(|()| consumed)
     }
 
     /// Advances by tokens the model wrote before the constraint began (a

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use crate::{
-    constraint::{Advance, Compiler, Constraint, Grammar},
+    constraint::{Advance, Compiler, Constraint, Grammar, MaskRows},
     error::{Error, Result},
     tokenizer::{ChatMessage, ChatTemplate, Tokenizer},
     tools::{calls_grammar, CallStream, Piece, ToolCall, ToolChoice, ToolFormat, ToolUse},
@@ -90,6 +90,24 @@ impl OutputState {
     /// is picked exactly as without constraints.
     pub fn masks(&self) -> bool {
         self.constraint.is_some() || !self.on_call.is_empty()
+    }
+
+    /// Whether guessed tokens can be checked against the rules before they
+    /// are verified ([`OutputState::masks_ahead`]): a grammar from the first
+    /// token and no calls to parse (a call's grammar begins only where the
+    /// text shows the call, so its sequence decodes without guesses).
+    pub fn speculates(&self) -> bool {
+        self.calls.is_none() && self.on_call.is_empty()
+    }
+
+    /// The masks of a speculative step ([`Constraint::masks_ahead`]): how
+    /// many of `drafts` the rules allow in a row; `masks` gets one row per
+    /// position up to the one after them.
+    pub fn masks_ahead(&mut self, drafts: &[u32], masks: &mut MaskRows) -> Result<usize> {
+        match &mut self.constraint {
+            Some(c) => c.masks_ahead(drafts, masks),
+            None => Ok(drafts.len()),
+        }
     }
 
     /// Writes the tokens allowed next into `row`; false, and `row` left as

@@ -881,7 +881,7 @@ impl Worker {
     /// [`super::speculative`]). While guessing does not pay it pauses for a
     /// few plain steps, which may then be queued ahead.
     fn speculating(&self) -> bool {
-        matches!(self.seqs.as_slice(), [seq] if seq.speculation().is_some() && seq.output.is_none() && seq.paused == 0)
+        matches!(self.seqs.as_slice(), [seq] if seq.speculation().is_some() && seq.output.as_ref().is_none_or(OutputState::speculates) && seq.paused == 0)
     }
 
     /// One step of the batch's only sequence with guesses: proposes tokens,
@@ -902,8 +902,10 @@ impl Worker {
             }
             Speculation::Draft { model, path, max_draft } => self.propose_with_draft(model, path, (*max_draft).min(room)),
         };
-        let proposal = match proposal {
-            Ok(p) if !p.is_empty() => p,
+        // Under output rules, the guesses the rules allow, and each position's mask.
+        let proposal = proposal.and_then(|p| self.masks_ahead(p));
+        let (proposal, masks) = match proposal {
+            Ok((p, masks)) if !p.is_empty() => (p, masks),
             Ok(_) => {
                 // Nothing in the text to guess from: a few plain steps
                 // (queued ahead) before looking again. A draft model that
@@ -919,7 +921,7 @@ impl Worker {
                 return true;
             }
         };
-        match self.verify(&proposal) {
+        match self.verify(&proposal, masks) {
             Ok(()) => {}
             Err(e) => self.fail_all(&format!("decode step failed: {}", e.message)),
         }
@@ -944,8 +946,27 @@ impl Worker {
         drafter.propose(seq.request.id, seq.sampler.clone(), &seq.tokens, n).inspect_err(|_| drafter.reset())
     }
 
-    /// Verifies `drafts` for the batch's only sequence in one pass and delivers what it gives.
-    fn verify(&mut self, drafts: &[u32]) -> Result<()> {
+    /// The guesses of the batch's only sequence that its output rules allow
+    /// in a row, and the masks of the verifying pass's positions (`None`
+    /// without rules). Computed before the pass: which positions it has
+    /// depends on them.
+    fn masks_ahead(&mut self, mut drafts: Vec<u32>) -> Result<(Vec<u32>, Option<MaskRows>)> {
+        let seq = &mut self.seqs[0];
+        let Some(output) = seq.output.as_mut().filter(|o| o.masks()) else { return Ok((drafts, None)) };
+        let vocab = self.info.vocab_size;
+        let mut masks = MaskRows::new(drafts.len() + 1, vocab);
+        let started = Instant::now();
+        let allowed = output.masks_ahead(&drafts, &mut masks)?;
+        self.slot.masks.record(allowed as u64 + 1, started.elapsed());
+        drafts.truncate(allowed);
+        masks.truncate(allowed + 1);
+        Ok((drafts, Some(masks)))
+    }
+
+    /// Verifies `drafts` for the batch's only sequence in one pass (its
+    /// positions' logits under `masks`, where output rules apply) and
+    /// delivers what it gives.
+    fn verify(&mut self, drafts: &[u32], masks: Option<MaskRows>) -> Result<()> {
         fault::before_decode_step();
         let model = self.model.as_ref().expect("model is loaded while the worker runs");
         let drafted = drafts.len();
@@ -953,6 +974,10 @@ impl Worker {
         let input: Vec<i32> = std::iter::once(seq.last_token).chain(drafts.iter().copied()).map(|t| t as i32).collect();
         let started = Instant::now();
         let logits = model.forward_logits(&Array::from_slice(&input, &[1, input.len() as i32]), &mut self.cache, Logits::Every)?;
+        let logits = match &masks {
+            Some(masks) => masks.apply(&logits.reshape(&[input.len() as i32, -1])?)?.reshape(&[1, input.len() as i32, -1])?,
+            None => logits,
+        };
         let verdict = if seq.sampler.is_greedy() {
             // The model's own picks, read as ids: the drafts it agrees with, then its next.
             let picks = mlx_rs::ops::indexing::argmax_axis(&logits, -1, None)?;

@@ -465,15 +465,7 @@ mod tests {
         let (weight, scales, biases) = quantize(&w, 32, 4).unwrap();
         let (scales, biases) = (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
         let make = || {
-            Linear::Quantized(QuantizedWeight {
-                weight: weight.clone(),
-                scales: scales.clone(),
-                biases: biases.clone(),
-                group_size: 32,
-                bits: 4,
-                activations: Activations::F32,
-                tiles: None,
-            })
+            Linear::Quantized(QuantizedWeight::new(weight.clone(), scales.clone(), biases.clone(), 32, 4, Activations::F32))
         };
         let (plain, mut packed) = (make(), make());
         packed.pack().unwrap();
