@@ -75,9 +75,19 @@ describe('continuous batching', () => {
     // hold it, and the first request once failed with INTERNAL ("[reshape]
     // Cannot reshape array of size 2 into shape (1,1)").
     const fact = (n: number) => `<|im_start|>user\nTell me fact number ${n} about the sea.<|im_end|>\n<|im_start|>assistant\n`
+    // The case needs a second request that ends by its end-of-turn token
+    // before the first: the shortest such answer among a few prompts (which
+    // one it is depends on the kernels' arithmetic), and a longer one first.
+    const candidates = []
+    for (let n = 7; n <= 12; n++) candidates.push({ n, alone: await drain(engine.generate({ model: MODEL, prompt: fact(n), maxTokens: 400 })) })
+    const ended = candidates.filter((c) => c.alone.final?.finishReason === 'stop').sort((a, b) => a.alone.ids.length - b.alone.ids.length)
+    expect(ended.length).toBeGreaterThan(0)
+    const second = ended[0]
+    const first = candidates.find((c) => c !== second && c.alone.ids.length > second.alone.ids.length + 2)
+    expect(first).toBeDefined()
     const requests = [
-      { model: MODEL, prompt: fact(7), maxTokens: 40 },
-      { model: MODEL, prompt: fact(8), maxTokens: 400 },
+      { model: MODEL, prompt: fact(first!.n), maxTokens: second.alone.ids.length + 20 },
+      { model: MODEL, prompt: fact(second.n), maxTokens: 400 },
     ]
     const alone = []
     for (const r of requests) alone.push(await drain(engine.generate(r)))

@@ -1,7 +1,7 @@
 // `npm run bench`: this engine through Node, node-llama-cpp and mlx-lm, side by
 // side in one run on the same GGUF and token ids, plus the engine without Node
 // (Rust bench) for the binding overhead, then the embedding benchmark
-// (bench/embeddings.mjs). Writes bench/results/<device>-<date>-<build>-bench.{json,md}
+// (bench/embeddings.mjs), speculative decoding (bench/speculative.mjs). Writes bench/results/<device>-<date>-<build>-bench.{json,md}
 // (scripts/result_name.sh).
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -202,6 +202,11 @@ md += `\nBuild ${machine.build}, \`npm run bench\`, ${machine.date.slice(0, 10)}
 log('embeddings (bench/embeddings.mjs)')
 const embeddings = spawnSync(process.execPath, [path.join(bench, 'embeddings.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
 md += `\n## Embeddings\n\n${embeddings.status === 0 ? embeddings.stdout.trim() : `failed (exit ${embeddings.status})`}\n`
+
+// Speculative decoding: this engine and node-llama-cpp's predictors (bench/speculative.mjs).
+log('speculative decoding (bench/speculative.mjs)')
+const speculative = spawnSync(process.execPath, [path.join(bench, 'speculative.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+md += `\n## Speculative decoding\n\n${speculative.status === 0 ? speculative.stdout.trim() : `failed (exit ${speculative.status})`}\n`
 
 fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
 const out = resultPath(root, 'bench', device)

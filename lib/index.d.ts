@@ -107,11 +107,12 @@ export interface ModelSpec {
 /**
  * Speculative decoding: the next tokens are guessed and the model verifies
  * all of them in one pass, keeping those it agrees with. The answer is the
- * one plain decoding gives (the same tokens when greedy, the same
- * distribution when sampled); how many guesses to verify, or none, follows
- * from how often they were right and what a pass over more tokens measured
- * on this machine. Applies while the model decodes one sequence; a batch of
- * several decodes plainly.
+ * one plain decoding gives (the same tokens, greedy or sampled with a seed);
+ * how many guesses to verify, or none, follows from how often they were
+ * right and what a pass over more tokens measured on this machine. Applies
+ * while the model decodes one sequence; a batch of several decodes plainly.
+ * Under a `responseFormat` each guessed position gets its mask; a request
+ * with `tools` decodes plainly.
  *
  * - `prompt_lookup`: guesses are the tokens that followed the latest earlier
  *   occurrence of the last `ngram` tokens (3 by default, then fewer) in the
