@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { median } from './engines/common.mjs'
+import { median, resultPath } from './engines/common.mjs'
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const bench = path.join(root, 'bench')
@@ -79,9 +79,8 @@ md += `Medians of ${rounds} alternated rounds; ${Object.values(results).map((r) 
 md += `sentence-transformers with PyTorch ${st?.torch ?? 'n/a'} on ${st?.threads ?? '?'} threads. Machine: ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.date}.\n`
 md += `transformers.js is not measured: it reads ONNX weights, and none of these models ships them offline (they would have to be exported from PyTorch first).\n`
 
-const out = path.join(bench, 'results')
-fs.mkdirSync(out, { recursive: true })
-const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-')
-fs.writeFileSync(path.join(out, `embeddings-${stamp}.json`), JSON.stringify({ machine, results }, null, 2))
-fs.writeFileSync(path.join(out, `embeddings-${stamp}.md`), md)
+fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
+const out = resultPath(root, 'embeddings', { backend: 'cpu' })
+fs.writeFileSync(`${out}.json`, JSON.stringify({ machine, results }, null, 2))
+fs.writeFileSync(`${out}.md`, md)
 console.log(md)

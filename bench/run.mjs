@@ -90,8 +90,10 @@ results.conversation = runChild('ours-conversation', process.execPath, [path.joi
 }).conversation
 log('node-llama-cpp')
 results.llamacpp = runChild('llamacpp', process.execPath, [path.join(bench, 'engines', 'llamacpp.mjs'), JSON.stringify(workload)])
-// BENCH_SKIP=mlxlm leaves mlx-lm out (on a CPU its runs take most of the bench's time).
-if ((process.env.BENCH_SKIP ?? '').split(',').includes('mlxlm')) {
+// BENCH_SKIP=mlxlm,structured,embeddings,speculative leaves those parts out
+// (on a CPU mlx-lm's runs take most of the bench's time).
+const skipped = (part) => (process.env.BENCH_SKIP ?? '').split(',').includes(part)
+if (skipped('mlxlm')) {
   results.mlxlm = { error: 'skipped (BENCH_SKIP)' }
 } else {
   log('mlx-lm')
@@ -118,8 +120,10 @@ for (let i = 0; i < rounds; i++) {
 }
 results.overhead = { ...overhead, nodeTps: median(overhead.node), rustTps: median(overhead.rust) }
 // Constrained decoding: a JSON schema against free text, here and in node-llama-cpp.
-log('constrained decoding (bench/structured.mjs)')
-results.structured = runChild('structured', process.execPath, [path.join(bench, 'structured.mjs')], { MLX_SERVING_MODEL: model, BENCH_NO_SAVE: '1' })
+if (!skipped('structured')) {
+  log('constrained decoding (bench/structured.mjs)')
+  results.structured = runChild('structured', process.execPath, [path.join(bench, 'structured.mjs')], { MLX_SERVING_MODEL: model, BENCH_NO_SAVE: '1' })
+}
 
 // --- report -----------------------------------------------------------------
 const version = (cmd, args) => {
@@ -195,18 +199,22 @@ if (cv) {
   md += `first token ${f(cv.warmMs, 0)} ms with prefix reuse (${cv.runs[0].reused} tokens reused) vs ${f(cv.coldMs, 0)} ms cold (${(100 * cv.ratio).toFixed(1)}%; target <= 15%).\n`
 }
 if (results.structured && !results.structured.error) md += structuredMarkdown(results.structured)
-for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}], ['constrained decoding', results.structured]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
+for (const [name, r] of [...engines, ['overhead pairing', o], ['conversation', cv ?? {}], ['constrained decoding', results.structured ?? {}]]) if (r.error) md += `\n${name} failed: ${r.error}\n`
 md += `\nBuild ${machine.build}, \`npm run bench\`, ${machine.date.slice(0, 10)}. Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, ${machine.os}. Node ${machine.node}, node-llama-cpp ${machine.nodeLlamaCpp} (${results.llamacpp.threads ?? '?'} threads), mlx-lm ${machine.mlxLm}, ${machine.rustc}. Model ${machine.model}; greedy; medians of ${workload.repeats} runs; ${workload.decodeTokens} decode tokens single-stream, ${workload.streamTokens} per stream in aggregate runs.\n`
 
 // Embeddings: this engine against sentence-transformers (bench/embeddings.mjs).
-log('embeddings (bench/embeddings.mjs)')
-const embeddings = spawnSync(process.execPath, [path.join(bench, 'embeddings.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
-md += `\n## Embeddings\n\n${embeddings.status === 0 ? embeddings.stdout.trim() : `failed (exit ${embeddings.status})`}\n`
+if (!skipped('embeddings')) {
+  log('embeddings (bench/embeddings.mjs)')
+  const embeddings = spawnSync(process.execPath, [path.join(bench, 'embeddings.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+  md += `\n## Embeddings\n\n${embeddings.status === 0 ? embeddings.stdout.trim() : `failed (exit ${embeddings.status})`}\n`
+}
 
 // Speculative decoding: this engine and node-llama-cpp's predictors (bench/speculative.mjs).
-log('speculative decoding (bench/speculative.mjs)')
-const speculative = spawnSync(process.execPath, [path.join(bench, 'speculative.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
-md += `\n## Speculative decoding\n\n${speculative.status === 0 ? speculative.stdout.trim() : `failed (exit ${speculative.status})`}\n`
+if (!skipped('speculative')) {
+  log('speculative decoding (bench/speculative.mjs)')
+  const speculative = spawnSync(process.execPath, [path.join(bench, 'speculative.mjs')], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 })
+  md += `\n## Speculative decoding\n\n${speculative.status === 0 ? speculative.stdout.trim() : `failed (exit ${speculative.status})`}\n`
+}
 
 fs.mkdirSync(path.join(bench, 'results'), { recursive: true })
 const out = resultPath(root, 'bench', device)

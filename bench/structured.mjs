@@ -15,7 +15,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
-import { median } from './engines/common.mjs'
+import { median, resultPath } from './engines/common.mjs'
 
 const require = createRequire(import.meta.url)
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
@@ -163,10 +163,9 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   const md = `${markdown(r)}\nMachine: ${machine.cpu}, ${machine.cores} cores, load average ${machine.load.join(' / ')} at the end (shared). Model ${machine.model}. \`${machine.command}\`, ${machine.date}.\n`
   // A standalone run keeps its results; `npm run bench` puts them in its own report.
   if (!process.env.BENCH_NO_SAVE) {
-    const out = path.join(root, 'bench', 'results')
-    const stamp = machine.date.slice(0, 19).replace(/[:T]/g, '-')
-    fs.writeFileSync(path.join(out, `${stamp}-structured.json`), JSON.stringify({ machine, ...r }, null, 2))
-    fs.writeFileSync(path.join(out, `${stamp}-structured.md`), md)
+    const out = resultPath(root, 'structured', { backend: 'cpu' })
+    fs.writeFileSync(`${out}.json`, JSON.stringify({ machine, ...r }, null, 2))
+    fs.writeFileSync(`${out}.md`, md)
   }
   console.log(md)
   console.log(JSON.stringify(r))

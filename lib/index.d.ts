@@ -123,6 +123,7 @@ export interface ModelSpec {
  */
 export type Speculative =
   | {
+      /** Guesses from earlier text of the prompt and answer. */
       type: 'prompt_lookup'
       /** Most tokens guessed per pass, 1-16. Default 10. */
       maxDraft?: number
@@ -130,6 +131,7 @@ export type Speculative =
       ngram?: number
     }
   | {
+      /** Guesses from a smaller draft model. */
       type: 'draft'
       /** The id of a loaded model with the same vocabulary. */
       model: string

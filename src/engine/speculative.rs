@@ -82,40 +82,77 @@ fn always() -> bool {
 
 /// What a sequence's guesses and the machine's passes have shown so far,
 /// and the draft length that follows from them.
+///
+/// Guesses are right in runs: text copied from the prompt is guessed right
+/// for many tokens in a row, then a change breaks the run. So the chance of
+/// a guess is estimated per position in the pass, given the guesses before
+/// it were right (the first guess is the doubtful one; deeper ones, once
+/// reached, are mostly right), and a position not yet seen takes the
+/// estimate of the one before it.
 #[derive(Debug, Clone)]
 pub struct Tuner {
-    /// Discounted counts of drafted tokens accepted, and of rejections (a
-    /// pass ends at its first rejected token): their ratio estimates the
-    /// chance that the next drafted token is right, given the ones before it were.
-    accepted: f64,
-    rejected: f64,
+    /// Per position of a pass: discounted counts of passes that verified a
+    /// guess there with every guess before it accepted, and of those that
+    /// accepted it too.
+    reached: [f64; MAX_DRAFT],
+    accepted: [f64; MAX_DRAFT],
     /// Plain steps since the last guess, while guessing did not pay.
     idle: usize,
+    /// Plain steps between probes: doubles while probes show guessing does
+    /// not pay, so that a sequence that never quotes costs next to nothing.
+    probe_every: usize,
 }
 
 /// Each pass's counts weigh this much less than the next one's.
 const DISCOUNT: f64 = 0.9;
 /// While guessing does not pay, a short guess every this many plain steps
-/// keeps the estimate current (a sequence may start quoting its prompt).
+/// (at first; then up to [`PROBE_EVERY_MAX`]) keeps the estimate current (a
+/// sequence may start quoting its prompt).
 const PROBE_EVERY: usize = 8;
+const PROBE_EVERY_MAX: usize = 64;
+/// Weight of the previous position's estimate in a position's (pseudo-passes).
+const SHRINK: f64 = 1.0;
 
 impl Default for Tuner {
     fn default() -> Self {
-        // A prior of two accepted tokens per rejection (two thirds).
-        Tuner { accepted: 2.0, rejected: 1.0, idle: 0 }
+        // A prior of two accepted first guesses in three passes.
+        let mut reached = [0.0; MAX_DRAFT];
+        let mut accepted = [0.0; MAX_DRAFT];
+        (reached[0], accepted[0]) = (3.0, 2.0);
+        Tuner { reached, accepted, idle: 0, probe_every: PROBE_EVERY }
     }
 }
 
 impl Tuner {
-    /// The estimated chance that a drafted token is accepted.
+    /// The estimated chance that the next drafted token is accepted.
     pub fn acceptance(&self) -> f64 {
-        self.accepted / (self.accepted + self.rejected)
+        self.accepted[0] / self.reached[0].max(f64::MIN_POSITIVE)
+    }
+
+    /// The estimated chance of a guess at each position, given the guesses
+    /// before it were accepted.
+    fn chances(&self) -> [f64; MAX_DRAFT] {
+        let mut p = [0.0; MAX_DRAFT];
+        let mut previous = self.acceptance();
+        for i in 0..MAX_DRAFT {
+            p[i] = if i == 0 { previous } else { (self.accepted[i] + SHRINK * previous) / (self.reached[i] + SHRINK) };
+            previous = p[i];
+        }
+        p
     }
 
     /// Records a pass that verified `drafted` tokens and accepted `accepted`.
     pub fn record(&mut self, drafted: usize, accepted: usize) {
-        self.accepted = self.accepted * DISCOUNT + accepted as f64;
-        self.rejected = self.rejected * DISCOUNT + if accepted < drafted { 1.0 } else { 0.0 };
+        for i in 0..MAX_DRAFT {
+            self.reached[i] *= DISCOUNT;
+            self.accepted[i] *= DISCOUNT;
+        }
+        for i in 0..drafted.min(accepted + 1).min(MAX_DRAFT) {
+            self.reached[i] += 1.0;
+            if i < accepted {
+                self.accepted[i] += 1.0;
+            }
+        }
         self.idle = 0;
     }
 
@@ -128,25 +165,29 @@ impl Tuner {
         if available == 0 || always() {
             return available;
         }
-        let alpha = self.acceptance();
+        let chances = self.chances();
         let plain = costs.cost(1);
         let mut best = (0, 1.0 / plain);
-        let mut expected = 1.0;
+        let (mut expected, mut all_right) = (1.0, 1.0);
         for d in 1..=available {
-            expected += alpha.powi(d as i32);
+            all_right *= chances[d - 1];
+            expected += all_right;
             let rate = expected / (costs.cost(d + 1) + d as f64 * draft_cost.as_secs_f64());
             if rate > best.1 {
                 best = (d, rate);
             }
         }
-        if best.0 == 0 {
-            self.idle += 1;
-            if self.idle >= PROBE_EVERY {
-                self.idle = 0;
-                return available.min(2);
-            }
+        if best.0 > 0 {
+            self.probe_every = PROBE_EVERY;
+            return best.0;
         }
-        best.0
+        self.idle += 1;
+        if self.idle >= self.probe_every {
+            self.idle = 0;
+            self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
+            return available.min(2);
+        }
+        0
     }
 }
 
@@ -228,10 +269,40 @@ mod tests {
         }
         assert_eq!(lens[..PROBE_EVERY - 1], vec![0; PROBE_EVERY - 1][..]);
         assert_eq!(lens[PROBE_EVERY - 1], 2);
+        // A probe that shows guessing still does not pay: the next comes later.
+        tuner.record(2, 0);
+        let mut waited = 0;
+        while tuner.draft_len(8, &cheap, ms(2.0)) == 0 {
+            waited += 1;
+        }
+        assert_eq!(waited, 2 * PROBE_EVERY - 1);
         // Accepted again, it drafts again.
         for _ in 0..10 {
             tuner.record(4, 4);
         }
         assert!(tuner.draft_len(8, &cheap, Duration::ZERO) >= 4);
+    }
+
+    #[test]
+    fn guesses_right_in_runs_get_longer_drafts() {
+        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+        // Each further token costs a fifth of a step (a CPU at a few rows).
+        let mut costs = StepCosts::default();
+        costs.record(1, ms(50.0));
+        costs.record(5, ms(90.0));
+        // Copying: the first guess is right two times in three, and once it
+        // is, the rest of the pass is right.
+        let mut runs = Tuner::default();
+        for i in 0..30 {
+            if i % 3 == 0 { runs.record(6, 0) } else { runs.record(6, 6) }
+        }
+        // The same share of guesses accepted, spread evenly over positions.
+        let mut even = Tuner::default();
+        for i in 0..30 {
+            even.record(6, [2, 3, 4][i % 3]);
+        }
+        let (long, short) = (runs.draft_len(16, &costs, Duration::ZERO), even.draft_len(16, &costs, Duration::ZERO));
+        assert!(long > short, "runs {long}, even {short}");
+        assert!(long >= 8, "runs {long}");
     }
 }

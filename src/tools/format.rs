@@ -269,30 +269,21 @@ impl ToolFormat {
     /// none we know (then [`HERMES`] is used, and the tools are described to
     /// the model in a system message where the template ignores them).
     pub fn of_template(source: &str) -> Option<ToolFormat> {
-        let has = |s: &str| source.contains(s);
-        Some(if has("<tool_call>") {
-            HERMES
-        } else if has("[ARGS]") {
-            MISTRAL_ARGS
-        } else if has("[TOOL_CALLS]") {
-            MISTRAL
-        } else if has("<|tool_call|>") {
-            GRANITE
-        } else if has("functools[") {
-            FIREFUNCTION
-        } else if has("<|START_ACTION|>") {
-            COMMAND_R7B
-        } else if has("<function=") {
-            FUNCTIONARY
-        } else if has("tool▁calls▁begin") {
-            DEEPSEEK_R1
-        } else if has("<|tool_calls_section_begin|>") {
-            KIMI_K2
-        } else if has("\"parameters\": dictionary of argument name") {
-            LLAMA3
-        } else {
-            return None;
-        })
+        // The first marker the template holds decides (`[ARGS]` before
+        // `[TOOL_CALLS]`: Mistral's newer format writes both).
+        const MARKERS: [(&str, ToolFormat); 10] = [
+            ("<tool_call>", HERMES),
+            ("[ARGS]", MISTRAL_ARGS),
+            ("[TOOL_CALLS]", MISTRAL),
+            ("<|tool_call|>", GRANITE),
+            ("functools[", FIREFUNCTION),
+            ("<|START_ACTION|>", COMMAND_R7B),
+            ("<function=", FUNCTIONARY),
+            ("tool\u{2581}calls\u{2581}begin", DEEPSEEK_R1),
+            ("<|tool_calls_section_begin|>", KIMI_K2),
+            ("\"parameters\": dictionary of argument name", LLAMA3),
+        ];
+        MARKERS.iter().find(|(marker, _)| source.contains(marker)).map(|&(_, format)| format)
     }
 
     /// The text that shows a call has begun ([`Start::Marker`]): the
