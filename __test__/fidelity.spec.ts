@@ -3,17 +3,24 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ask, drain, engineWithModel, MODEL, MODEL_PATH } from './helpers'
-import { describeAgreement, Reference, type Agreement } from './reference'
+import { ask, drain, engineWithModel, loadExact, MODEL, MODEL_PATH } from './helpers'
+import { describeAgreement, EXACT, INT8, Reference, type Agreement } from './reference'
 
 const GREEDY_TOKENS = 32
 
 let engine: Awaited<ReturnType<typeof engineWithModel>>
 let reference: Reference
-const report: ({ prompt: number } & Agreement)[] = []
+const report: ({ prompt: number; mode: string } & Agreement)[] = []
+/** The default model (int8 activations) and the same file in the exact mode (f32 activations). */
+const EXACT_MODEL = 'smollm2-exact'
+const modes = [
+  ['int8 activations (the default)', MODEL, INT8],
+  ['f32 activations', EXACT_MODEL, EXACT],
+] as const
 
 beforeAll(async () => {
   engine = await engineWithModel()
+  await loadExact(engine, { id: EXACT_MODEL, path: MODEL_PATH })
   reference = await Reference.load(MODEL_PATH)
 })
 afterAll(async () => {
@@ -48,18 +55,20 @@ describe('fidelity with llama.cpp', () => {
     expect(engine.tokenize(MODEL, text)).toEqual(reference.tokenize(text))
   })
 
-  it.each(prompts.map((m, i) => [i, m] as const))(
-    `prompt %i: greedy tokens equal llama.cpp's for ${GREEDY_TOKENS} tokens, but for near-ties of the reference`,
-    async (index, messages) => {
-      const promptIds = engine.tokenize(MODEL, engine.applyChatTemplate(MODEL, messages))
-      const { ids, final, error } = await drain(engine.generate({ model: MODEL, messages, maxTokens: GREEDY_TOKENS }))
-      expect(error).toBeUndefined()
-      const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop')
-      report.push({ prompt: index, ...agreement })
-      console.log(describeAgreement(`fidelity prompt ${index}`, agreement))
-      expect(agreement.tokens).toBeGreaterThan(0)
-    },
-  )
+  describe.each(modes)('%s', (mode, model, tolerance) => {
+    it.each(prompts.map((m, i) => [i, m] as const))(
+      `prompt %i: greedy tokens equal llama.cpp's for ${GREEDY_TOKENS} tokens, but for near-ties of the reference`,
+      async (index, messages) => {
+        const promptIds = engine.tokenize(model, engine.applyChatTemplate(model, messages))
+        const { ids, final, error } = await drain(engine.generate({ model, messages, maxTokens: GREEDY_TOKENS }))
+        expect(error).toBeUndefined()
+        const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop', tolerance)
+        report.push({ prompt: index, mode, ...agreement })
+        console.log(describeAgreement(`fidelity (${mode}) prompt ${index}`, agreement))
+        expect(agreement.tokens).toBeGreaterThan(0)
+      },
+    )
+  })
 
   it('tokenizes multilingual text like llama.cpp', () => {
     const text = 'Grüße, 日本語, Русский, مرحبا, 😀🎉 and 12345 digits   spaced\n\nlines'

@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ask, drain, Engine } from './helpers'
-import { describeAgreement, Reference } from './reference'
+import { describeAgreement, INT8, Reference } from './reference'
 
 const GEMMA_PATH = path.resolve(__dirname, '..', 'models', 'gemma-3-270m-q4_k_m.gguf')
 const MODEL = 'gemma3'
@@ -95,7 +95,7 @@ describe.skipIf(!fs.existsSync(GEMMA_PATH))('gemma3 (Gemma 3 270M Q4_K_M) agains
     const { ids, final, error } = await drain(engine.generate({ model: MODEL, prompt, maxTokens: GREEDY_TOKENS }))
     expect(error).toBeUndefined()
     alone[index] = ids
-    const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop')
+    const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop', INT8)
     console.log(describeAgreement(`gemma3 prompt ${index}`, agreement))
   })
 
@@ -114,7 +114,7 @@ describe.skipIf(!fs.existsSync(GEMMA_PATH))('gemma3 (Gemma 3 270M Q4_K_M) agains
     expect(promptIds.length).toBeGreaterThan(WINDOW + 100)
     const { ids, final, error } = await drain(engine.generate({ model: MODEL, prompt, maxTokens: 12 }))
     expect(error).toBeUndefined()
-    const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop')
+    const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop', INT8)
     console.log(describeAgreement(`gemma3 ${promptIds.length}-token prompt`, agreement))
   })
 })

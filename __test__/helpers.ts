@@ -16,6 +16,22 @@ export async function engineWithModel(options?: ConstructorParameters<typeof Eng
   return engine
 }
 
+/**
+ * Loads a model whose quantized matrices take f32 activations (the exact mode,
+ * `MLX_SERVING_ACTIVATIONS=f32`, read at load) instead of the default int8:
+ * for comparisons of the model's arithmetic with a reference implementation.
+ */
+export async function loadExact(engine: InstanceType<typeof Engine>, spec: Api.ModelSpec) {
+  const before = process.env.MLX_SERVING_ACTIVATIONS
+  process.env.MLX_SERVING_ACTIVATIONS = 'f32'
+  try {
+    return await engine.loadModel(spec)
+  } finally {
+    if (before === undefined) delete process.env.MLX_SERVING_ACTIVATIONS
+    else process.env.MLX_SERVING_ACTIVATIONS = before
+  }
+}
+
 export function ask(content: string) {
   return [{ role: 'user' as const, content }]
 }

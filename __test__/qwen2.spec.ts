@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ask, drain, Engine } from './helpers'
-import { describeAgreement, Reference } from './reference'
+import { describeAgreement, INT8, Reference } from './reference'
 
 const QWEN_PATH = path.resolve(__dirname, '..', 'models', 'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf')
 const MODEL = 'qwen2'
@@ -45,7 +45,7 @@ describe.skipIf(!fs.existsSync(QWEN_PATH))('qwen2 (Qwen2.5-Coder-0.5B Q4_K_M) ag
     const promptIds = engine.tokenize(MODEL, engine.applyChatTemplate(MODEL, messages))
     const { ids, final, error } = await drain(engine.generate({ model: MODEL, messages, maxTokens: GREEDY_TOKENS }))
     expect(error).toBeUndefined()
-    const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop')
+    const agreement = await reference.compareGreedy(promptIds, ids, final?.finishReason === 'stop', INT8)
     console.log(describeAgreement(`qwen2 prompt ${index}`, agreement))
   })
 })

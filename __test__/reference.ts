@@ -22,6 +22,22 @@ import { getLlama, type Llama, type LlamaContext, type LlamaModel, type Token } 
 export const NEAR_TIE_NATS = 0.5
 /** More near-ties than this in one prompt is no longer "the reference is undecided". */
 export const MAX_NEAR_TIES = 3
+/**
+ * The same for our default int8 activations: each 32-block of an activation
+ * row rounded to 8 bits, as llama.cpp does, but not the same rounding (its
+ * scales are f16, its sums kept otherwise), so the two roundings add up. On
+ * SmolLM2 the exact mode parts from llama.cpp only at ties under 0.06 nats,
+ * int8 at ties up to 0.54 nats (measured on the fidelity prompts).
+ */
+export const INT8_NEAR_TIE_NATS = 1.0
+
+/** How wide a near-tie may be, and how many of them a prompt may have. */
+export interface Tolerance {
+  nearTieNats: number
+  maxNearTies: number
+}
+export const EXACT: Tolerance = { nearTieNats: NEAR_TIE_NATS, maxNearTies: MAX_NEAR_TIES }
+export const INT8: Tolerance = { nearTieNats: INT8_NEAR_TIE_NATS, maxNearTies: MAX_NEAR_TIES }
 
 /** An end-of-turn where our stream stopped: we do not deliver that token, llama.cpp yields it. */
 const END = -1
@@ -101,7 +117,7 @@ export class Reference {
    * fails at a difference that is not a near-tie of llama.cpp's, or past
    * MAX_NEAR_TIES of them.
    */
-  async compareGreedy(promptIds: number[], ids: number[], stoppedAtEnd: boolean): Promise<Agreement> {
+  async compareGreedy(promptIds: number[], ids: number[], stoppedAtEnd: boolean, tolerance: Tolerance = EXACT): Promise<Agreement> {
     const ours = stoppedAtEnd ? [...ids, END] : ids
     const nearTies: Agreement['nearTies'] = []
     let agreed = 0
@@ -120,7 +136,7 @@ export class Reference {
         const probs = await this.distribution([...promptIds, ...ours.slice(0, at)])
         const mineProb = mine === END ? Math.max(...[...probs].filter(([t]) => this.model.isEogToken(t)).map(([, p]) => p)) : (probs.get(mine as Token) ?? 0)
         const gapNats = Math.log(probs.get(token as Token)!) - Math.log(mineProb)
-        expect(gapNats, `token ${at}: we chose ${mine}, llama.cpp ${token}, ${gapNats.toFixed(3)} nats apart in llama.cpp's distribution`).toBeLessThanOrEqual(NEAR_TIE_NATS)
+        expect(gapNats, `token ${at}: we chose ${mine}, llama.cpp ${token}, ${gapNats.toFixed(3)} nats apart in llama.cpp's distribution`).toBeLessThanOrEqual(tolerance.nearTieNats)
         nearTies.push({ at, ours: mine, theirs: token, gapNats: +gapNats.toFixed(4) })
         at++
         break
@@ -128,7 +144,7 @@ export class Reference {
       // llama.cpp continues from our token after a near-tie; it never stops short without a difference.
       expect(at, 'llama.cpp produced fewer tokens than asked').toBeGreaterThan(before)
     }
-    expect(nearTies.length).toBeLessThanOrEqual(MAX_NEAR_TIES)
+    expect(nearTies.length).toBeLessThanOrEqual(tolerance.maxNearTies)
     return { tokens: ours.length, agreed, nearTies }
   }
 }

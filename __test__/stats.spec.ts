@@ -64,6 +64,7 @@ describe('error codes', () => {
       'WORKER_HUNG',
       'CACHE_INVALID',
       'CACHE_WRITE_FAILED',
+      'GRAMMAR_TOO_COMPLEX',
       'INTERNAL',
     ])
     for (const [k, v] of Object.entries(ErrorCode)) expect(v).toBe(k)
