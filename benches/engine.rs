@@ -19,6 +19,9 @@ async fn run(engine: &Engine, prompt: &str, max_tokens: usize) -> (f64, f64) {
         stop: vec![],
         timeout: None,
         action: Default::default(),
+        response_format: None,
+        tools: None,
+        speculative: Default::default(),
     };
     let started = Instant::now();
     let (_request, mut events) = engine.generate(params).expect("generate");
@@ -32,6 +35,7 @@ async fn run(engine: &Engine, prompt: &str, max_tokens: usize) -> (f64, f64) {
             }
             Event::End { .. } => break,
             Event::Error(e) => panic!("{}", e.message),
+            Event::Embedded { .. } => unreachable!("a generation request gets no embeddings"),
         }
     }
     let first = first.expect("a token");

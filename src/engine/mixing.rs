@@ -12,6 +12,13 @@
 //! chunks attend to more context and cost more, so the estimate follows the
 //! latest closely).
 //!
+//! The int8 kernels multiply activation rows in tiles ([`tile_rows`]), each
+//! tile reading and unpacking the weights once: tokens that complete the
+//! decode rows' last tile cost a fraction of those that open a new one. When
+//! the room leaves less than that, the chunk still fills the tile (a chunk
+//! of a few tokens would pay nearly a tile's cost and move the prompt on by
+//! little, and each chunk also reads the prompt's whole context).
+//!
 //! Only where a row's result does not depend on the rows beside it (the
 //! CPU's int8 kernels: [`crate::model::Model::batch_invariant`]), so that a
 //! stream's answer is the same whether or not a prompt rides in its step.
@@ -29,6 +36,15 @@ pub const STEP_RATIO: f64 = 1.75;
 /// The fewest tokens a chunk has, and the first chunk's size before any cost is known.
 pub const CHUNK_MIN: usize = 4;
 pub const CHUNK_FIRST: usize = 16;
+
+/// Activation rows the CPU's int8 kernels multiply per weight load: 8 with
+/// AVX-512's 32 registers, 4 otherwise.
+pub fn tile_rows() -> usize {
+    match crate::kernels::Isa::in_use() {
+        crate::kernels::Isa::Avx512 => 8,
+        _ => 4,
+    }
+}
 
 /// Whether mixed steps are on: `MLX_SERVING_MIXED_STEPS=0` turns them off
 /// (a long prompt's chunks then run as passes of their own, for
@@ -86,9 +102,10 @@ impl Budget {
 
     /// The next mixed step's chunk for a batch of `rows`, at most `at_once`
     /// tokens: what keeps the step within [`STEP_RATIO`] decode steps, at
-    /// most twice the last chunk; `None` while no decode step has been
-    /// measured (run one alone first).
-    pub fn next_chunk(&self, rows: usize, at_once: usize) -> Option<usize> {
+    /// most twice the last chunk, but at least what completes the rows' last
+    /// tile of `tile` rows; `None` while no decode step has been measured
+    /// (run one alone first).
+    pub fn next_chunk(&self, rows: usize, at_once: usize, tile: usize) -> Option<usize> {
         let decode = self.decode_cost(rows)?;
         let tokens = match self.per_token {
             Some(per_token) if !per_token.is_zero() => {
@@ -98,7 +115,9 @@ impl Budget {
             }
             _ => CHUNK_FIRST,
         };
-        Some(tokens.clamp(CHUNK_MIN, at_once.max(CHUNK_MIN)))
+        // Up to the end of the tile that the chunk's last token falls in.
+        let tokens = (rows + tokens.max(CHUNK_MIN)).div_ceil(tile.max(1)) * tile.max(1) - rows;
+        Some(tokens.min(at_once.max(CHUNK_MIN)))
     }
 }
 
@@ -110,21 +129,21 @@ mod tests {
 
     #[test]
     fn no_chunk_rides_before_a_decode_step_was_measured() {
-        assert_eq!(Budget::default().next_chunk(8, 256), None);
+        assert_eq!(Budget::default().next_chunk(8, 256, 1), None);
     }
 
     #[test]
     fn a_chunk_fills_the_room_a_decode_step_leaves() {
         let mut b = Budget::default();
         b.decode_step(8, MS(40));
-        assert_eq!(b.next_chunk(8, 256), Some(CHUNK_FIRST));
+        assert_eq!(b.next_chunk(8, 256, 1), Some(CHUNK_FIRST));
         // 16 tokens added 20 ms: 1.25 ms a token, and 0.75 * 40 ms of room is 24 tokens.
         b.mixed_step(8, 16, MS(60));
-        assert_eq!(b.next_chunk(8, 256), Some(24));
+        assert_eq!(b.next_chunk(8, 256, 1), Some(24));
         // Never more than twice the last chunk, nor more than at once.
         b.mixed_step(8, 4, MS(41));
-        assert_eq!(b.next_chunk(8, 256), Some(CHUNK_FIRST * 2));
-        assert!(b.next_chunk(8, 20).unwrap() <= 20);
+        assert_eq!(b.next_chunk(8, 256, 1), Some(CHUNK_FIRST * 2));
+        assert!(b.next_chunk(8, 20, 1).unwrap() <= 20);
     }
 
     #[test]
@@ -132,12 +151,31 @@ mod tests {
         let mut b = Budget::default();
         b.decode_step(4, MS(30));
         b.mixed_step(4, 16, MS(50));
-        let first = b.next_chunk(4, 256).unwrap();
+        let first = b.next_chunk(4, 256, 1).unwrap();
         // Later chunks attend to more context: 16 tokens now add 60 ms.
         b.mixed_step(4, 16, MS(90));
-        let next = b.next_chunk(4, 256).unwrap();
+        let next = b.next_chunk(4, 256, 1).unwrap();
         assert!(next < first, "{next} < {first}");
         assert!(next >= CHUNK_MIN);
+    }
+
+    #[test]
+    fn a_chunk_fills_its_last_tile() {
+        let mut b = Budget::default();
+        b.decode_step(8, MS(16));
+        // Dear tokens: the room (12 ms) holds 1 of them, and the chunk still
+        // fills the tile after the 8 decode rows.
+        b.mixed_step(8, 8, MS(100));
+        assert_eq!(b.next_chunk(8, 256, 8), Some(8));
+        assert_eq!(b.next_chunk(5, 256, 8), Some(11));
+        assert_eq!(b.next_chunk(6, 256, 4), Some(6));
+        assert_eq!(b.next_chunk(8, 256, 1), Some(CHUNK_MIN));
+        // Cheap tokens: what the room holds, rounded up to the tile's end.
+        b.mixed_step(8, 8, MS(17));
+        let n = b.next_chunk(8, 256, 8).unwrap();
+        assert_eq!((8 + n) % 8, 0, "{n}");
+        // Never more than the prompt has left.
+        assert_eq!(b.next_chunk(8, 5, 8), Some(5));
     }
 
     #[test]

@@ -358,7 +358,7 @@ impl Worker {
     /// ends the streams and the prompt, as a failed decode step ends the
     /// streams.
     fn mixed_step(&mut self) {
-        let Some(chunk) = self.budget.next_chunk(self.seqs.len(), self.at_once()) else {
+        let Some(chunk) = self.budget.next_chunk(self.seqs.len(), self.at_once(), mixing::tile_rows()) else {
             return self.decode_step();
         };
         let Some(mut job) = self.long.pop_front() else { return };
