@@ -7,7 +7,7 @@
 # for __test__/model-dirs.spec.ts (mlx-lm in bench/.venv; ~3 min, once) and
 # tiny random checkpoints of every architecture with mlx-lm's logits (seconds),
 # Rust unit tests (the architectures against mlx-lm among them: required here,
-# not skipped), then the vitest suites against the real models through the real addon.
+# not skipped), a build of the examples and benches, then the vitest suites against the real models through the real addon.
 # Before the tests, the API reference is generated (`npm run docs`), which fails on an
 # undocumented export.
 set -euo pipefail
@@ -17,4 +17,6 @@ npm run docs
 # Same target directory as `napi build`, so dependencies are built once.
 host=$(rustc -vV | sed -n 's/^host: //p')
 MLX_SERVING_REQUIRE_TINY=1 cargo test --release --target "$host" --features fault-injection --lib
+# The examples and the engine benchmark are tools of the docs and `npm run bench`: they must build.
+cargo build --release --quiet --target "$host" --examples --benches
 npx vitest run "$@"
