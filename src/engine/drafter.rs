@@ -123,8 +123,9 @@ impl Drafter {
         }
         // The cache holds the sequence and every guess fed back: all but the last.
         self.synced = tokens.len() + fed - 1;
-        tracing::debug!(fed, guesses = guesses.len(), ms = started.elapsed().as_secs_f64() * 1e3, "drafted");
-        let took = started.elapsed() / fed as u32;
+        let elapsed = started.elapsed();
+        tracing::debug!(fed, guesses = guesses.len(), ms = elapsed.as_secs_f64() * 1e3, "drafted");
+        let took = elapsed / fed as u32;
         self.per_token = Some(self.per_token.map_or(took, |t| (t * 3 + took) / 4));
         Ok(guesses)
     }

@@ -12,7 +12,8 @@
 //! chunks attend to more context and cost more, so the estimate follows the
 //! latest closely).
 //!
-//! The int8 kernels multiply activation rows in tiles ([`tile_rows`]), each
+//! The int8 kernels multiply activation rows in tiles
+//! ([`crate::kernels::Isa::int8_tile_rows`]), each
 //! tile reading and unpacking the weights once: tokens that complete the
 //! decode rows' last tile cost a fraction of those that open a new one. When
 //! the room leaves less than that, the chunk still fills the tile (a chunk
@@ -37,15 +38,6 @@ pub const STEP_RATIO: f64 = 1.75;
 pub const CHUNK_MIN: usize = 4;
 pub const CHUNK_FIRST: usize = 16;
 
-/// Activation rows the CPU's int8 kernels multiply per weight load: 8 with
-/// AVX-512's 32 registers, 4 otherwise.
-pub fn tile_rows() -> usize {
-    match crate::kernels::Isa::in_use() {
-        crate::kernels::Isa::Avx512 => 8,
-        _ => 4,
-    }
-}
-
 /// Whether mixed steps are on: `MLX_SERVING_MIXED_STEPS=0` turns them off
 /// (a long prompt's chunks then run as passes of their own, for
 /// comparisons; read once).
@@ -55,8 +47,9 @@ pub fn enabled() -> bool {
 }
 
 /// What decode steps and chunks in mixed steps have cost, and the chunk size that follows.
-#[derive(Default)]
 pub struct Budget {
+    /// Rows the kernels multiply per weight load: a chunk fills its last tile.
+    tile: usize,
     /// Per batch size: a decode step's cost (smoothed).
     decode: Vec<Option<Duration>>,
     /// A chunk token's cost in a mixed step (smoothed).
@@ -66,6 +59,11 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget for kernels that multiply `tile` rows per weight load.
+    pub fn new(tile: usize) -> Self {
+        Budget { tile: tile.max(1), decode: Vec::new(), per_token: None, last_chunk: 0 }
+    }
+
     /// A decode step of `rows` rows, alone, took `cost`.
     pub fn decode_step(&mut self, rows: usize, cost: Duration) {
         if rows >= self.decode.len() {
@@ -103,9 +101,9 @@ impl Budget {
     /// The next mixed step's chunk for a batch of `rows`, at most `at_once`
     /// tokens: what keeps the step within [`STEP_RATIO`] decode steps, at
     /// most twice the last chunk, but at least what completes the rows' last
-    /// tile of `tile` rows; `None` while no decode step has been measured
-    /// (run one alone first).
-    pub fn next_chunk(&self, rows: usize, at_once: usize, tile: usize) -> Option<usize> {
+    /// tile; `None` while no decode step has been measured (run one alone
+    /// first).
+    pub fn next_chunk(&self, rows: usize, at_once: usize) -> Option<usize> {
         let decode = self.decode_cost(rows)?;
         let tokens = match self.per_token {
             Some(per_token) if !per_token.is_zero() => {
@@ -116,7 +114,7 @@ impl Budget {
             _ => CHUNK_FIRST,
         };
         // Up to the end of the tile that the chunk's last token falls in.
-        let tokens = (rows + tokens.max(CHUNK_MIN)).div_ceil(tile.max(1)) * tile.max(1) - rows;
+        let tokens = (rows + tokens.max(CHUNK_MIN)).div_ceil(self.tile) * self.tile - rows;
         Some(tokens.min(at_once.max(CHUNK_MIN)))
     }
 }
@@ -129,58 +127,63 @@ mod tests {
 
     #[test]
     fn no_chunk_rides_before_a_decode_step_was_measured() {
-        assert_eq!(Budget::default().next_chunk(8, 256, 1), None);
+        assert_eq!(Budget::new(1).next_chunk(8, 256), None);
     }
 
     #[test]
     fn a_chunk_fills_the_room_a_decode_step_leaves() {
-        let mut b = Budget::default();
+        let mut b = Budget::new(1);
         b.decode_step(8, MS(40));
-        assert_eq!(b.next_chunk(8, 256, 1), Some(CHUNK_FIRST));
+        assert_eq!(b.next_chunk(8, 256), Some(CHUNK_FIRST));
         // 16 tokens added 20 ms: 1.25 ms a token, and 0.75 * 40 ms of room is 24 tokens.
         b.mixed_step(8, 16, MS(60));
-        assert_eq!(b.next_chunk(8, 256, 1), Some(24));
+        assert_eq!(b.next_chunk(8, 256), Some(24));
         // Never more than twice the last chunk, nor more than at once.
         b.mixed_step(8, 4, MS(41));
-        assert_eq!(b.next_chunk(8, 256, 1), Some(CHUNK_FIRST * 2));
-        assert!(b.next_chunk(8, 20, 1).unwrap() <= 20);
+        assert_eq!(b.next_chunk(8, 256), Some(CHUNK_FIRST * 2));
+        assert!(b.next_chunk(8, 20).unwrap() <= 20);
     }
 
     #[test]
     fn dearer_chunks_shrink_the_next() {
-        let mut b = Budget::default();
+        let mut b = Budget::new(1);
         b.decode_step(4, MS(30));
         b.mixed_step(4, 16, MS(50));
-        let first = b.next_chunk(4, 256, 1).unwrap();
+        let first = b.next_chunk(4, 256).unwrap();
         // Later chunks attend to more context: 16 tokens now add 60 ms.
         b.mixed_step(4, 16, MS(90));
-        let next = b.next_chunk(4, 256, 1).unwrap();
+        let next = b.next_chunk(4, 256).unwrap();
         assert!(next < first, "{next} < {first}");
         assert!(next >= CHUNK_MIN);
     }
 
     #[test]
     fn a_chunk_fills_its_last_tile() {
-        let mut b = Budget::default();
-        b.decode_step(8, MS(16));
         // Dear tokens: the room (12 ms) holds 1 of them, and the chunk still
-        // fills the tile after the 8 decode rows.
-        b.mixed_step(8, 8, MS(100));
-        assert_eq!(b.next_chunk(8, 256, 8), Some(8));
-        assert_eq!(b.next_chunk(5, 256, 8), Some(11));
-        assert_eq!(b.next_chunk(6, 256, 4), Some(6));
-        assert_eq!(b.next_chunk(8, 256, 1), Some(CHUNK_MIN));
-        // Cheap tokens: what the room holds, rounded up to the tile's end.
-        b.mixed_step(8, 8, MS(17));
-        let n = b.next_chunk(8, 256, 8).unwrap();
-        assert_eq!((8 + n) % 8, 0, "{n}");
+        // fills the tile after the decode rows.
+        let measured = |tile| {
+            let mut b = Budget::new(tile);
+            b.decode_step(8, MS(16));
+            b.mixed_step(8, 8, MS(100));
+            b
+        };
+        let (eight, four, one) = (measured(8), measured(4), measured(1));
+        assert_eq!(eight.next_chunk(8, 256), Some(8));
+        assert_eq!(eight.next_chunk(5, 256), Some(11));
+        assert_eq!(four.next_chunk(6, 256), Some(6));
+        assert_eq!(one.next_chunk(8, 256), Some(CHUNK_MIN));
         // Never more than the prompt has left.
-        assert_eq!(b.next_chunk(8, 5, 8), Some(5));
+        assert_eq!(eight.next_chunk(8, 5), Some(5));
+        // Cheap tokens: what the room holds, rounded up to the tile's end.
+        let mut eight = eight;
+        eight.mixed_step(8, 8, MS(17));
+        let n = eight.next_chunk(8, 256).unwrap();
+        assert_eq!((8 + n) % 8, 0, "{n}");
     }
 
     #[test]
     fn a_batch_size_not_measured_takes_the_nearest_scaled() {
-        let mut b = Budget::default();
+        let mut b = Budget::new(1);
         b.decode_step(8, MS(40));
         let at_two = b.decode_cost(2).unwrap();
         assert!(at_two < MS(40) && at_two > MS(10), "{at_two:?}");

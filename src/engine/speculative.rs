@@ -133,10 +133,9 @@ impl Tuner {
     /// before it were accepted.
     fn chances(&self) -> [f64; MAX_DRAFT] {
         let mut p = [0.0; MAX_DRAFT];
-        let mut previous = self.acceptance();
-        for i in 0..MAX_DRAFT {
-            p[i] = if i == 0 { previous } else { (self.accepted[i] + SHRINK * previous) / (self.reached[i] + SHRINK) };
-            previous = p[i];
+        p[0] = self.acceptance();
+        for i in 1..MAX_DRAFT {
+            p[i] = (self.accepted[i] + SHRINK * p[i - 1]) / (self.reached[i] + SHRINK);
         }
         p
     }

@@ -167,7 +167,7 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         last_chunk: None,
         cheapest_chunk: None,
         mixes,
-        budget: mixing::Budget::default(),
+        budget: mixing::Budget::new(crate::kernels::Isa::in_use().int8_tile_rows()),
         prefix,
         identity: None,
         step_costs: StepCosts::default(),
@@ -358,7 +358,7 @@ impl Worker {
     /// ends the streams and the prompt, as a failed decode step ends the
     /// streams.
     fn mixed_step(&mut self) {
-        let Some(chunk) = self.budget.next_chunk(self.seqs.len(), self.at_once(), mixing::tile_rows()) else {
+        let Some(chunk) = self.budget.next_chunk(self.seqs.len(), self.at_once()) else {
             return self.decode_step();
         };
         let Some(mut job) = self.long.pop_front() else { return };

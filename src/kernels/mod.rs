@@ -161,6 +161,16 @@ impl Isa {
     pub fn in_use() -> Isa {
         imp::isa_in_use()
     }
+
+    /// Activation rows these kernels' int8 mode multiplies per weight load
+    /// (`kTileRows` in qmm_kernels.h): 8 with AVX-512's 32 vector registers,
+    /// 4 with AVX2's 16.
+    pub fn int8_tile_rows(self) -> usize {
+        match self {
+            Isa::Avx512 => 8,
+            _ => 4,
+        }
+    }
 }
 
 /// How a quantized matrix's three arrays (words, scales, biases) are laid out.
