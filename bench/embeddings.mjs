@@ -48,7 +48,7 @@ for (const name of models) {
   for (let i = 0; i < rounds; i++) {
     log(`${name}, round ${i + 1} of ${rounds}: mlx-serving, then sentence-transformers`)
     runs.ours.push(child(process.execPath, [path.join(bench, 'engines', 'embed_ours.mjs'), JSON.stringify(workload)]))
-    runs.st.push(fs.existsSync(python) ? child(python, [path.join(bench, 'engines', 'embed_st.py'), JSON.stringify(workload)]) : { error: 'no .data/embeddings/venv (scripts/setup.sh --embeddings)' })
+    runs.st.push(fs.existsSync(python) ? child(python, [path.join(bench, 'engines', 'embed_st.py'), JSON.stringify(workload)]) : { error: 'no .data/embeddings/venv (scripts/setup.sh --embeddings-bench)' })
   }
   const summary = (list) => {
     const ok = list.filter((r) => !r.error)

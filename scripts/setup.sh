@@ -19,8 +19,11 @@
 #
 #   scripts/setup.sh --embeddings  # also fetch the embedding models all-MiniLM-L6-v2 (91 MB) and
 #                               # EmbeddingGemma-300M (1.2 GB) into models/, and make sentence-transformers'
-#                               # reference embeddings of them (a PyTorch CPU environment in .data/embeddings/,
-#                               # ~3 GB of wheels, once; for __test__/embeddings-*.spec.ts and the bench)
+#                               # reference embeddings of them (a PyTorch CPU environment in .data/embeddings/venv,
+#                               # ~3 GB of wheels, 6 GB installed; removed once the references are made; for
+#                               # __test__/embeddings-*.spec.ts)
+#   scripts/setup.sh --embeddings-bench  # the same, keeping the PyTorch environment for
+#                               # sentence-transformers' side of bench/embeddings.mjs
 #
 #   MLX_SERVING_BACKEND=cuda scripts/setup.sh   # MLX's CUDA runtime (mlx-cuda-13, with the
 #                               # CUDA 13 libraries it needs, ~3 GB) instead of mlx-cpu; the
@@ -52,6 +55,7 @@ LLAMA_CPP_PYTHON_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1f
 TOKENIZER_DATA=0
 MLX_DIRS=0
 EMBEDDINGS=0
+KEEP_REFERENCE_ENV=0
 for arg in "$@"; do
   case "$arg" in
     --test) FEATURES=napi,fault-injection ;;
@@ -61,6 +65,7 @@ for arg in "$@"; do
     --tokenizer-data) TOKENIZER_DATA=1 ;;
     --mlx-dirs) MLX_DIRS=1 ;;
     --embeddings) EMBEDDINGS=1 ;;
+    --embeddings-bench) EMBEDDINGS=1 KEEP_REFERENCE_ENV=1 ;;
     *) echo "unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -307,7 +312,7 @@ fetch_embeddings() {
     rm -rf "$tmp"
   fi
   reference_stamp=$(cat scripts/embedding_reference.py __test__/fixtures/embedding-sentences.json | sha256sum | cut -c1-16)
-  if [[ "$(cat "$EMBEDDINGS_REF/complete" 2>/dev/null)" != "$reference_stamp" ]]; then
+  if [[ "$(cat "$EMBEDDINGS_REF/complete" 2>/dev/null)" != "$reference_stamp" || $KEEP_REFERENCE_ENV == 1 ]]; then
     if [[ ! -x "$EMBEDDINGS_REF/venv/bin/python" ]] || ! "$EMBEDDINGS_REF/venv/bin/python" -c 'import sentence_transformers' 2>/dev/null; then
       log "installing sentence-transformers, transformers and PyTorch into $EMBEDDINGS_REF/venv (~3 GB of wheels)"
       rm -rf "$EMBEDDINGS_REF/venv" && mkdir -p "$EMBEDDINGS_REF"
@@ -326,6 +331,12 @@ embedding_references() {
     "$EMBEDDINGS_REF/venv/bin/python" scripts/embedding_reference.py "$EMBEDDINGGEMMA_DIR" "$EMBEDDINGS_REF/embeddinggemma-300m.json" \
       --prompts query,document --truncate 256
     echo "$reference_stamp" > "$EMBEDDINGS_REF/complete"
+  fi
+  # PyTorch with the CUDA libraries PyPI's Linux wheel pulls in is 6 GB on disk;
+  # the tests need only the references it made.
+  if [[ $KEEP_REFERENCE_ENV == 0 && -d "$EMBEDDINGS_REF/venv" ]]; then
+    log "removing the reference environment ($EMBEDDINGS_REF/venv; --embeddings-bench keeps it)"
+    rm -rf "$EMBEDDINGS_REF/venv"
   fi
 }
 

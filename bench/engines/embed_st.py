@@ -2,7 +2,7 @@
 the CPU, f32, as many threads as the machine has cores): sentences/s at a
 batch of 1, 32 and 256 inputs per call, and the latency of one short query.
 Prints one JSON line. Driven by bench/embeddings.mjs, in the environment
-`scripts/setup.sh --embeddings` makes (.data/embeddings/venv)."""
+`scripts/setup.sh --embeddings-bench` makes (.data/embeddings/venv)."""
 
 import json
 import os
