@@ -67,21 +67,44 @@ impl Tiles {
     }
 }
 
+/// Matrices of fewer weights than this stay in MLX's layout by default: their
+/// products are bound by the host, where launching a custom kernel costs more
+/// than MLX's op.
+pub const DEFAULT_FLOOR: usize = 1 << 22;
+
+/// Models with fewer weights than this in quantized matrices pack none by
+/// default. Measured on an H100 (`bench/ab.cjs`, f16, alternated;
+/// `bench/results/h100-2026-12-07-359467e-qmm-ab.log`): the 8B shape (7.5B) gains
+/// at every row count (one stream 221-225 -> 264-280 tok/s, 8 streams 342 ->
+/// 1291-1331, 32 streams 1284 -> 3694-3706, 64 streams 2442 -> 5496); the 1B
+/// shape (1.2B), whose step is bound by the host, gains in batches (8 streams
+/// 1550-1561 -> 2634-2732, 32 streams 5555-5675 -> 10034-10296) but loses a
+/// lone stream (749 -> 543-556). A packed matrix has no MLX layout left to
+/// serve one row otherwise, so small models keep MLX's kernels unless
+/// `MLX_SERVING_CUDA_QMM` asks.
+pub const LARGE_MODEL: usize = 1 << 32;
+
+/// The smallest matrix, in weights, that a model holding `model_weights`
+/// weights in quantized matrices moves into [`Tiles`] (`usize::MAX`: none).
+/// `MLX_SERVING_CUDA_QMM=0` packs none, `N` every 4-bit matrix of `N`
+/// weights and more in any model; unset, [`DEFAULT_FLOOR`] for models of
+/// [`LARGE_MODEL`] weights and more, none below.
+pub fn floor(model_weights: usize) -> usize {
+    static ASKED: OnceLock<Option<usize>> = OnceLock::new();
+    let asked = *ASKED.get_or_init(|| std::env::var("MLX_SERVING_CUDA_QMM").ok().and_then(|v| v.parse::<usize>().ok()));
+    match asked {
+        Some(0) => usize::MAX,
+        Some(n) => n,
+        None if model_weights >= LARGE_MODEL => DEFAULT_FLOOR,
+        None => usize::MAX,
+    }
+}
+
 /// Whether a quantized matrix in MLX's affine layout should be kept as
 /// [`Tiles`]: on CUDA, 4 bits, groups of 32, 64 or 128, scales and biases in
 /// f16 or bf16 (the model computes in that dtype), rows a multiple of 16 and
-/// columns of 64, and at least `MLX_SERVING_CUDA_QMM` weights (`2^22`
-/// suits: smaller matrices are better served by MLX's kernels, whose launch
-/// costs less on the host). Off unless that variable is set: the kernel has
-/// been checked and timed on an H200 through its harnesses
-/// (`bench/cuda_qmm_cupy.py`, `bench/cuda_qmm.py`), not yet in the engine
-/// end to end on a GPU.
-pub fn packs(weight: &Array, scales: &Array, biases: &Array, group_size: i32, bits: i32) -> bool {
-    static FLOOR: OnceLock<usize> = OnceLock::new();
-    let floor = *FLOOR.get_or_init(|| match std::env::var("MLX_SERVING_CUDA_QMM").ok().and_then(|v| v.parse::<usize>().ok()) {
-        Some(0) | None => usize::MAX,
-        Some(n) => n,
-    });
+/// columns of 64, and at least `floor` weights ([`floor`]).
+pub fn packs(weight: &Array, scales: &Array, biases: &Array, group_size: i32, bits: i32, floor: usize) -> bool {
     device::backend() == Backend::Cuda && fits(weight, scales, biases, group_size, bits) && weight.dim(0) as usize * weight.dim(1) as usize * 8 >= floor
 }
 
@@ -362,6 +385,19 @@ mod tests {
         }
     }
 
+    /// Unless `MLX_SERVING_CUDA_QMM` says otherwise, only a large model packs
+    /// (its matrices of 2^22 weights and more).
+    #[test]
+    fn only_large_models_pack_by_default() {
+        if std::env::var_os("MLX_SERVING_CUDA_QMM").is_some() {
+            return;
+        }
+        assert_eq!(floor(LARGE_MODEL), DEFAULT_FLOOR);
+        assert_eq!(floor(7_500_000_000), DEFAULT_FLOOR);
+        assert_eq!(floor(1_240_000_000), usize::MAX);
+        assert_eq!(floor(0), usize::MAX);
+    }
+
     /// Against the float product of MLX's dequantized matrix on the same
     /// device, and MLX's quantized matmul at 2 and 64 rows (groups of 32; each
     /// of its variants is a compile on CUDA): f16 and bf16,
@@ -376,7 +412,7 @@ mod tests {
         let (weight, scales, biases) = quantize(&w, 32, 4).unwrap();
         let (s16, b16) = (scales.as_dtype(Dtype::Float16).unwrap(), biases.as_dtype(Dtype::Float16).unwrap());
         if device::backend() != Backend::Cuda {
-            assert!(!packs(&weight, &s16, &b16, 32, 4));
+            assert!(!packs(&weight, &s16, &b16, 32, 4, 1));
             return;
         }
         assert!(fits(&weight, &s16, &b16, 32, 4) && !fits(&weight, &s16, &b16, 32, 8));

@@ -260,14 +260,15 @@ impl Cast for Projections {
 /// computes in ([`Cast`]): the MLX-layout arrays are dropped, so the codes are
 /// held once. Models call it on every projection but the embedding, whose
 /// rows are looked up (`rows`); a head tied to the embedding stays as it is.
+/// `floor`: the smallest matrix to pack, in weights ([`cuda_qmm::floor`]).
 pub trait Pack {
-    fn pack(&mut self) -> Result<()>;
+    fn pack(&mut self, floor: usize) -> Result<()>;
 }
 
 impl Pack for Linear {
-    fn pack(&mut self) -> Result<()> {
+    fn pack(&mut self, floor: usize) -> Result<()> {
         if let Linear::Quantized(q) = self {
-            if q.tiles.is_none() && cuda_qmm::packs(&q.weight, &q.scales, &q.biases, q.group_size, q.bits) {
+            if q.tiles.is_none() && cuda_qmm::packs(&q.weight, &q.scales, &q.biases, q.group_size, q.bits, floor) {
                 q.tiles = Some(cuda_qmm::pack(&q.weight, &q.scales, &q.biases, q.group_size)?);
                 let dtype = q.scales.dtype();
                 q.weight = Array::from_slice::<u32>(&[], &[0]);
@@ -280,17 +281,17 @@ impl Pack for Linear {
 }
 
 impl Pack for Projections {
-    fn pack(&mut self) -> Result<()> {
+    fn pack(&mut self, floor: usize) -> Result<()> {
         match self {
-            Projections::Stacked { weight, .. } => weight.pack(),
-            Projections::Separate(parts) => parts.iter_mut().try_for_each(|p| p.pack()),
+            Projections::Stacked { weight, .. } => weight.pack(floor),
+            Projections::Separate(parts) => parts.iter_mut().try_for_each(|p| p.pack(floor)),
         }
     }
 }
 
 impl<T: Pack> Pack for Option<T> {
-    fn pack(&mut self) -> Result<()> {
-        self.iter_mut().try_for_each(|x| x.pack())
+    fn pack(&mut self, floor: usize) -> Result<()> {
+        self.iter_mut().try_for_each(|x| x.pack(floor))
     }
 }
 
@@ -312,6 +313,16 @@ impl Linear {
             self.cast(dtype)?;
         }
         Ok(())
+    }
+
+    /// Weights of a quantized matrix in MLX's affine layout (0 otherwise).
+    pub fn quantized_weights(&self) -> usize {
+        match self {
+            Linear::Quantized(q) if q.weight.ndim() == 2 && q.weight.dtype() == Dtype::Uint32 => {
+                q.weight.dim(0) as usize * q.weight.dim(1) as usize * 32 / q.bits as usize
+            }
+            _ => 0,
+        }
     }
 
     /// Whether a row's product does not depend on the rows beside it: a
@@ -468,7 +479,7 @@ mod tests {
             Linear::Quantized(QuantizedWeight::new(weight.clone(), scales.clone(), biases.clone(), 32, 4, Activations::F32))
         };
         let (plain, mut packed) = (make(), make());
-        packed.pack().unwrap();
+        packed.pack(cuda_qmm::DEFAULT_FLOOR).unwrap();
         let Linear::Quantized(q) = &packed else { unreachable!() };
         if device::backend() != Backend::Cuda {
             assert!(q.tiles.is_none());

@@ -175,12 +175,12 @@ impl Gemma3 {
 
     /// Moves the projections (not the embedding) into the CUDA tile layout
     /// where it serves ([`Pack`]).
-    pub fn pack(&mut self) -> Result<()> {
+    pub fn pack(&mut self, floor: usize) -> Result<()> {
         for b in &mut self.blocks {
-            b.qkv.pack()?;
-            b.wo.pack()?;
-            b.gate_up.pack()?;
-            b.down.pack()?;
+            b.qkv.pack(floor)?;
+            b.wo.pack(floor)?;
+            b.gate_up.pack(floor)?;
+            b.down.pack(floor)?;
         }
         Ok(())
     }

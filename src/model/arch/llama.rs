@@ -215,13 +215,13 @@ impl Llama {
 
     /// Moves the projections (not the embedding) into the CUDA tile layout
     /// where it serves ([`Pack`]).
-    pub fn pack(&mut self) -> Result<()> {
-        self.output.pack()?;
+    pub fn pack(&mut self, floor: usize) -> Result<()> {
+        self.output.pack(floor)?;
         for b in &mut self.blocks {
-            b.qkv.pack()?;
-            b.wo.pack()?;
-            b.gate_up.pack()?;
-            b.down.pack()?;
+            b.qkv.pack(floor)?;
+            b.wo.pack(floor)?;
+            b.gate_up.pack(floor)?;
+            b.down.pack(floor)?;
         }
         Ok(())
     }

@@ -105,11 +105,17 @@ impl Model {
     }
 
     /// Moves the large 4-bit projections into the CUDA tensor-core kernel's
-    /// layout where it serves (`linear::Pack`; nothing elsewhere).
+    /// layout where it serves (`linear::Pack`; nothing elsewhere): in a model
+    /// large enough that it pays ([`crate::kernels::cuda_qmm::floor`]).
     pub fn pack(&mut self) -> Result<()> {
+        let weights = match self {
+            Model::Llama(m) => m.linears().iter().map(|l| l.quantized_weights()).sum(),
+            Model::Gemma3(m) => m.linears().iter().map(|l| l.quantized_weights()).sum(),
+        };
+        let floor = crate::kernels::cuda_qmm::floor(weights);
         match self {
-            Model::Llama(m) => m.pack(),
-            Model::Gemma3(m) => m.pack(),
+            Model::Llama(m) => m.pack(floor),
+            Model::Gemma3(m) => m.pack(floor),
         }
     }
 
