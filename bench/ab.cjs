@@ -1,7 +1,7 @@
 // Ours alone, quickly: tokens/s of one stream decoding 128 tokens and of 8
 // streams (AB_STREAMS=8,32,...: each count) decoding 64 each, best of two, and
-// the first token of a 4096-token prompt (ms, median of three after one
-// untimed), as one JSON line with the MLX_SERVING_* switches set. For A/B runs
+// the first token of a 4096-token prompt (AB_PROMPT_TOKENS; ms, median of three
+// after one untimed), as one JSON line with the MLX_SERVING_* switches set. For A/B runs
 // of a setting read once per process (MLX_SERVING_CUDA_QMM, MLX_SERVING_DTYPE, ...):
 //
 //   for q in 0 1 0 1; do MLX_SERVING_CUDA_QMV=$q node bench/ab.cjs model.gguf; done
@@ -30,16 +30,17 @@ const { Engine } = require('../lib/index.js')
       out[n] = Math.max(out[n] ?? 0, (rs.reduce((a, r) => a + r[0], 0) / (performance.now() - t)) * 1000)
     }
   }
-  const long = e.detokenize('m', e.tokenize('m', require('fs').readFileSync(require('path').join(__dirname, 'prompt.md'), 'utf8')).slice(0, 4096))
+  const promptTokens = Number(process.env.AB_PROMPT_TOKENS ?? 4096)
+  const long = e.detokenize('m', e.tokenize('m', require('fs').readFileSync(require('path').join(__dirname, 'prompt.md'), 'utf8')).slice(0, promptTokens))
   const ttft = []
   for (let rep = 0; rep < 4; rep++) {
     const t = performance.now()
     await e.generate({ model: 'm', prompt: long, maxTokens: 1 }).collect()
     if (rep > 0) ttft.push(performance.now() - t)
   }
-  out.ttft4096 = ttft.sort((a, b) => a - b)[1]
+  out.ttft = ttft.sort((a, b) => a - b)[1]
   const switches = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('MLX_SERVING_')))
   const rates = Object.fromEntries(streams.map((n) => [`streams${n}`, +out[n].toFixed(1)]))
-  console.log(JSON.stringify({ model: model.split('/').pop(), switches, single: +out.single.toFixed(1), ...rates, ttft4096: +out.ttft4096.toFixed(1) }))
+  console.log(JSON.stringify({ model: model.split('/').pop(), switches, single: +out.single.toFixed(1), ...rates, [`ttft${promptTokens}`]: +out.ttft.toFixed(1) }))
   await e.shutdown()
 })()

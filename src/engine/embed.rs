@@ -85,7 +85,7 @@ pub fn serve(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, a
     let LoadedEmbedder { embedder, tokenizer, info } = loaded;
     tracing::info!(load_ms = info.load_ms, dimensions = embedder.dimensions, "embedding model ready");
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: None, info: info.clone(), grammars: None });
-    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), per_token: None };
+    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), per_token: None, worked: false };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
             Ok(true) => {}
@@ -139,6 +139,8 @@ struct EmbedWorker {
     jobs: Vec<Job>,
     /// Seconds per padded token of recent passes (smoothed).
     per_token: Option<f64>,
+    /// Work ran since the worker was last idle (see [`crate::platform::release_free_memory`]).
+    worked: bool,
 }
 
 /// One input of a batch: (job index, input index, tokens).
@@ -151,6 +153,11 @@ impl EmbedWorker {
             return false;
         }
         self.drop_ended();
+        if self.jobs.is_empty() && self.worked {
+            // Idle: the buffers this burst of work freed go back to the system.
+            self.worked = false;
+            crate::platform::release_free_memory();
+        }
         let Some(admitted) = self.slot.take_queued(ADMIT, self.jobs.is_empty()) else {
             return false;
         };
@@ -159,6 +166,7 @@ impl EmbedWorker {
             return true;
         }
         self.heartbeat.set_busy(true);
+        self.worked = true;
         for request in admitted {
             lock(&self.active).insert(request.id, request.clone());
             match self.prepare(&request) {
