@@ -85,7 +85,7 @@ pub fn serve(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, a
     let LoadedEmbedder { embedder, tokenizer, info } = loaded;
     tracing::info!(load_ms = info.load_ms, dimensions = embedder.dimensions, "embedding model ready");
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: None, info: info.clone(), grammars: None });
-    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), per_token: None, worked: false };
+    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), per_token: None };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
             Ok(true) => {}
@@ -139,8 +139,6 @@ struct EmbedWorker {
     jobs: Vec<Job>,
     /// Seconds per padded token of recent passes (smoothed).
     per_token: Option<f64>,
-    /// Work ran since the worker was last idle (see [`crate::platform::release_free_memory`]).
-    worked: bool,
 }
 
 /// One input of a batch: (job index, input index, tokens).
@@ -153,9 +151,9 @@ impl EmbedWorker {
             return false;
         }
         self.drop_ended();
-        if self.jobs.is_empty() && self.worked {
-            // Idle: the buffers this burst of work freed go back to the system.
-            self.worked = false;
+        if self.jobs.is_empty() && self.heartbeat.is_busy() {
+            // Idle after work (busy until the wait below finds nothing): the
+            // buffers that work freed go back to the system.
             crate::platform::release_free_memory();
         }
         let Some(admitted) = self.slot.take_queued(ADMIT, self.jobs.is_empty()) else {
@@ -166,7 +164,6 @@ impl EmbedWorker {
             return true;
         }
         self.heartbeat.set_busy(true);
-        self.worked = true;
         for request in admitted {
             lock(&self.active).insert(request.id, request.clone());
             match self.prepare(&request) {

@@ -172,7 +172,6 @@ fn run(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, active:
         identity: None,
         step_costs: StepCosts::default(),
         drafter: None,
-        worked: false,
     };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
@@ -311,8 +310,6 @@ struct Worker {
     step_costs: StepCosts,
     /// The draft model of the last request that asked for one.
     drafter: Option<Drafter>,
-    /// Work ran since the worker was last idle (see [`crate::platform::release_free_memory`]).
-    worked: bool,
 }
 
 impl Worker {
@@ -323,9 +320,9 @@ impl Worker {
         }
         self.retire_ended();
         let busy = self.seqs.len() + self.long.len();
-        if busy == 0 && self.worked {
-            // Idle: the buffers this burst of work freed go back to the system.
-            self.worked = false;
+        if busy == 0 && self.heartbeat.is_busy() {
+            // Idle after work (busy until the wait below finds nothing): the
+            // buffers that work freed go back to the system.
             crate::platform::release_free_memory();
         }
         let room = self.slot.options.max_batch_size.saturating_sub(busy);
@@ -345,7 +342,6 @@ impl Worker {
             return true;
         }
         self.heartbeat.set_busy(true);
-        self.worked = true;
         self.admit(admitted);
         if self.mixes && !self.seqs.is_empty() && !self.long.is_empty() {
             self.mixed_step();

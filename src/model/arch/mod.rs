@@ -97,22 +97,22 @@ impl Model {
     /// size): every matrix on the CPU's int8 kernels, beside our attention,
     /// norm and activation kernels, which compute each row on its own.
     pub fn batch_invariant(&self) -> bool {
-        let linears = match self {
+        self.linears().iter().all(|l| l.batch_invariant())
+    }
+
+    /// Every matrix of the model.
+    fn linears(&self) -> Vec<&Linear> {
+        match self {
             Model::Llama(m) => m.linears(),
             Model::Gemma3(m) => m.linears(),
-        };
-        linears.iter().all(|l| l.batch_invariant())
+        }
     }
 
     /// Moves the large 4-bit projections into the CUDA tensor-core kernel's
     /// layout where it serves (`linear::Pack`; nothing elsewhere): in a model
     /// large enough that it pays ([`crate::kernels::cuda_qmm::floor`]).
     pub fn pack(&mut self) -> Result<()> {
-        let weights = match self {
-            Model::Llama(m) => m.linears().iter().map(|l| l.quantized_weights()).sum(),
-            Model::Gemma3(m) => m.linears().iter().map(|l| l.quantized_weights()).sum(),
-        };
-        let floor = crate::kernels::cuda_qmm::floor(weights);
+        let floor = crate::kernels::cuda_qmm::floor(self.linears().iter().map(|l| l.quantized_weights()).sum());
         match self {
             Model::Llama(m) => m.pack(floor),
             Model::Gemma3(m) => m.pack(floor),
