@@ -1,11 +1,12 @@
 // One round of the embedding benchmark on this engine: sentences/s at a batch
 // of 1, 32 and 256 inputs per call, and the latency of one short query.
-// Prints one JSON line. Driven by bench/embeddings.mjs.
+// Also returns the embeddings of the first `check` sentences (for the
+// driver's agreement check). Prints one JSON line. Driven by bench/embeddings.mjs.
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
 const { Engine } = require('../../lib/index.js')
-const { model, sentences, batches, query, queries } = JSON.parse(process.argv[2])
+const { model, sentences, batches, query, queries, check } = JSON.parse(process.argv[2])
 
 const engine = await Engine.create()
 await engine.loadModel({ id: 'm', path: model })
@@ -26,5 +27,8 @@ for (let i = 0; i < queries; i++) {
   latencies.push(performance.now() - started)
 }
 latencies.sort((a, b) => a - b)
+const { embeddings } = await engine.embed({ model: 'm', input: sentences.slice(0, check) })
+const { backend, name } = engine.stats().device
+const device = `${name} (${backend})`
 await engine.shutdown()
-console.log(JSON.stringify({ throughput, queryMs: latencies[Math.floor(latencies.length / 2)] }))
+console.log(JSON.stringify({ throughput, queryMs: latencies[Math.floor(latencies.length / 2)], device, check: embeddings.map((e) => Array.from(e)) }))

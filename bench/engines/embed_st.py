@@ -1,7 +1,9 @@
-"""One round of the embedding benchmark on sentence-transformers (PyTorch on
-the CPU, f32, as many threads as the machine has cores): sentences/s at a
-batch of 1, 32 and 256 inputs per call, and the latency of one short query.
-Prints one JSON line. Driven by bench/embeddings.mjs, in the environment
+"""One round of the embedding benchmark on sentence-transformers (PyTorch, f32;
+on the CPU with as many threads as the machine has cores, or on the GPU with
+BENCH_EMBED_DEVICE=cuda): sentences/s at a batch of 1, 32 and 256 inputs per
+call, the latency of one short query, and the embeddings of the first
+`check` sentences (for the driver's agreement check). Prints one JSON line.
+Driven by bench/embeddings.mjs, in the environment
 `scripts/setup.sh --embeddings-bench` makes (.data/embeddings/venv)."""
 
 import json
@@ -13,8 +15,10 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 w = json.loads(sys.argv[1])
+device = os.environ.get("BENCH_EMBED_DEVICE", "cpu")
 torch.set_num_threads(os.cpu_count() or 1)
-model = SentenceTransformer(w["model"], device="cpu")
+# float32 explicitly: newer transformers load a checkpoint in its stored dtype.
+model = SentenceTransformer(w["model"], device=device, model_kwargs={"torch_dtype": torch.float32})
 sentences = w["sentences"]
 with torch.inference_mode():
     model.encode(sentences[:64], batch_size=64)
@@ -30,5 +34,7 @@ with torch.inference_mode():
         started = time.perf_counter()
         model.encode([w["query"]], batch_size=1)
         latencies.append((time.perf_counter() - started) * 1000)
+    check = model.encode(sentences[: w["check"]], batch_size=32).tolist()
 latencies.sort()
-print(json.dumps({"throughput": throughput, "queryMs": latencies[len(latencies) // 2], "threads": torch.get_num_threads(), "torch": torch.__version__}))
+where = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+print(json.dumps({"throughput": throughput, "queryMs": latencies[len(latencies) // 2], "threads": torch.get_num_threads(), "torch": torch.__version__, "device": where, "check": check}))
