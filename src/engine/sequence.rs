@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Instant};
 use super::{
     output::OutputState,
     request::{Event, FinishReason, Request, Timings, Usage},
-    speculative::{Speculation, Speculative, Tuner},
+    speculative::{Lookup, Speculation, Speculative, Tuner},
 };
 use crate::{
     constraint::Advance,
@@ -36,6 +36,7 @@ pub struct Sequence {
     /// Speculative decoding: what the guesses have shown, tokens guessed
     /// and accepted, and plain steps left before guessing is tried again.
     pub tuner: Tuner,
+    pub lookup: Lookup,
     pub drafted: usize,
     pub accepted: usize,
     pub paused: usize,
@@ -67,6 +68,7 @@ impl Sequence {
             first_token: None,
             output: None,
             tuner: Tuner::default(),
+            lookup: Lookup::default(),
             drafted: 0,
             accepted: 0,
             paused: 0,

@@ -61,16 +61,98 @@ impl Speculation {
 /// tokens of `tokens`, for the longest `n` from `ngram` down to 1 that
 /// occurred before: at most `max`, empty when none did.
 pub fn look_up(tokens: &[u32], ngram: usize, max: usize) -> &[u32] {
+    match longest_match(tokens, ngram) {
+        Some((_, from)) => &tokens[from..(from + max).min(tokens.len())],
+        None => &[],
+    }
+}
+
+/// The longest `n` (from `ngram` down to 1) whose last `n` tokens occurred
+/// before, and where the latest such occurrence was followed from.
+fn longest_match(tokens: &[u32], ngram: usize) -> Option<(usize, usize)> {
     let len = tokens.len();
-    for n in (1..=ngram.min(len.saturating_sub(1))).rev() {
+    (1..=ngram.min(len.saturating_sub(1))).rev().find_map(|n| {
         let pattern = &tokens[len - n..];
         // The occurrence ending latest, excluding the pattern itself.
-        if let Some(start) = (0..len - n).rev().find(|&s| &tokens[s..s + n] == pattern) {
-            let from = start + n;
-            return &tokens[from..(from + max).min(len)];
+        (0..len - n).rev().find(|&s| &tokens[s..s + n] == pattern).map(|start| (n, start + n))
+    })
+}
+
+/// Prompt lookup for one sequence: where its guesses are copied from, kept
+/// from pass to pass so that a copy survives an edit.
+///
+/// A sequence that rewrites its prompt with a change (a renamed identifier)
+/// copies until the change, writes its own token(s), then copies on from just
+/// past the source's replaced token. Right after the change the last tokens
+/// occur nowhere in the text, or elsewhere (an earlier line already
+/// rewritten, the instruction naming the new identifier), so an n-gram finds
+/// nothing or the wrong place; the copy's place (the cursor) guesses right
+/// there. So the cursor goes first, and the n-gram finds a new place only
+/// where there is none: at the start, or after the cursor's guesses failed
+/// at once [`CURSOR_MISSES`] times in a row (the change was not a
+/// replacement).
+#[derive(Debug, Clone, Default)]
+pub struct Lookup {
+    /// Position in the sequence's tokens of the source token expected next,
+    /// and the sequence's length it was expected at.
+    cursor: Option<(usize, usize)>,
+    /// The last proposal: where it was copied from, whether from the
+    /// cursor, and the sequence's length then.
+    last: Option<(usize, bool, usize)>,
+    /// The cursor's guesses rejected at their first token in a row.
+    misses: usize,
+}
+
+/// A cursor whose first guess failed this many passes in a row is dropped.
+const CURSOR_MISSES: usize = 2;
+
+impl Lookup {
+    /// Guesses for the tokens after `tokens`: at most `max`, copied from the
+    /// cursor, else from after the latest occurrence of the longest n-gram
+    /// (up to `ngram` tokens); empty when there is none.
+    pub fn propose<'a>(&mut self, tokens: &'a [u32], ngram: usize, max: usize) -> &'a [u32] {
+        let len = tokens.len();
+        // Tokens decoded plainly since the cursor was set move it on while
+        // they follow the source, and lose it where they do not.
+        if let Some((c, at)) = self.cursor {
+            let k = len.saturating_sub(at);
+            self.cursor = (at <= len && c + k <= at && tokens[at..] == tokens[c..c + k]).then_some((c + k, len));
         }
+        let found = longest_match(tokens, ngram);
+        let (from, cursor) = match (self.cursor.map(|(c, _)| c), found) {
+            (Some(c), _) if c < len => (c, true),
+            (_, Some((_, from))) => (from, false),
+            _ => {
+                self.last = None;
+                return &[];
+            }
+        };
+        self.last = Some((from, cursor, len));
+        tracing::trace!(from, cursor, matched = found.map_or(0, |(n, _)| n), "looked up");
+        &tokens[from..(from + max).min(len)]
     }
-    &[]
+
+    /// After a pass that verified `drafted` guesses of the last proposal and
+    /// accepted `accepted`: the model's own next token takes the place of
+    /// the source token after them, and the copy goes on past it. A guess
+    /// from the cursor that failed at once keeps the cursor (a change may
+    /// take several tokens) until it fails [`CURSOR_MISSES`] times.
+    pub fn settle(&mut self, drafted: usize, accepted: usize) {
+        let Some((from, cursor, len)) = self.last.take() else { return };
+        if drafted == 0 {
+            return;
+        }
+        if cursor && accepted == 0 {
+            self.misses += 1;
+            self.cursor = (self.misses < CURSOR_MISSES).then_some((from, len + 1));
+            if self.cursor.is_none() {
+                self.misses = 0;
+            }
+            return;
+        }
+        self.misses = 0;
+        self.cursor = Some((from + accepted + 1, len + accepted + 1));
+    }
 }
 
 /// Whether every guess available is verified, whatever it is expected to
@@ -240,6 +322,70 @@ mod tests {
         assert!(look_up(&[1, 2, 3], 3, 4).is_empty());
         assert!(look_up(&[], 3, 4).is_empty());
         assert!(look_up(&[5], 3, 4).is_empty());
+    }
+
+    #[test]
+    fn a_copy_goes_on_past_a_replaced_token() {
+        // The prompt "1 2 3 4 5 6 7 8"; the answer copies it with 4 replaced by 40.
+        let prompt = [1, 2, 3, 4, 5, 6, 7, 8];
+        let mut tokens = prompt.to_vec();
+        tokens.extend([1, 2]);
+        let mut lookup = Lookup::default();
+        // "1 2" occurred: copy "3 4 5 6"; the model accepts 3, then writes 40.
+        assert_eq!(lookup.propose(&tokens, 3, 4), &[3, 4, 5, 6]);
+        lookup.settle(4, 1);
+        tokens.extend([3, 40]);
+        // "2 3 40" and "3 40" and "40" occur nowhere: plain lookup has nothing,
+        // the cursor copies on after the replaced 4.
+        assert!(look_up(&tokens, 3, 4).is_empty());
+        assert_eq!(lookup.propose(&tokens, 3, 4), &[5, 6, 7, 8]);
+        lookup.settle(4, 4);
+        // The copy went on to the end of the prompt: the cursor is at the
+        // answer's start, which repeats the prompt.
+        tokens.extend([5, 6, 7, 8, 1]);
+        assert_eq!(lookup.propose(&tokens, 3, 4), &tokens[9..13]);
+    }
+
+    #[test]
+    fn plain_steps_between_passes_move_the_cursor_on() {
+        let mut tokens = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2];
+        let mut lookup = Lookup::default();
+        assert_eq!(lookup.propose(&tokens, 3, 2), &[3, 4]);
+        lookup.settle(2, 0);
+        // 3 replaced by 30, then two plain steps that follow the source (4 5).
+        tokens.extend([30, 4, 5]);
+        assert_eq!(lookup.propose(&tokens, 3, 2), &[6, 7]);
+        // Plain steps that leave the source lose the cursor.
+        let mut other = Lookup::default();
+        let mut t = vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2];
+        other.propose(&t, 3, 2);
+        other.settle(2, 0);
+        t.extend([30, 70, 71]);
+        assert!(other.propose(&t, 3, 2).is_empty());
+    }
+
+    #[test]
+    fn a_change_of_several_tokens_keeps_the_cursor_then_drops_it() {
+        let mut tokens = vec![1, 2, 3, 4, 5, 6, 7, 8, 1, 2];
+        let mut lookup = Lookup::default();
+        assert_eq!(lookup.propose(&tokens, 3, 4), &[3, 4, 5, 6]);
+        lookup.settle(4, 1);
+        // 4 becomes "40 41": the cursor's first guess (5) fails once, then holds.
+        tokens.extend([3, 40]);
+        assert_eq!(lookup.propose(&tokens, 3, 2), &[5, 6]);
+        lookup.settle(2, 0);
+        tokens.push(41);
+        assert_eq!(lookup.propose(&tokens, 3, 2), &[5, 6]);
+        lookup.settle(2, 2);
+        // A cursor that keeps failing at once is dropped.
+        tokens.extend([5, 6, 90]);
+        assert_eq!(lookup.propose(&tokens, 3, 2), &[8, 1]);
+        lookup.settle(2, 0);
+        tokens.push(91);
+        assert_eq!(lookup.propose(&tokens, 3, 2), &[8, 1]);
+        lookup.settle(2, 0);
+        tokens.push(92);
+        assert!(lookup.propose(&tokens, 3, 2).is_empty());
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::{
     request::{Action, Event, Prompt, Request},
     sequence::{Progress, Sequence},
     slot::{ActiveSet, ModelSlot, Served, WorkerRef},
-    speculative::{look_up, Speculation, StepCosts},
+    speculative::{Speculation, StepCosts},
 };
 use crate::{
     constraint::{Compiler, MaskRows},
@@ -901,7 +901,7 @@ impl Worker {
         let room = seq.room_after_next().min(self.info.context_length.saturating_sub(seq.tokens.len() + 1));
         let proposal = match &spec {
             Speculation::PromptLookup { max_draft, ngram } => {
-                let found = look_up(&seq.tokens, *ngram, (*max_draft).min(room)).to_vec();
+                let found = seq.lookup.propose(&seq.tokens, *ngram, (*max_draft).min(room));
                 let n = seq.tuner.draft_len(found.len(), &self.step_costs, std::time::Duration::ZERO);
                 Ok(found[..n].to_vec())
             }
@@ -1002,6 +1002,7 @@ impl Worker {
         self.last_step = Some(started.elapsed());
         self.last_finish = Instant::now();
         seq.tuner.record(drafted, verdict.accepted);
+        seq.lookup.settle(drafted, verdict.accepted);
         seq.drafted += drafted;
         seq.accepted += verdict.accepted;
         self.slot.speculation.record(drafted, verdict.accepted);
