@@ -14,7 +14,8 @@ const model = await llama.loadModel({ modelPath: work.model, ...(gpu ? { gpuLaye
 const longest = Math.max(...Object.values(work.ttftPrompts).map((ids) => ids.length))
 
 async function withContext(sequences, fn) {
-  const contextSize = Math.max(sequences * 1024, sequences === 1 ? longest + 256 : 0)
+  // node-llama-cpp sizes the context per sequence: each stream needs its prompt and 64 tokens.
+  const contextSize = sequences === 1 ? longest + 256 : 1024
   const context = await model.createContext({ sequences, contextSize, threads, batchSize: 512 })
   try {
     return await fn(context)
