@@ -29,7 +29,7 @@ async function run(sequence, ids, constrained) {
 
 const tps = {}
 for (const n of work.streams) {
-  const context = await model.createContext({ sequences: n, contextSize: n * 1024, threads, batchSize: 512 })
+  const context = await model.createContext({ sequences: n, contextSize: 1024, threads, batchSize: 512 })
   const sequences = Array.from({ length: n }, () => context.getSequence())
   const measure = async (constrained) => {
     const done = await Promise.all(sequences.map((s, i) => run(s, work.promptIds[i], constrained)))
