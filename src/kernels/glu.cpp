@@ -67,7 +67,10 @@ class Glu : public mx::UnaryPrimitive {
       a.width = width;
       a.kind = kind;
       a.gate = qmm::row_major(in[0], first);
-      if (in.size() == 1) {
+      if (kind == kGeluErf) {
+        a.up = nullptr;
+        a.in_row = width;
+      } else if (in.size() == 1) {
         // Stacked: each row is gate then up.
         a.up = a.gate + width;
         a.in_row = 2 * width;
@@ -105,19 +108,22 @@ extern "C" {
 
 // act(gate) * up into *out (a new heap mx::array): with `up` null, `gate`
 // holds [..., 2F], gate in its first F columns and up in the rest; otherwise
-// gate and up are both [..., F]. kind: 0 SiLU, 1 GELU (tanh approximation).
+// gate and up are both [..., F]. kind: 0 SiLU, 1 GELU (tanh approximation);
+// 2: the exact GELU of `gate` alone (`up` null, the output gate's shape).
 // Returns 0, 2 when the kernel does not cover these inputs (compose the
 // activation instead), or 1 with a message in err.
 int mlx_serving_glu(void** out, void* gate, void* up, int kind, char* err, size_t err_len) {
   try {
     auto get = [](void* p) -> const mx::array& { return *static_cast<const mx::array*>(p); };
     if (!mlx_serving::qmm::cpu_has_avx2() || mx::default_device() != mx::Device::cpu) return 2;
-    if (kind != kSilu && kind != kGeluTanh) return 2;
+    if (kind != kSilu && kind != kGeluTanh && kind != kGeluErf) return 2;
     const mx::array& g = get(gate);
     if (g.dtype() != mx::float32 || g.ndim() == 0) return 2;
     std::vector<mx::array> inputs{g};
     mx::Shape shape = g.shape();
-    if (up) {
+    if (kind == kGeluErf) {
+      if (up) return 2;
+    } else if (up) {
       const mx::array& u = get(up);
       if (u.dtype() != mx::float32 || u.shape() != g.shape()) return 2;
       inputs.push_back(u);

@@ -6,11 +6,12 @@
 
 namespace mlx_serving::glu {
 
-enum Kind : int { kSilu = 0, kGeluTanh = 1 };
+enum Kind : int { kSilu = 0, kGeluTanh = 1, kGeluErf = 2 };
 
 // out[r, i] = act(gate[r, i]) * up[r, i] for rows r of `width` elements; each
 // row of gate and of up starts `in_row` floats after the previous (2 * width
-// when they are the halves of one stacked output, else width).
+// when they are the halves of one stacked output, else width). kGeluErf is
+// not gated: out = gelu(gate) with the exact (erf) GELU, `up` unused.
 struct Args {
   const float* gate;
   const float* up;

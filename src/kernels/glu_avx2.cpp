@@ -1,6 +1,7 @@
 // The gated activations for x86-64 with AVX2 + FMA (compiled with -mavx2
 // -mfma; called only after a run-time CPU check), eight elements at a time
-// with the vector exponential the attention kernel uses.
+// with the vector exponential the attention kernel uses; and BERT's exact
+// (erf) GELU, not gated.
 
 #include <immintrin.h>
 
@@ -28,10 +29,43 @@ inline float sigmoid_arg(float g, Kind kind) {
   return kind == kSilu ? g : kTwoSqrt2OverPi * (g + kCubic * g * g * g);
 }
 
+// erf(x) for x >= 0 by Abramowitz and Stegun 7.1.26 (absolute error below
+// 1.5e-7): 1 - t (a1 + t (a2 + ... + t a5)) e^(-x^2), t = 1 / (1 + p x).
+inline __m256 erf_nonneg(__m256 x) {
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(x, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.0f)));
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 e = simd::exp256(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(x, x)));
+  return _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.0f));
+}
+
+// The exact GELU, x (1 + erf(x / sqrt 2)) / 2, eight at a time.
+inline __m256 gelu_erf(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  const __m256 s = _mm256_mul_ps(x, _mm256_set1_ps(0.7071067811865476f));
+  const __m256 e = erf_nonneg(_mm256_andnot_ps(sign, s));
+  const __m256 erf = _mm256_or_ps(e, _mm256_and_ps(sign, s));
+  return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
 }  // namespace
 
 void glu_avx2(const Args& a, int64_t r0, int64_t r1) {
   const __m256 one = _mm256_set1_ps(1.0f);
+  if (a.kind == kGeluErf) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* g = a.gate + r * a.in_row;
+      float* o = a.out + r * a.width;
+      int64_t i = 0;
+      for (; i + 8 <= a.width; i += 8) _mm256_storeu_ps(o + i, gelu_erf(_mm256_loadu_ps(g + i)));
+      for (; i < a.width; ++i) o[i] = 0.5f * g[i] * (1.0f + std::erf(g[i] * 0.7071067811865476f));
+    }
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r) {
     const float* g = a.gate + r * a.in_row;
     const float* u = a.up + r * a.in_row;

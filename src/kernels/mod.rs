@@ -286,6 +286,8 @@ pub enum Gate {
     Silu = 0,
     /// `gelu(gate) * up` with GELU's tanh approximation (GeGLU: gemma).
     GeluTanh = 1,
+    /// `gelu(gate)` with the exact (erf) GELU, not gated (BERT); `up` must be `None`.
+    GeluErf = 2,
 }
 
 /// `act(gate) * up` by our CPU kernel (`glu.cpp`) as one op: with `up` `None`,

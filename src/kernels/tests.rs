@@ -347,6 +347,7 @@ fn reference_glu(g: &Array, u: &Array, kind: super::Gate) -> Array {
             let inner = g.add(g.multiply(g).unwrap().multiply(g).unwrap().multiply(Array::from_f32(0.044715)).unwrap()).unwrap();
             g.multiply(sigmoid(&inner.multiply(Array::from_f32(2.0 * 0.797_884_6)).unwrap()).unwrap()).unwrap()
         }
+        super::Gate::GeluErf => unreachable!("not gated"),
     };
     act.multiply(u).unwrap()
 }
@@ -410,4 +411,23 @@ fn dense_matmul_matches_mlx() {
     // Not served: a width that does not match, or another dtype.
     assert!(super::dense_matmul(&x, &wt, None, false).unwrap().is_none());
     assert!(super::dense_matmul(&x.as_dtype(mlx_rs::Dtype::Float16).unwrap(), &w, None, false).unwrap().is_none());
+}
+
+#[test]
+fn exact_gelu_matches_mlx_erf() {
+    use mlx_rs::ops::erf;
+    // Every 1/64 over [-10, 10] plus widths that fill no vector evenly.
+    for n in [1281usize, 7, 1536] {
+        let values: Vec<f32> = (0..n).map(|i| -10.0 + 20.0 * i as f32 / (n.max(2) - 1) as f32).collect();
+        let x = Array::from_slice(&values, &[1, n as i32]);
+        let Some(got) = super::glu(&x, None, super::Gate::GeluErf).unwrap() else {
+            assert!(!Isa::Avx2.available() || on_gpu(), "the kernel serves f32 on an AVX2 CPU");
+            return;
+        };
+        let inner = erf(x.multiply(Array::from_f32(std::f32::consts::FRAC_1_SQRT_2)).unwrap()).unwrap();
+        let want = x.multiply(inner.add(Array::from_f32(1.0)).unwrap()).unwrap().multiply(Array::from_f32(0.5)).unwrap();
+        for ((a, b), v) in got.as_slice::<f32>().iter().zip(want.as_slice::<f32>()).zip(&values) {
+            assert!((a - b).abs() <= 1e-6 * v.abs().max(1.0), "gelu({v}): {a} vs {b}");
+        }
+    }
 }
