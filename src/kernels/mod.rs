@@ -286,8 +286,6 @@ pub enum Gate {
     Silu = 0,
     /// `gelu(gate) * up` with GELU's tanh approximation (GeGLU: gemma).
     GeluTanh = 1,
-    /// `gelu(gate)` with the exact (erf) GELU, not gated (BERT); `up` must be `None`.
-    GeluErf = 2,
 }
 
 /// `act(gate) * up` by our CPU kernel (`glu.cpp`) as one op: with `up` `None`,
@@ -297,6 +295,13 @@ pub enum Gate {
 /// activation from MLX's ops instead.
 pub fn glu(gate: &Array, up: Option<&Array>, kind: Gate) -> Result<Option<Array>> {
     imp::glu(gate, up, kind)
+}
+
+/// The exact GELU, `x * (1 + erf(x / sqrt 2)) / 2` (BERT), by the same CPU
+/// kernel as one op (MLX's CPU `erf` and `exp` are scalar). f32 only; `None`
+/// where the kernel does not serve: compose it from MLX's ops instead.
+pub fn gelu_erf(x: &Array) -> Result<Option<Array>> {
+    imp::gelu_erf(x)
 }
 
 /// `x @ w + bias` in f32 on the CPU, split over the kernels' pool, each thread
@@ -491,11 +496,20 @@ mod imp {
     }
 
     pub fn glu(gate: &Array, up: Option<&Array>, kind: Gate) -> Result<Option<Array>> {
+        activation(gate, up, kind as c_int)
+    }
+
+    pub fn gelu_erf(x: &Array) -> Result<Option<Array>> {
+        // glu_api.h's kGeluErf: not gated.
+        activation(x, None, 2)
+    }
+
+    fn activation(gate: &Array, up: Option<&Array>, kind: c_int) -> Result<Option<Array>> {
         let mut out: *mut c_void = std::ptr::null_mut();
         let mut err = [0 as c_char; 512];
         let up = up.map_or(std::ptr::null_mut(), |u| u.as_ptr().ctx);
         // SAFETY: as in `attention`.
-        let rc = unsafe { mlx_serving_glu(&mut out, gate.as_ptr().ctx, up, kind as c_int, err.as_mut_ptr(), err.len()) };
+        let rc = unsafe { mlx_serving_glu(&mut out, gate.as_ptr().ctx, up, kind, err.as_mut_ptr(), err.len()) };
         made(rc, out, &err, "glu")
     }
 
@@ -564,6 +578,10 @@ mod imp {
     }
 
     pub fn glu(_gate: &Array, _up: Option<&Array>, _kind: Gate) -> Result<Option<Array>> {
+        Ok(None)
+    }
+
+    pub fn gelu_erf(_x: &Array) -> Result<Option<Array>> {
         Ok(None)
     }
 

@@ -153,7 +153,7 @@ impl Bert {
 /// approximation). On x86 CPUs our vector kernel (`glu.cpp`; MLX's CPU `erf`
 /// and `exp` are scalar, ~40% of a MiniLM pass), else MLX's ops.
 fn gelu(x: &Array) -> Result<Array> {
-    if let Some(y) = crate::kernels::glu(x, None, crate::kernels::Gate::GeluErf)? {
+    if let Some(y) = crate::kernels::gelu_erf(x)? {
         return Ok(y);
     }
     let inner = erf(x.multiply(Array::from_f32(std::f32::consts::FRAC_1_SQRT_2))?)?;
