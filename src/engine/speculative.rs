@@ -2,9 +2,10 @@
 //! forward pass of the model over all of them (a pass over a few tokens
 //! costs little more than over one where reading the weights dominates).
 //!
-//! Guesses come from the sequence's own text ([`look_up`]: the tokens that
-//! followed the latest earlier occurrence of its last few tokens, which is
-//! right most of the time where an answer quotes or rewrites its prompt) or
+//! Guesses come from the sequence's own text ([`Lookup`]: the text it is
+//! copying, found by the tokens that followed the latest earlier occurrence
+//! of its last few tokens, which is right most of the time where an answer
+//! quotes or rewrites its prompt) or
 //! from a smaller draft model of the same vocabulary (run by the worker in
 //! [`super::worker`]). [`crate::sampling::Sampler::verify`] accepts a prefix
 //! of them so that the answer is the one plain decoding gives: the same
@@ -54,16 +55,6 @@ impl Speculation {
         match self {
             Speculation::PromptLookup { max_draft, .. } | Speculation::Draft { max_draft, .. } => *max_draft,
         }
-    }
-}
-
-/// The tokens that followed the latest earlier occurrence of the last `n`
-/// tokens of `tokens`, for the longest `n` from `ngram` down to 1 that
-/// occurred before: at most `max`, empty when none did.
-pub fn look_up(tokens: &[u32], ngram: usize, max: usize) -> &[u32] {
-    match longest_match(tokens, ngram) {
-        Some((_, from)) => &tokens[from..(from + max).min(tokens.len())],
-        None => &[],
     }
 }
 
@@ -144,9 +135,10 @@ impl Lookup {
         }
         if cursor && accepted == 0 {
             self.misses += 1;
-            self.cursor = (self.misses < CURSOR_MISSES).then_some((from, len + 1));
-            if self.cursor.is_none() {
-                self.misses = 0;
+            if self.misses < CURSOR_MISSES {
+                self.cursor = Some((from, len + 1));
+            } else {
+                (self.cursor, self.misses) = (None, 0);
             }
             return;
         }
@@ -308,6 +300,11 @@ impl StepCosts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh [`Lookup`] (no cursor yet): the plain n-gram lookup.
+    fn look_up(tokens: &[u32], ngram: usize, max: usize) -> &[u32] {
+        Lookup::default().propose(tokens, ngram, max)
+    }
 
     #[test]
     fn look_up_takes_the_latest_longest_match() {
