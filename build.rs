@@ -55,6 +55,8 @@ fn build_kernels() {
         "arrays.h",
         "glu.cpp",
         "dense.cpp",
+        "dense_api.h",
+        "dense_avx512.cpp",
         "glu_api.h",
         "glu_avx2.cpp",
         "simd.h",
@@ -83,7 +85,7 @@ fn build_kernels() {
     if env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("x86_64") {
         build(&["qmm_avx2.cpp", "attention_avx2.cpp", "glu_avx2.cpp"], &["-mavx2", "-mfma", "-mf16c"], "mlx_serving_qmm_avx2");
         build(
-            &["qmm_avx512.cpp"],
+            &["qmm_avx512.cpp", "dense_avx512.cpp"],
             &["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
             "mlx_serving_qmm_avx512",
         );

@@ -1,6 +1,7 @@
 // A dense f32 matrix product split over the kernels' pool: y = x @ W (W
 // [K, N]) or x @ W^T (W [N, K]), plus an optional bias [N]. Each of the pool's
-// threads calls OpenBLAS's sgemm on a tile of the output's columns. MLX's own
+// threads computes a tile of the output's columns: by our AVX-512 kernel
+// (dense_avx512.cpp) where the CPU has it, else by OpenBLAS's sgemm. MLX's own
 // matmul calls sgemm from one thread, and the pool keeps OpenBLAS to one
 // thread of its own (qmm.cpp: its threads would compete with ours), so without
 // this a model of dense weights (the embedding encoders) multiplies on one core.
@@ -17,6 +18,7 @@
 #include "mlx/primitives.h"
 
 #include "arrays.h"
+#include "dense_api.h"
 #include "qmm_api.h"
 
 extern "C" void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
@@ -34,12 +36,19 @@ struct DenseCall {
   int M, N, K, cols;
   bool transposed;  // w is [N, K]
   float beta;
+  bool avx512;
 };
 
 void run_dense(void* ctx, int t0, int t1) {
   auto* c = static_cast<DenseCall*>(ctx);
   for (int t = t0; t < t1; ++t) {
     const int n0 = t * c->cols, n1 = std::min(c->N, n0 + c->cols);
+#if defined(__x86_64__)
+    if (c->avx512) {
+      mlx_serving::dense::matmul_avx512({c->x, c->w, c->out, c->M, c->N, c->K, c->transposed}, n0, n1, c->beta != 0.0f);
+      continue;
+    }
+#endif
     if (c->transposed) {
       cblas_sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, c->M, n1 - n0, c->K, 1.0f, c->x, c->K,
                   c->w + (size_t)n0 * c->K, c->K, c->beta, c->out + n0, c->N);
@@ -76,9 +85,12 @@ class DenseMatmul : public mx::UnaryPrimitive {
         for (int m = 0; m < M; ++m) std::copy(b, b + N, out_ptr + (size_t)m * N);
         beta = 1.0f;
       }
-      // Column tiles, a few per thread, whole multiples of 16.
-      const int cols = std::max(16, (N / 6 + 15) / 16 * 16);
-      DenseCall c{xp, w.data<float>(), out_ptr, M, N, K, cols, transposed, beta};
+      // Column tiles, a few per thread, whole multiples of 16 (of our
+      // kernel's panels of 32 when it serves).
+      const bool avx512 = cpu_has_avx512();
+      const int unit = avx512 ? 32 : 16;
+      const int cols = std::max(unit, (N / 6 + unit - 1) / unit * unit);
+      DenseCall c{xp, w.data<float>(), out_ptr, M, N, K, cols, transposed, beta, avx512};
       parallel_for((N + cols - 1) / cols, 1, run_dense, &c);
     });
   }

@@ -609,6 +609,8 @@ void parallel_for(int n, int chunk, void (*fn)(void*, int, int), void* ctx) { Po
 
 bool cpu_has_avx2() { return resolve(kAuto) != kMlx && has_isa(kAvx2); }
 
+bool cpu_has_avx512() { return resolve(kAuto) == kAvx512; }
+
 }  // namespace mlx_serving::qmm
 
 using namespace mlx_serving::qmm;

@@ -61,6 +61,10 @@ void set_error(char* err, size_t len, const char* what);
 // Whether this CPU runs AVX2 + FMA code (and MLX_SERVING_QMM_ISA is not `mlx`).
 bool cpu_has_avx2();
 
+// Whether the AVX-512 kernels serve (the CPU has them; MLX_SERVING_QMM_ISA
+// names no other set).
+bool cpu_has_avx512();
+
 // Defined by the SIMD translation units; call only on a CPU that has the features.
 const Kernels* avx2_kernels();
 const Kernels* avx512_kernels();

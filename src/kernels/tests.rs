@@ -386,30 +386,37 @@ fn glu_matches_composed_activation() {
 }
 
 /// The pooled dense product (`dense.cpp`) against MLX's: `x @ w + bias`, and
-/// `x @ w^T`, over a batch of rows of several widths.
+/// `x @ w^T`, over batches of rows of several widths: tiles of rows and
+/// panels of columns cut short, and inputs past one block (256) and not a
+/// multiple of 16.
 #[test]
 fn dense_matmul_matches_mlx() {
     use mlx_rs::ops::addmm;
-    let x = normal::<f32>(&[3, 7, 48], None, None, None).unwrap();
-    let w = normal::<f32>(&[48, 100], None, None, None).unwrap();
-    let bias = normal::<f32>(&[100], None, None, None).unwrap();
     let worst = |a: &Array, b: &Array| {
         let (a, b) = (a.as_slice::<f32>(), b.as_slice::<f32>());
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
     };
-    let Some(got) = super::dense_matmul(&x, &w, Some(&bias), false).unwrap() else {
-        return crate::tokenizer::say("SKIPPED: dense_matmul does not serve on this platform");
-    };
-    let want = addmm(&bias, &x, &w, None, None).unwrap();
-    assert_eq!(got.shape(), &[3, 7, 100]);
-    assert!(worst(&got, &want) < 1e-4, "with bias: {}", worst(&got, &want));
-    let wt = w.transpose_axes(&[1, 0]).unwrap().contiguous().unwrap();
-    let got = super::dense_matmul(&x, &wt, None, true).unwrap().unwrap();
-    let want = mlx_rs::ops::matmul(&x, &w).unwrap();
-    assert!(worst(&got, &want) < 1e-4, "transposed: {}", worst(&got, &want));
-    // Not served: a width that does not match, or another dtype.
-    assert!(super::dense_matmul(&x, &wt, None, false).unwrap().is_none());
-    assert!(super::dense_matmul(&x.as_dtype(mlx_rs::Dtype::Float16).unwrap(), &w, None, false).unwrap().is_none());
+    for (rows, k, n) in [(&[3, 7][..], 48, 100), (&[2, 13][..], 300, 70), (&[1][..], 16, 32), (&[40][..], 520, 384)] {
+        let x = normal::<f32>(&[rows, &[k]].concat(), None, None, None).unwrap();
+        let w = normal::<f32>(&[k, n], None, None, None).unwrap();
+        let bias = normal::<f32>(&[n], None, None, None).unwrap();
+        let Some(got) = super::dense_matmul(&x, &w, Some(&bias), false).unwrap() else {
+            return crate::tokenizer::say("SKIPPED: dense_matmul does not serve on this platform");
+        };
+        let want = addmm(&bias, &x, &w, None, None).unwrap();
+        assert_eq!(got.shape(), &[rows, &[n]].concat()[..]);
+        let bound = 2e-6 * k as f32;
+        assert!(worst(&got, &want) < bound, "{k} x {n} with bias: {}", worst(&got, &want));
+        let wt = w.transpose_axes(&[1, 0]).unwrap().contiguous().unwrap();
+        let got = super::dense_matmul(&x, &wt, None, true).unwrap().unwrap();
+        let want = mlx_rs::ops::matmul(&x, &w).unwrap();
+        assert!(worst(&got, &want) < bound, "{k} x {n} transposed: {}", worst(&got, &want));
+        // Not served: a width that does not match, or another dtype.
+        if k != n {
+            assert!(super::dense_matmul(&x, &wt, None, false).unwrap().is_none());
+        }
+        assert!(super::dense_matmul(&x.as_dtype(mlx_rs::Dtype::Float16).unwrap(), &w, None, false).unwrap().is_none());
+    }
 }
 
 #[test]
