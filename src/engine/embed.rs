@@ -32,19 +32,24 @@ use crate::{
     tokenizer::Tokenizer,
 };
 
-/// At most this many padded tokens per forward pass: large enough that the
-/// matrix products run at full speed, small enough that attention's scores
-/// stay small.
+/// At most this many padded tokens per forward pass (on a GPU four times
+/// as many): large enough that the matrix products run at full speed, small
+/// enough that attention's scores stay small.
 const BATCH_TOKENS: usize = 4096;
-/// A pass is sized (from the measured cost of a padded token) to take about
-/// this long, so that a waiting query is served soon: within [`BATCH_TOKENS`],
-/// and never below one input of the model's maximum length.
+/// A pass is sized (from the measured cost of passes, [`PassCost`]) to take
+/// about this long, so that a waiting query is served soon: within
+/// [`BATCH_TOKENS`], and never below one input of the model's maximum length.
 const PASS_SECONDS: f64 = 0.5;
-/// At most this many inputs per forward pass.
+/// At most this many inputs per forward pass (on a GPU four times as many).
 const BATCH_ROWS: usize = 128;
 /// A batch takes inputs of other lengths while its padding stays within this
-/// share of its real tokens (plus a few tokens per row).
+/// share of its real tokens (plus a few tokens per row), or within what one
+/// pass costs whatever its size (padding that costs less than that is
+/// cheaper than a second pass: on a GPU, where a small pass is all launch
+/// and transfer, a call's inputs share one pass).
 const PADDING_SLACK: f64 = 0.25;
+/// How much each measured pass discounts the ones before it in [`PassCost`].
+const COST_MEMORY: f64 = 0.9;
 /// Requests taken from the queue per tick.
 const ADMIT: usize = 1024;
 
@@ -85,7 +90,7 @@ pub fn serve(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, a
     let LoadedEmbedder { embedder, tokenizer, info } = loaded;
     tracing::info!(load_ms = info.load_ms, dimensions = embedder.dimensions, "embedding model ready");
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: None, info: info.clone(), grammars: None });
-    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), per_token: None };
+    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), cost: PassCost::default(), bounds: bounds() };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
             Ok(true) => {}
@@ -137,8 +142,63 @@ struct EmbedWorker {
     tokenizer: Arc<Tokenizer>,
     info: ModelInfo,
     jobs: Vec<Job>,
-    /// Seconds per padded token of recent passes (smoothed).
-    per_token: Option<f64>,
+    /// What recent passes cost.
+    cost: PassCost,
+    /// The batch bounds of this device: (padded tokens, rows).
+    bounds: (usize, usize),
+}
+
+/// The cost of a forward pass as a line fitted to recent passes: seconds =
+/// `fixed + per_token x padded tokens` (least squares, each pass weighing
+/// [`COST_MEMORY`] times the one after it).
+#[derive(Debug, Default, Clone)]
+struct PassCost {
+    w: f64,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+impl PassCost {
+    fn record(&mut self, padded: usize, seconds: f64) {
+        let x = padded as f64;
+        self.w = self.w * COST_MEMORY + 1.0;
+        self.x = self.x * COST_MEMORY + x;
+        self.y = self.y * COST_MEMORY + seconds;
+        self.xx = self.xx * COST_MEMORY + x * x;
+        self.xy = self.xy * COST_MEMORY + x * seconds;
+    }
+
+    /// (fixed seconds, seconds per padded token) once a pass was measured.
+    /// Passes of about one size say nothing of the fixed part, nor does a fit
+    /// whose slope noise made flat: then it is all per token.
+    fn model(&self) -> Option<(f64, f64)> {
+        if self.w <= 0.0 || self.x <= 0.0 {
+            return None;
+        }
+        let (mx, my) = (self.x / self.w, self.y / self.w);
+        let variance = self.xx / self.w - mx * mx;
+        let all_per_token = (0.0, my / mx);
+        if variance <= (0.1 * mx) * (0.1 * mx) {
+            return Some(all_per_token);
+        }
+        let slope = (self.xy / self.w - mx * my) / variance;
+        let fixed = my - slope * mx;
+        if slope <= 0.0 || fixed < 0.0 {
+            return Some(all_per_token);
+        }
+        Some((fixed, slope))
+    }
+}
+
+/// (padded tokens, rows) a pass may hold on this device.
+fn bounds() -> (usize, usize) {
+    if crate::device::backend().is_gpu() {
+        (4 * BATCH_TOKENS, 4 * BATCH_ROWS)
+    } else {
+        (BATCH_TOKENS, BATCH_ROWS)
+    }
 }
 
 /// One input of a batch: (job index, input index, tokens).
@@ -282,9 +342,17 @@ impl EmbedWorker {
         let (mut lo, mut hi) = (at, at + 1);
         let (mut real, mut longest) = (all[at].2, all[at].2);
         let budget = self.batch_tokens();
+        let max_rows = self.bounds.1;
+        let free_padding = match self.cost.model() {
+            Some((fixed, per_token)) => fixed / per_token,
+            None => 0.0,
+        };
         let fits = |rows: usize, real: usize, longest: usize| {
             let padded = rows * longest;
-            rows <= BATCH_ROWS && padded <= budget.max(longest) && padded as f64 <= real as f64 * (1.0 + PADDING_SLACK) + 4.0 * rows as f64
+            let padding = (padded - real) as f64;
+            rows <= max_rows
+                && padded <= budget.max(longest)
+                && padding <= (real as f64 * PADDING_SLACK + 4.0 * rows as f64).max(free_padding)
         };
         loop {
             let rows = hi - lo;
@@ -304,10 +372,12 @@ impl EmbedWorker {
     }
 
     /// Padded tokens per pass: what takes about [`PASS_SECONDS`] at the
-    /// measured cost, within [`BATCH_TOKENS`].
+    /// measured cost, within the device's bound.
     fn batch_tokens(&self) -> usize {
-        match self.per_token {
-            Some(s) if s > 0.0 => ((PASS_SECONDS / s) as usize).clamp(64, BATCH_TOKENS),
+        match self.cost.model() {
+            Some((fixed, per_token)) if per_token > 0.0 => {
+                (((PASS_SECONDS - fixed).max(0.0) / per_token) as usize).clamp(64, self.bounds.0)
+            }
             _ => 512,
         }
     }
@@ -325,10 +395,9 @@ impl EmbedWorker {
         let outcome = embedder.embed(&inputs, &skip, &mut || heartbeat.touch());
         let elapsed = started.elapsed().as_secs_f64();
         let ms = elapsed * 1e3;
-        // Small passes cost more per token (fixed costs): smoothing follows the latest.
-        let per_token = elapsed / padded.max(1) as f64;
-        self.per_token = Some(self.per_token.map_or(per_token, |p| (p + per_token) / 2.0));
-        tracing::debug!(rows = batch.len(), tokens, columns = batch.iter().map(|s| s.2).max().unwrap_or(0), ms, "embed pass");
+        self.cost.record(padded, elapsed);
+        let (fixed_ms, per_token_us) = self.cost.model().map_or((0.0, 0.0), |(f, t)| (f * 1e3, t * 1e6));
+        tracing::debug!(rows = batch.len(), tokens, columns = batch.iter().map(|s| s.2).max().unwrap_or(0), ms, fixed_ms, per_token_us, "embed pass");
         self.slot.throughput.record(tokens as u64);
         let now = Instant::now();
         match outcome {
@@ -406,6 +475,29 @@ mod tests {
         assert_eq!(code(check(&embed(None, EmbedPrompt::Default), &info(ModelKind::Generation), "g")), Some(ErrorCode::InvalidArgument));
         assert_eq!(code(check(&Action::Generate, &info(ModelKind::Embedding), "e")), Some(ErrorCode::InvalidArgument));
         assert_eq!(code(check(&Action::Generate, &info(ModelKind::Generation), "g")), None);
+    }
+
+    #[test]
+    fn pass_cost_separates_the_fixed_part_from_the_part_per_token() {
+        assert_eq!(PassCost::default().model(), None);
+        let mut c = PassCost::default();
+        for (padded, ms) in [(100, 5.0 + 1.0), (1000, 5.0 + 10.0), (400, 5.0 + 4.0), (2000, 5.0 + 20.0)] {
+            c.record(padded, ms / 1e3);
+        }
+        let (fixed, per_token) = c.model().unwrap();
+        assert!((fixed - 5e-3).abs() < 1e-9 && (per_token - 1e-5).abs() < 1e-12, "{fixed} {per_token}");
+        // Passes of one size: no fixed part can be told apart; the latest weighs most.
+        let mut c = PassCost::default();
+        c.record(512, 0.01);
+        c.record(512, 0.012);
+        let (fixed, per_token) = c.model().unwrap();
+        assert_eq!(fixed, 0.0);
+        assert!((per_token - (0.9 * 0.01 + 0.012) / 1.9 / 512.0).abs() < 1e-12);
+        // Noise that makes larger passes look cheaper is not believed.
+        let mut c = PassCost::default();
+        c.record(100, 0.02);
+        c.record(1000, 0.01);
+        assert_eq!(c.model().unwrap().0, 0.0);
     }
 
     #[test]
