@@ -48,6 +48,10 @@ const BATCH_ROWS: usize = 128;
 /// cheaper than a second pass: on a GPU, where a small pass is all launch
 /// and transfer, a call's inputs share one pass).
 const PADDING_SLACK: f64 = 0.25;
+/// A pass expected to take this long is evaluated layer by layer (before any
+/// pass was measured: one of at least [`LAYERWISE_TOKENS`] padded tokens).
+const LAYERWISE_SECONDS: f64 = 0.25;
+const LAYERWISE_TOKENS: usize = 1024;
 /// How much each measured pass discounts the ones before it in [`PassCost`].
 const COST_MEMORY: f64 = 0.9;
 /// Requests taken from the queue per tick.
@@ -392,7 +396,14 @@ impl EmbedWorker {
         let padded = batch.len() * batch.iter().map(|s| s.2).max().unwrap_or(0);
         let started = Instant::now();
         let heartbeat = self.heartbeat.clone();
-        let outcome = embedder.embed(&inputs, &skip, &mut || heartbeat.touch());
+        // A pass expected to take long is evaluated layer by layer, touching
+        // the heartbeat after each: the watchdog sees it advance.
+        let layerwise = match self.cost.model() {
+            Some((fixed, per_token)) => fixed + per_token * padded as f64 >= LAYERWISE_SECONDS,
+            None => padded >= LAYERWISE_TOKENS,
+        };
+        let mut touch = || heartbeat.touch();
+        let outcome = embedder.embed(&inputs, &skip, if layerwise { Some(&mut touch) } else { None });
         let elapsed = started.elapsed().as_secs_f64();
         let ms = elapsed * 1e3;
         self.cost.record(padded, elapsed);

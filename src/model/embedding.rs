@@ -100,9 +100,6 @@ impl Dense {
     }
 }
 
-/// Passes of at least this many padded tokens are evaluated layer by layer.
-pub const LAYERWISE_TOKENS: usize = 1024;
-
 /// A sentence-transformers model: encoder, pooling, dense modules.
 pub struct Embedder {
     pub encoder: Encoder,
@@ -122,10 +119,11 @@ impl Embedder {
     /// The vectors of a batch, before normalization: `inputs` are token ids
     /// (each at most `max_tokens`), `skip[i]` leading tokens of input `i` left
     /// out of the pooling (a prompt, when the model does not pool it).
-    /// Inputs are right-padded to the longest; one forward pass. A pass of at
-    /// least [`LAYERWISE_TOKENS`] padded tokens is evaluated layer by layer,
-    /// calling `progress` after each layer (a long pass is seen to advance).
-    pub fn embed(&self, inputs: &[&[u32]], skip: &[usize], progress: &mut dyn FnMut()) -> Result<Vec<Vec<f32>>> {
+    /// Inputs are right-padded to the longest; one forward pass. With
+    /// `progress` the pass is evaluated layer by layer, calling it after each
+    /// layer (a long pass is seen to advance); without, as one graph (on a GPU
+    /// each evaluation is a wait for the device).
+    pub fn embed(&self, inputs: &[&[u32]], skip: &[usize], mut progress: Option<&mut dyn FnMut()>) -> Result<Vec<Vec<f32>>> {
         let rows = inputs.len();
         let len = inputs.iter().map(|t| t.len()).max().unwrap_or(0);
         if rows == 0 || len == 0 {
@@ -139,9 +137,8 @@ impl Embedder {
             }
         }
         let tokens = Array::from_slice(&ids, &[rows as i32, len as i32]);
-        let layerwise = rows * len >= LAYERWISE_TOKENS;
         let mut after_layer = |x: &Array| -> Result<()> {
-            if layerwise {
+            if let Some(progress) = progress.as_mut() {
                 x.eval()?;
                 progress();
             }
