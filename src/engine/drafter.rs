@@ -101,7 +101,13 @@ impl Drafter {
         }
         let mut next = input.to_vec();
         let mut fed = 0;
+        // Time of the passes over one token: a drafted token's cost. A pass
+        // that also catches up (after plain steps, the tokens decoded since)
+        // is left out: once drafting pays, the draft stays current.
+        let (mut single, mut single_passes) = (Duration::ZERO, 0u32);
         while guesses.len() < n {
+            let pass_started = Instant::now();
+            let one = next.len() == 1;
             let logits = self.model.forward(&ids(&next), &mut self.cache)?;
             fed += 1;
             let (token, confidence) = if greedy {
@@ -114,6 +120,10 @@ impl Drafter {
                 let row = logits.as_slice::<f32>();
                 (sampler.sample(row), top_probability(row))
             };
+            if one {
+                single += pass_started.elapsed();
+                single_passes += 1;
+            }
             // A guess the draft model itself doubts is seldom right: stop here.
             if confidence < MIN_CONFIDENCE {
                 break;
@@ -125,8 +135,10 @@ impl Drafter {
         self.synced = tokens.len() + fed - 1;
         let elapsed = started.elapsed();
         tracing::debug!(fed, guesses = guesses.len(), ms = elapsed.as_secs_f64() * 1e3, "drafted");
-        let took = elapsed / fed as u32;
-        self.per_token = Some(self.per_token.map_or(took, |t| (t * 3 + took) / 4));
+        if single_passes > 0 {
+            let took = single / single_passes;
+            self.per_token = Some(self.per_token.map_or(took, |t| (t * 3 + took) / 4));
+        }
         Ok(guesses)
     }
 

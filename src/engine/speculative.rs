@@ -175,6 +175,11 @@ pub struct Tuner {
     /// Plain steps between probes: doubles while probes show guessing does
     /// not pay, so that a sequence that never quotes costs next to nothing.
     probe_every: usize,
+    /// Measured seconds per delivered token of recent rounds with a draft
+    /// model's guesses (proposing and verifying), smoothed. The expected
+    /// rate is a model; this is what it gave (the draft's doubts, its
+    /// catching up).
+    round: Option<f64>,
 }
 
 /// Each pass's counts weigh this much less than the next one's.
@@ -193,7 +198,7 @@ impl Default for Tuner {
         let mut reached = [0.0; MAX_DRAFT];
         let mut accepted = [0.0; MAX_DRAFT];
         (reached[0], accepted[0]) = (3.0, 2.0);
-        Tuner { reached, accepted, idle: 0, probe_every: PROBE_EVERY }
+        Tuner { reached, accepted, idle: 0, probe_every: PROBE_EVERY, round: None }
     }
 }
 
@@ -229,6 +234,13 @@ impl Tuner {
         self.idle = 0;
     }
 
+    /// Records what a round with guesses took in all (proposing them and the
+    /// verifying pass) and the tokens it delivered.
+    pub fn record_round(&mut self, took: Duration, delivered: usize) {
+        let t = took.as_secs_f64() / delivered.max(1) as f64;
+        self.round = Some(self.round.map_or(t, |r| r * 0.75 + t * 0.25));
+    }
+
     /// How many tokens to draft now, at most `available` (what the proposer
     /// has, the request's room, [`MAX_DRAFT`]): the count whose expected
     /// tokens per unit of time beat a plain step's by the most, or 0 when
@@ -241,6 +253,9 @@ impl Tuner {
         let chances = self.chances();
         let plain = costs.cost(1);
         let mut best = (0, 1.0 / plain);
+        // Rounds that delivered tokens slower than plain steps: plain steps,
+        // with a probe now and then (the text may turn to quoting).
+        let measured_slower = self.round.is_some_and(|r| r > plain);
         let (mut expected, mut all_right) = (1.0, 1.0);
         for d in 1..=available {
             all_right *= chances[d - 1];
@@ -250,7 +265,7 @@ impl Tuner {
                 best = (d, rate);
             }
         }
-        if best.0 > 0 {
+        if best.0 > 0 && !measured_slower {
             self.probe_every = PROBE_EVERY;
             return best.0;
         }
@@ -423,6 +438,32 @@ mod tests {
             tuner.record(4, 4);
         }
         assert!(tuner.draft_len(8, &cheap, Duration::ZERO) >= 4);
+    }
+
+    #[test]
+    fn rounds_measured_slower_than_plain_steps_stop_drafting() {
+        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+        let mut costs = StepCosts::default();
+        costs.record(1, ms(50.0));
+        costs.record(5, ms(90.0));
+        let mut tuner = Tuner::default();
+        for _ in 0..10 {
+            tuner.record(4, 4);
+        }
+        // The model of the rate says a cheap draft pays.
+        assert!(tuner.draft_len(8, &costs, ms(5.0)) > 0);
+        // Rounds that took 60 ms a token against 50 for a plain step: no.
+        for _ in 0..4 {
+            tuner.record_round(ms(180.0), 3);
+        }
+        let lens: Vec<usize> = (0..PROBE_EVERY).map(|_| tuner.draft_len(8, &costs, ms(5.0))).collect();
+        assert_eq!(lens[..PROBE_EVERY - 1], vec![0; PROBE_EVERY - 1][..]);
+        assert_eq!(lens[PROBE_EVERY - 1], 2, "a probe keeps the measure current");
+        // Rounds that beat plain steps again: drafting resumes.
+        for _ in 0..8 {
+            tuner.record_round(ms(90.0), 4);
+        }
+        assert!(tuner.draft_len(8, &costs, ms(5.0)) > 0);
     }
 
     #[test]

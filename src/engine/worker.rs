@@ -896,6 +896,7 @@ impl Worker {
     /// step follows).
     fn speculative_step(&mut self) -> bool {
         const PAUSE: usize = 4;
+        let round_started = Instant::now();
         let seq = &mut self.seqs[0];
         let Some(spec) = seq.speculation().cloned() else { return false };
         let room = seq.room_after_next().min(self.info.context_length.saturating_sub(seq.tokens.len() + 1));
@@ -926,7 +927,7 @@ impl Worker {
                 return true;
             }
         };
-        match self.verify(&proposal, masks) {
+        match self.verify(&proposal, masks, round_started) {
             Ok(()) => {}
             Err(e) => self.fail_all(&format!("decode step failed: {}", e.message)),
         }
@@ -970,8 +971,8 @@ impl Worker {
 
     /// Verifies `drafts` for the batch's only sequence in one pass (its
     /// positions' logits under `masks`, where output rules apply) and
-    /// delivers what it gives.
-    fn verify(&mut self, drafts: &[u32], masks: Option<MaskRows>) -> Result<()> {
+    /// delivers what it gives. `round_started`: when proposing the drafts began.
+    fn verify(&mut self, drafts: &[u32], masks: Option<MaskRows>, round_started: Instant) -> Result<()> {
         fault::before_decode_step();
         let model = self.model.as_ref().expect("model is loaded while the worker runs");
         let drafted = drafts.len();
@@ -1002,6 +1003,12 @@ impl Worker {
         self.last_step = Some(started.elapsed());
         self.last_finish = Instant::now();
         seq.tuner.record(drafted, verdict.accepted);
+        if matches!(seq.speculation(), Some(Speculation::Draft { .. })) {
+            // A draft model's round is measured whole (its doubts, its catching
+            // up, which the expected rate leaves out); prompt lookup's guesses
+            // cost next to nothing to make.
+            seq.tuner.record_round(round_started.elapsed(), verdict.accepted + 1);
+        }
         seq.lookup.settle(drafted, verdict.accepted);
         seq.drafted += drafted;
         seq.accepted += verdict.accepted;
@@ -1137,6 +1144,10 @@ impl Worker {
         let elapsed = now.duration_since(step.started.max(self.last_finish));
         self.last_finish = now;
         self.last_step = Some(elapsed);
+        if step.chunk == 0 && step.issued == 1 {
+            // A plain step of one row: what a guess must beat (speculation's tuner).
+            self.step_costs.record(1, elapsed);
+        }
         match step.chunk {
             0 => self.budget.decode_step(step.issued, elapsed),
             chunk => self.budget.mixed_step(step.issued, chunk, elapsed),
