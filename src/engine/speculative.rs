@@ -402,7 +402,6 @@ mod tests {
 
     #[test]
     fn drafting_stops_where_it_does_not_pay() {
-        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
         // Passes over more tokens cost almost nothing more (a GPU, or a
         // memory-bound CPU step): draft as much as there is.
         let mut cheap = StepCosts::default();
@@ -440,12 +439,21 @@ mod tests {
         assert!(tuner.draft_len(8, &cheap, Duration::ZERO) >= 4);
     }
 
-    #[test]
-    fn rounds_measured_slower_than_plain_steps_stop_drafting() {
-        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+    fn ms(v: f64) -> Duration {
+        Duration::from_secs_f64(v / 1e3)
+    }
+
+    /// A CPU at a few rows: a step of 50 ms, each further token a fifth of it.
+    fn cpu_costs() -> StepCosts {
         let mut costs = StepCosts::default();
         costs.record(1, ms(50.0));
         costs.record(5, ms(90.0));
+        costs
+    }
+
+    #[test]
+    fn rounds_measured_slower_than_plain_steps_stop_drafting() {
+        let costs = cpu_costs();
         let mut tuner = Tuner::default();
         for _ in 0..10 {
             tuner.record(4, 4);
@@ -468,11 +476,7 @@ mod tests {
 
     #[test]
     fn guesses_right_in_runs_get_longer_drafts() {
-        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
-        // Each further token costs a fifth of a step (a CPU at a few rows).
-        let mut costs = StepCosts::default();
-        costs.record(1, ms(50.0));
-        costs.record(5, ms(90.0));
+        let costs = cpu_costs();
         // Copying: the first guess is right two times in three, and once it
         // is, the rest of the pass is right.
         let mut runs = Tuner::default();
