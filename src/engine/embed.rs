@@ -37,8 +37,8 @@ use crate::{
 /// enough that attention's scores stay small.
 const BATCH_TOKENS: usize = 4096;
 /// A pass is sized (from the measured cost of passes, [`PassCost`]) to take
-/// about this long, so that a waiting query is served soon: within
-/// [`BATCH_TOKENS`], and never below one input of the model's maximum length.
+/// about this long, so that a waiting query is served soon: within the
+/// device's [`bounds`], and never below one input of the model's maximum length.
 const PASS_SECONDS: f64 = 0.5;
 /// At most this many inputs per forward pass (on a GPU four times as many).
 const BATCH_ROWS: usize = 128;
@@ -94,7 +94,7 @@ pub fn serve(slot: Arc<ModelSlot>, generation: u64, heartbeat: Arc<Heartbeat>, a
     let LoadedEmbedder { embedder, tokenizer, info } = loaded;
     tracing::info!(load_ms = info.load_ms, dimensions = embedder.dimensions, "embedding model ready");
     slot.set_ready(generation, Served { tokenizer: tokenizer.clone(), template: None, info: info.clone(), grammars: None });
-    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), cost: PassCost::default(), bounds: bounds() };
+    let mut worker = EmbedWorker { slot: slot.clone(), generation, heartbeat, active, embedder: Some(embedder), tokenizer, info, jobs: Vec::new(), cost: PassCost::default() };
     loop {
         match catch_unwind(AssertUnwindSafe(|| worker.tick())) {
             Ok(true) => {}
@@ -148,8 +148,6 @@ struct EmbedWorker {
     jobs: Vec<Job>,
     /// What recent passes cost.
     cost: PassCost,
-    /// The batch bounds of this device: (padded tokens, rows).
-    bounds: (usize, usize),
 }
 
 /// The cost of a forward pass as a line fitted to recent passes: seconds =
@@ -346,7 +344,7 @@ impl EmbedWorker {
         let (mut lo, mut hi) = (at, at + 1);
         let (mut real, mut longest) = (all[at].2, all[at].2);
         let budget = self.batch_tokens();
-        let max_rows = self.bounds.1;
+        let max_rows = bounds().1;
         let free_padding = match self.cost.model() {
             Some((fixed, per_token)) => fixed / per_token,
             None => 0.0,
@@ -380,7 +378,7 @@ impl EmbedWorker {
     fn batch_tokens(&self) -> usize {
         match self.cost.model() {
             Some((fixed, per_token)) if per_token > 0.0 => {
-                (((PASS_SECONDS - fixed).max(0.0) / per_token) as usize).clamp(64, self.bounds.0)
+                (((PASS_SECONDS - fixed).max(0.0) / per_token) as usize).clamp(64, bounds().0)
             }
             _ => 512,
         }

@@ -1003,18 +1003,16 @@ impl Worker {
         self.last_step = Some(started.elapsed());
         self.last_finish = Instant::now();
         seq.tuner.record(drafted, verdict.accepted);
+        seq.lookup.settle(drafted, verdict.accepted);
+        seq.drafted += drafted;
+        seq.accepted += verdict.accepted;
+        self.slot.speculation.record(drafted, verdict.accepted);
         if matches!(seq.speculation(), Some(Speculation::Draft { .. })) {
             // A draft model's round is measured whole (its doubts, its catching
             // up, which the expected rate leaves out); prompt lookup's guesses
             // cost next to nothing to make.
             seq.tuner.record_round(round_started.elapsed(), verdict.accepted + 1);
-        }
-        seq.lookup.settle(drafted, verdict.accepted);
-        seq.drafted += drafted;
-        seq.accepted += verdict.accepted;
-        self.slot.speculation.record(drafted, verdict.accepted);
-        if let Some(d) = self.drafter.as_mut() {
-            if matches!(seq.speculation(), Some(Speculation::Draft { .. })) {
+            if let Some(d) = self.drafter.as_mut() {
                 d.settle(seq.tokens.len(), verdict.accepted);
             }
         }

@@ -30,30 +30,28 @@ namespace mlx_serving::qmm {
 namespace {
 
 struct DenseCall {
-  const float* x;
-  const float* w;
-  float* out;
-  int M, N, K, cols;
-  bool transposed;  // w is [N, K]
+  mlx_serving::dense::Dense d;
+  int cols;
   float beta;
   bool avx512;
 };
 
 void run_dense(void* ctx, int t0, int t1) {
   auto* c = static_cast<DenseCall*>(ctx);
+  const auto& d = c->d;
   for (int t = t0; t < t1; ++t) {
-    const int n0 = t * c->cols, n1 = std::min(c->N, n0 + c->cols);
+    const int n0 = t * c->cols, n1 = std::min(d.N, n0 + c->cols);
 #if defined(__x86_64__)
     if (c->avx512) {
-      mlx_serving::dense::matmul_avx512({c->x, c->w, c->out, c->M, c->N, c->K, c->transposed}, n0, n1, c->beta != 0.0f);
+      mlx_serving::dense::matmul_avx512(d, n0, n1, c->beta != 0.0f);
       continue;
     }
 #endif
-    if (c->transposed) {
-      cblas_sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, c->M, n1 - n0, c->K, 1.0f, c->x, c->K,
-                  c->w + (size_t)n0 * c->K, c->K, c->beta, c->out + n0, c->N);
+    if (d.transposed) {
+      cblas_sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, d.M, n1 - n0, d.K, 1.0f, d.x, d.K,
+                  d.w + (size_t)n0 * d.K, d.K, c->beta, d.out + n0, d.N);
     } else {
-      cblas_sgemm(101, 111, 111, c->M, n1 - n0, c->K, 1.0f, c->x, c->K, c->w + n0, c->N, c->beta, c->out + n0, c->N);
+      cblas_sgemm(101, 111, 111, d.M, n1 - n0, d.K, 1.0f, d.x, d.K, d.w + n0, d.N, c->beta, d.out + n0, d.N);
     }
   }
 }
@@ -90,7 +88,7 @@ class DenseMatmul : public mx::UnaryPrimitive {
       const bool avx512 = cpu_has_avx512();
       const int unit = avx512 ? 32 : 16;
       const int cols = std::max(unit, (N / 6 + unit - 1) / unit * unit);
-      DenseCall c{xp, w.data<float>(), out_ptr, M, N, K, cols, transposed, beta, avx512};
+      DenseCall c{{xp, w.data<float>(), out_ptr, M, N, K, transposed}, cols, beta, avx512};
       parallel_for((N + cols - 1) / cols, 1, run_dense, &c);
     });
   }

@@ -5,12 +5,13 @@
 // this kernel depends on the CPU alone.
 //
 // out[:, n0:n1] (+)= x @ W[:, n0:n1] in blocks of kBlockK inputs. For each
-// block of 32 output columns the weights' block is first copied into a
-// contiguous panel [kBlockK][32] (from W [K, N] or, transposed, W [N, K]);
-// the panel stays in L1 while every row of x passes over it, kRows rows at a
-// time, each row's 32 sums in two registers. A row's sums are accumulated in
-// the same order whatever the number of rows in its tile, so its result does
-// not depend on the batch it came in.
+// block the weights of columns [n0, n1) are first copied into contiguous
+// panels [kBlockK][32] (from W [K, N] or, transposed, W [N, K]); then x
+// passes over them kRows rows at a time, the tile of rows staying in L1 while
+// it passes over every panel, each row's 32 sums of a panel in two
+// registers. A row's sums are accumulated in the same order whatever the
+// number of rows in its tile, so its result does not depend on the batch it
+// came in.
 
 // GCC 12 takes the unpack intrinsics' undefined pass-through operand for an
 // uninitialized read once they are inlined (-Wmaybe-uninitialized).
@@ -146,11 +147,9 @@ void tile(const float* a, int lda, const float* panel, int depth, float* c, int 
 
 using Tile = void (*)(const float*, int, const float*, int, float*, int, __mmask16, __mmask16, bool);
 
-const Tile* tile_for() {
-  static constexpr Tile table[kRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>,  tile<5>, tile<6>,
-                                            tile<7>, tile<8>, tile<9>, tile<10>, tile<11>, tile<12>};
-  return table;
-}
+// By the number of rows of a tile.
+constexpr Tile kTiles[kRows + 1] = {nullptr, tile<1>, tile<2>, tile<3>, tile<4>,  tile<5>, tile<6>,
+                                    tile<7>, tile<8>, tile<9>, tile<10>, tile<11>, tile<12>};
 
 }  // namespace
 
@@ -161,7 +160,6 @@ void matmul_avx512(const Dense& d, int n0, int n1, bool accumulate) {
   const size_t need = (size_t)count * kBlockK * kCols + 16;
   if (buffer.size() < need) buffer.resize(need);
   float* panels = buffer.data() + (16 - ((uintptr_t)buffer.data() / sizeof(float)) % 16) % 16;
-  const Tile* by_rows = tile_for();
   for (int k0 = 0; k0 < d.K; k0 += kBlockK) {
     const int depth = std::min(kBlockK, d.K - k0);
     const bool add = accumulate || k0 > 0;
@@ -171,7 +169,7 @@ void matmul_avx512(const Dense& d, int n0, int n1, bool accumulate) {
       const int rows = std::min(kRows, d.M - m);
       for (int p = 0; p < count; ++p) {
         const int n = n0 + p * kCols, width = std::min(kCols, n1 - n);
-        by_rows[rows](d.x + (size_t)m * d.K + k0, d.K, panels + (size_t)p * depth * kCols, depth,
+        kTiles[rows](d.x + (size_t)m * d.K + k0, d.K, panels + (size_t)p * depth * kCols, depth,
                       d.out + (size_t)m * d.N + n, d.N, low_lanes(width), high_lanes(width), add);
       }
     }

@@ -305,8 +305,9 @@ pub fn gelu_erf(x: &Array) -> Result<Option<Array>> {
 }
 
 /// `x @ w + bias` in f32 on the CPU, split over the kernels' pool, each thread
-/// multiplying a tile of the output's columns with OpenBLAS's sgemm
-/// (`dense.cpp`): `w` [K, N], or with `transposed` [N, K] (`x @ w^T`). `None`
+/// multiplying a tile of the output's columns (`dense.cpp`: our AVX-512
+/// kernel where the CPU has it, else OpenBLAS's sgemm): `w` [K, N], or with
+/// `transposed` [N, K] (`x @ w^T`). `None`
 /// where it does not serve (not f32, a GPU, shapes that do not fit): use
 /// MLX's matmul instead. The dense models (the embedding encoders) need it:
 /// the pool keeps OpenBLAS to one thread of its own.
